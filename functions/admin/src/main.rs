@@ -1,0 +1,6 @@
+//! The admin Lambda function (or a local listener when not in Lambda).
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    switchboard_core::http::run_http_function(switchboard_admin::app).await
+}

@@ -1,0 +1,64 @@
+//! `switchboard`: every function's routes in one process (local development, containers),
+//! the embedded default database, and the migration command.
+
+pub mod embedded_pg;
+pub mod serve;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use switchboard_core::http::finish_router;
+use switchboard_core::state::AppState;
+
+/// Every route of every function, plus `/healthz`.
+pub fn app(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .with_state(state.clone())
+        .merge(switchboard_chat::router(state.clone()))
+        .merge(switchboard_admin::router(state.clone()))
+        .merge(switchboard_keys::router(state));
+    finish_router(router, limit)
+}
+
+/// 200 with the database status when Postgres answers, else 503.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let probe = tokio::time::timeout(Duration::from_secs(2), async {
+        let client = state.pool.get().await.map_err(|e| e.to_string())?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    })
+    .await;
+    let version = env!("CARGO_PKG_VERSION");
+    match probe {
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            axum::Json(json!({"status": "ok", "database": "ok", "version": version})),
+        )
+            .into_response(),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "health probe: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(
+                    json!({"status": "degraded", "database": "unreachable", "version": version}),
+                ),
+            )
+                .into_response()
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "degraded", "database": "timeout", "version": version})),
+        )
+            .into_response(),
+    }
+}

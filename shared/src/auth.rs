@@ -1,0 +1,184 @@
+//! Gateway API keys (`sk-sb-...`): generation, hashing, format checks and the bootstrap
+//! admin key. Keys are 192 random bits, shown once, stored only as SHA-256.
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::db::DbError;
+use crate::secret::Secret;
+
+pub const KEY_PREFIX: &str = "sk-sb-";
+/// Random bytes in a generated key (192 bits, hex encoded).
+const KEY_RANDOM_BYTES: usize = 24;
+/// How many characters of a key are kept in clear for display (`sk-sb-1a2b`).
+const DISPLAY_PREFIX_LEN: usize = 10;
+/// The bootstrap admin account that owns keys created from `SWITCHBOARD_ADMIN_KEY`.
+pub const BOOTSTRAP_ADMIN_USER: &str = "admin";
+
+/// A freshly generated key: the plaintext (to show once) and what is stored.
+pub struct GeneratedKey {
+    pub plaintext: Secret,
+    pub hash: [u8; 32],
+    pub display_prefix: String,
+}
+
+pub fn generate_api_key() -> GeneratedKey {
+    let mut bytes = [0u8; KEY_RANDOM_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    let plaintext = format!("{KEY_PREFIX}{}", hex(&bytes));
+    GeneratedKey {
+        hash: hash_api_key(&plaintext),
+        display_prefix: display_prefix(&plaintext),
+        plaintext: Secret::new(plaintext),
+    }
+}
+
+pub fn hash_api_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+pub fn display_prefix(key: &str) -> String {
+    key.chars().take(DISPLAY_PREFIX_LEN).collect()
+}
+
+/// Checks that a configured key looks like one of ours and carries enough entropy.
+/// The error never contains the key.
+pub fn validate_key_format(key: &str) -> Result<(), &'static str> {
+    let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
+        return Err("must start with sk-sb-");
+    };
+    if rest.len() < 32 {
+        return Err("must have at least 32 characters after sk-sb- (128 bits or more)");
+    }
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("may contain only letters, digits, '-' and '_' after sk-sb-");
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 0x0f) as usize] as char);
+    }
+    out
+}
+
+/// What [`ensure_bootstrap_admin`] did.
+#[derive(Debug)]
+pub enum BootstrapAdmin {
+    /// The configured `SWITCHBOARD_ADMIN_KEY` was inserted now.
+    InsertedConfigured,
+    /// The configured key was already present.
+    ConfiguredPresent,
+    /// No key was configured and no admin key existed: this one was generated and must be
+    /// shown to the operator once.
+    Generated(Secret),
+    /// No key configured, and an active admin key already exists.
+    Existing,
+}
+
+/// Makes sure an admin key exists: the configured one (inserted hashed if missing), else
+/// any active admin key, else a generated one returned for printing once.
+pub async fn ensure_bootstrap_admin(
+    client: &impl GenericClient,
+    configured: Option<&Secret>,
+) -> Result<BootstrapAdmin, DbError> {
+    client
+        .execute(
+            "INSERT INTO accounts (user_id, tier) VALUES ($1, 'enterprise') ON CONFLICT (user_id) DO NOTHING",
+            &[&BOOTSTRAP_ADMIN_USER],
+        )
+        .await?;
+
+    if let Some(key) = configured {
+        let hash = hash_api_key(key.expose());
+        let inserted = client
+            .execute(
+                "INSERT INTO gateway_api_keys (id, user_id, name, key_hash, key_prefix, role)
+                 VALUES ($1, $2, 'bootstrap admin (SWITCHBOARD_ADMIN_KEY)', $3, $4, 'admin')
+                 ON CONFLICT (key_hash) DO NOTHING",
+                &[
+                    &Uuid::new_v4(),
+                    &BOOTSTRAP_ADMIN_USER,
+                    &hash.as_slice(),
+                    &display_prefix(key.expose()),
+                ],
+            )
+            .await?;
+        return Ok(if inserted == 1 {
+            BootstrapAdmin::InsertedConfigured
+        } else {
+            BootstrapAdmin::ConfiguredPresent
+        });
+    }
+
+    let existing = client
+        .query_opt(
+            "SELECT 1 FROM gateway_api_keys WHERE role = 'admin' AND revoked_at IS NULL LIMIT 1",
+            &[],
+        )
+        .await?;
+    if existing.is_some() {
+        return Ok(BootstrapAdmin::Existing);
+    }
+
+    let key = generate_api_key();
+    client
+        .execute(
+            "INSERT INTO gateway_api_keys (id, user_id, name, key_hash, key_prefix, role)
+             VALUES ($1, $2, 'bootstrap admin (generated)', $3, $4, 'admin')",
+            &[
+                &Uuid::new_v4(),
+                &BOOTSTRAP_ADMIN_USER,
+                &key.hash.as_slice(),
+                &key.display_prefix,
+            ],
+        )
+        .await?;
+    Ok(BootstrapAdmin::Generated(key.plaintext))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_unique_well_formed_and_hash_stably() {
+        let a = generate_api_key();
+        let b = generate_api_key();
+        assert_ne!(a.plaintext, b.plaintext);
+        assert!(a.plaintext.expose().starts_with("sk-sb-"));
+        assert_eq!(
+            a.plaintext.expose().len(),
+            KEY_PREFIX.len() + 2 * KEY_RANDOM_BYTES
+        );
+        assert!(validate_key_format(a.plaintext.expose()).is_ok());
+        assert_eq!(a.hash, hash_api_key(a.plaintext.expose()));
+        assert_eq!(a.display_prefix.len(), DISPLAY_PREFIX_LEN);
+        assert!(a.plaintext.expose().starts_with(&a.display_prefix));
+    }
+
+    #[test]
+    fn format_check_refuses_weak_or_foreign_keys() {
+        assert!(validate_key_format("sk-abc").is_err());
+        assert!(validate_key_format("sk-sb-short").is_err());
+        assert!(validate_key_format("sk-sb-0123456789abcdef0123456789abcde!").is_err());
+        assert!(validate_key_format("sk-sb-0123456789abcdef0123456789abcdef").is_ok());
+    }
+
+    #[test]
+    fn sha256_matches_known_vector() {
+        assert_eq!(
+            hex(&hash_api_key("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! Configuration: read once from the environment at start, validated, fails fast with a
+//! message naming the variable. Every variable is optional for `switchboard serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// Default body limit (api.md: 1 MiB; Lambda itself caps at 6 MB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Postgres URL. `None` → `switchboard serve` starts its embedded cluster.
+    pub database_url: Option<Secret>,
+    pub listen: SocketAddr,
+    /// Bootstrap admin key (`SWITCHBOARD_ADMIN_KEY`).
+    pub admin_key: Option<Secret>,
+    /// KMS key for BYOK envelopes; `None` → local master key file (development only).
+    pub kms_key_id: Option<String>,
+    pub master_key_file: PathBuf,
+    /// Where `switchboard serve` keeps its embedded cluster and local key (`.switchboard`).
+    pub data_dir: PathBuf,
+    /// Directory holding `initdb` / `pg_ctl`, when not on PATH or /usr/lib/postgresql.
+    pub pg_bin_dir: Option<PathBuf>,
+    pub allow_private_upstreams: bool,
+    pub max_body_bytes: usize,
+    pub db_pool_size: usize,
+    pub health_check_interval: Duration,
+    /// Running inside AWS Lambda (`AWS_LAMBDA_RUNTIME_API` is set).
+    pub in_lambda: bool,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment in production, a map in tests).
+    /// Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let in_lambda = get("AWS_LAMBDA_RUNTIME_API").is_some();
+        let data_dir =
+            PathBuf::from(get("SWITCHBOARD_DATA_DIR").unwrap_or_else(|| ".switchboard".into()));
+        let master_key_file = get("SWITCHBOARD_MASTER_KEY_FILE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("master.key"));
+
+        let listen = match get("SWITCHBOARD_LISTEN") {
+            Some(v) => v.parse().map_err(|_| ConfigError {
+                variable: "SWITCHBOARD_LISTEN",
+                reason: format!("`{v}` is not an address like 127.0.0.1:8080"),
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+
+        let admin_key = get("SWITCHBOARD_ADMIN_KEY").map(Secret::new);
+        if let Some(key) = &admin_key {
+            crate::auth::validate_key_format(key.expose()).map_err(|reason| ConfigError {
+                variable: "SWITCHBOARD_ADMIN_KEY",
+                reason: reason.to_string(),
+            })?;
+        }
+
+        let kms_key_id = get("SWITCHBOARD_KMS_KEY_ID");
+        if in_lambda && kms_key_id.is_none() {
+            return Err(ConfigError {
+                variable: "SWITCHBOARD_KMS_KEY_ID",
+                reason:
+                    "required in AWS Lambda (the local master key file is for development only)"
+                        .into(),
+            });
+        }
+
+        Ok(Self {
+            database_url: get("DATABASE_URL").map(Secret::new),
+            listen,
+            admin_key,
+            kms_key_id,
+            master_key_file,
+            data_dir,
+            pg_bin_dir: get("SWITCHBOARD_PG_BIN_DIR").map(PathBuf::from),
+            allow_private_upstreams: parse_bool(
+                get("SWITCHBOARD_ALLOW_PRIVATE_UPSTREAMS"),
+                "SWITCHBOARD_ALLOW_PRIVATE_UPSTREAMS",
+            )?
+            .unwrap_or(false),
+            max_body_bytes: parse_number(
+                get("SWITCHBOARD_MAX_BODY_BYTES"),
+                "SWITCHBOARD_MAX_BODY_BYTES",
+                1024,
+                6 * 1024 * 1024,
+            )?
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            db_pool_size: parse_number(
+                get("SWITCHBOARD_DB_POOL_SIZE"),
+                "SWITCHBOARD_DB_POOL_SIZE",
+                1,
+                1000,
+            )?
+            .unwrap_or(if in_lambda { 2 } else { 16 }),
+            health_check_interval: Duration::from_secs(
+                parse_number(
+                    get("SWITCHBOARD_HEALTH_CHECK_INTERVAL_SECS"),
+                    "SWITCHBOARD_HEALTH_CHECK_INTERVAL_SECS",
+                    10,
+                    86_400,
+                )?
+                .unwrap_or(300) as u64,
+            ),
+            in_lambda,
+        })
+    }
+}
+
+fn parse_bool(value: Option<String>, variable: &'static str) -> Result<Option<bool>, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None => Ok(None),
+        Some("1" | "true" | "yes" | "on") => Ok(Some(true)),
+        Some("0" | "false" | "no" | "off") => Ok(Some(false)),
+        Some(other) => Err(ConfigError {
+            variable,
+            reason: format!("`{other}` is not a boolean (use 1 or 0)"),
+        }),
+    }
+}
+
+fn parse_number(
+    value: Option<String>,
+    variable: &'static str,
+    min: usize,
+    max: usize,
+) -> Result<Option<usize>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    match value.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(ConfigError {
+            variable,
+            reason: format!("`{value}` is not a whole number between {min} and {max}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = config(&[]).unwrap();
+        assert!(c.database_url.is_none());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.master_key_file, PathBuf::from(".switchboard/master.key"));
+        assert_eq!(c.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.health_check_interval, Duration::from_secs(300));
+        assert!(!c.allow_private_upstreams);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = config(&[("SWITCHBOARD_LISTEN", "nope")]).unwrap_err();
+        assert_eq!(e.variable, "SWITCHBOARD_LISTEN");
+        let e = config(&[("SWITCHBOARD_ALLOW_PRIVATE_UPSTREAMS", "maybe")]).unwrap_err();
+        assert_eq!(e.variable, "SWITCHBOARD_ALLOW_PRIVATE_UPSTREAMS");
+        let e = config(&[("SWITCHBOARD_DB_POOL_SIZE", "0")]).unwrap_err();
+        assert_eq!(e.variable, "SWITCHBOARD_DB_POOL_SIZE");
+        let e = config(&[("SWITCHBOARD_ADMIN_KEY", "short")]).unwrap_err();
+        assert_eq!(e.variable, "SWITCHBOARD_ADMIN_KEY");
+        assert!(
+            !e.to_string().contains("short"),
+            "the key itself must not be echoed"
+        );
+    }
+
+    #[test]
+    fn lambda_requires_a_kms_key() {
+        let e = config(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]).unwrap_err();
+        assert_eq!(e.variable, "SWITCHBOARD_KMS_KEY_ID");
+        let c = config(&[
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ("SWITCHBOARD_KMS_KEY_ID", "alias/x"),
+        ])
+        .unwrap();
+        assert!(c.in_lambda);
+        assert_eq!(c.db_pool_size, 2);
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = config(&[
+            ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+            (
+                "SWITCHBOARD_ADMIN_KEY",
+                "sk-sb-0123456789abcdef0123456789abcdef",
+            ),
+        ])
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2"));
+        assert!(!debug.contains("0123456789abcdef"));
+    }
+}

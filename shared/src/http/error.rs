@@ -1,0 +1,215 @@
+//! The one error type every route answers with, rendered in OpenAI's error shape
+//! (`{"error": {"message", "type", "code", "param"}}`) with the status table of api.md.
+//! Internal errors are logged with their cause and answered with a generic message.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::db::DbError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
+    #[error("{0}")]
+    Authentication(String),
+    #[error("{0}")]
+    InsufficientCredits(String),
+    #[error("{0}")]
+    MonthlyCapExceeded(String),
+    #[error("{0}")]
+    Permission(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    ModelNotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    RequestTooLarge(String),
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
+    #[error("{0}")]
+    Upstream(String),
+    #[error("{0}")]
+    NoAvailableProvider(String),
+    #[error("{0}")]
+    UpstreamTimeout(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("{0}")]
+    ServiceUnavailable(String),
+    /// Never shown to the client; logged with its cause chain.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn invalid_param(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            param: Some(param.into()),
+        }
+    }
+
+    pub fn internal(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(error))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Authentication(_) => StatusCode::UNAUTHORIZED,
+            Self::InsufficientCredits(_) | Self::MonthlyCapExceeded(_) => {
+                StatusCode::PAYMENT_REQUIRED
+            }
+            Self::Permission(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) | Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::RequestTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::NoAvailableProvider(_) | Self::ServiceUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// `(type, code)` of the error body.
+    pub fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::InvalidRequest { .. } => ("invalid_request_error", "invalid_request_error"),
+            Self::Authentication(_) => ("authentication_error", "invalid_api_key"),
+            Self::InsufficientCredits(_) => ("insufficient_credits", "insufficient_credits"),
+            Self::MonthlyCapExceeded(_) => ("monthly_cap_exceeded", "monthly_cap_exceeded"),
+            Self::Permission(_) => ("permission_error", "permission_denied"),
+            Self::NotFound(_) => ("not_found", "not_found"),
+            Self::ModelNotFound(_) => ("not_found", "model_not_found"),
+            Self::MethodNotAllowed(_) => ("invalid_request_error", "method_not_allowed"),
+            Self::Conflict(_) => ("conflict", "conflict"),
+            Self::RequestTooLarge(_) => ("request_too_large", "request_too_large"),
+            Self::RateLimited { .. } => ("rate_limit_exceeded", "rate_limit_exceeded"),
+            Self::Upstream(_) => ("upstream_error", "upstream_error"),
+            Self::NoAvailableProvider(_) => ("no_available_provider", "no_available_provider"),
+            Self::UpstreamTimeout(_) => ("upstream_timeout", "upstream_timeout"),
+            Self::NotImplemented(_) => ("not_implemented", "not_implemented"),
+            Self::ServiceUnavailable(_) => ("service_unavailable", "service_unavailable"),
+            Self::Internal(_) => ("internal_error", "internal_error"),
+        }
+    }
+
+    /// The JSON body, as sent to clients (also used for SSE `error` events).
+    pub fn body(&self) -> serde_json::Value {
+        let (kind, code) = self.kind();
+        let param = match self {
+            Self::InvalidRequest { param, .. } => param.clone(),
+            _ => None,
+        };
+        json!({ "error": { "message": self.to_string(), "type": kind, "code": code, "param": param } })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(source) => {
+                tracing::error!(error = %error_chain(source.as_ref()), "internal error");
+            }
+            other if other.status().is_server_error() => {
+                tracing::warn!(status = other.status().as_u16(), error = %other, "request failed");
+            }
+            _ => {}
+        }
+        let status = self.status();
+        let mut response = (status, Json(self.body())).into_response();
+        if let Self::RateLimited { retry_after, .. } = &self {
+            let secs = retry_after.as_secs().max(1);
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> Self {
+        match &error {
+            DbError::Pool(deadpool_postgres::PoolError::Timeout(_)) => {
+                tracing::error!(error = %error, "database unavailable");
+                Self::ServiceUnavailable("the database is unavailable, try again shortly".into())
+            }
+            _ => Self::internal(error),
+        }
+    }
+}
+
+/// `error: cause: cause...` for logs.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let err = ApiError::internal(std::io::Error::other("password=hunter2"));
+        let body = err.body().to_string();
+        assert!(!body.contains("hunter2"));
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn shape_matches_openai() {
+        let body = ApiError::invalid_param("model", "model is required").body();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["param"], "model");
+        assert_eq!(body["error"]["message"], "model is required");
+        let body = ApiError::ModelNotFound("no such model".into()).body();
+        assert_eq!(body["error"]["code"], "model_not_found");
+        assert!(body["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn rate_limit_sets_retry_after() {
+        let response = ApiError::RateLimited {
+            message: "slow down".into(),
+            retry_after: Duration::from_secs(7),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+}

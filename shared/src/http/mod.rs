@@ -1,0 +1,180 @@
+//! HTTP pieces every function shares: the error type and its OpenAI shape, the JSON
+//! extractor, request ids and the body limit, fallbacks for unknown routes, and running a
+//! router either under AWS Lambda or on a local listener.
+
+pub mod error;
+pub mod json;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+pub use error::ApiError;
+pub use json::AppJson;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The request id of the current request (taken from a sane `x-request-id`, else generated).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// Accepts a client-supplied request id only if it is a short, printable token.
+pub fn sane_request_id(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Adds what every router needs: request ids, the body limit (413 in our error shape),
+/// and OpenAI-shaped answers for unknown routes and wrong methods.
+pub fn finish_router(router: Router, max_body_bytes: usize) -> Router {
+    router
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            max_body_bytes,
+            request_context,
+        ))
+}
+
+async fn request_context(
+    State(max_body_bytes): State<usize>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| sane_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    req.extensions_mut().insert(RequestId(id.clone()));
+
+    let declared_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut response = match declared_length {
+        Some(len) if len > max_body_bytes as u64 => ApiError::RequestTooLarge(format!(
+            "request body of {len} bytes exceeds the limit of {max_body_bytes} bytes"
+        ))
+        .into_response(),
+        _ => {
+            let started = std::time::Instant::now();
+            let response = next.run(req).instrument(span.clone()).await;
+            span.in_scope(|| {
+                tracing::info!(
+                    status = response.status().as_u16(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "handled"
+                );
+            });
+            response
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+/// For routes of api.md whose implementation has not landed yet.
+pub async fn not_implemented(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotImplemented(format!("{method} {} is not implemented yet", uri.path()))
+}
+
+/// Runs `app` under the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set, else on a
+/// local listener until Ctrl-C / SIGTERM.
+pub async fn run_function(
+    app: Router,
+    in_lambda: bool,
+    listen: SocketAddr,
+) -> Result<(), BoxError> {
+    if in_lambda {
+        lambda_http::run(app).await
+    } else {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        tracing::info!(address = %listen, "listening");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C, shutting down"),
+        () = terminate => tracing::info!("received SIGTERM, shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_sanitised() {
+        assert!(sane_request_id("abc-123_x.y:z"));
+        assert!(!sane_request_id(""));
+        assert!(!sane_request_id("has space"));
+        assert!(!sane_request_id("new\nline"));
+        assert!(!sane_request_id(&"a".repeat(129)));
+    }
+}
+
+/// The whole `main` of an HTTP function: tracing, config, state, then Lambda or a local
+/// listener. Failures are logged (never with secrets) and turn into a non-zero exit.
+pub async fn run_http_function(
+    build: fn(crate::state::AppState) -> Router,
+) -> std::process::ExitCode {
+    crate::telemetry::init();
+    let result: Result<(), BoxError> = async {
+        let config = crate::config::Config::from_env()?;
+        let (in_lambda, listen) = (config.in_lambda, config.listen);
+        let state = crate::state::AppState::from_config(config)?;
+        run_function(build(state), in_lambda, listen).await
+    }
+    .await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %error::error_chain(error.as_ref()), "function stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Switchboard's domain library (`switchboard-core`): configuration, database access and
+//! migrations, gateway API keys, key material, and the HTTP plumbing every function shares.
+//! Functions (`functions/*`) only extract, delegate to this crate, and answer.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod keys;
+pub mod secret;
+pub mod state;
+pub mod telemetry;
