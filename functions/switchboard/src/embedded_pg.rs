@@ -293,6 +293,18 @@ impl Drop for EmbeddedPostgres {
 /// Finds the directory with `initdb` and `pg_ctl`: the override, else PATH, else the
 /// newest `/usr/lib/postgresql/<version>/bin`.
 pub fn find_bin_dir(override_dir: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
+    find_bin_dir_in(
+        override_dir,
+        std::env::var_os("PATH"),
+        Path::new(SEARCH_DIRS),
+    )
+}
+
+fn find_bin_dir_in(
+    override_dir: Option<&Path>,
+    path_var: Option<std::ffi::OsString>,
+    search_root: &Path,
+) -> Result<PathBuf, EmbeddedError> {
     let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
     if let Some(dir) = override_dir {
         return if has_tools(dir) {
@@ -301,18 +313,16 @@ pub fn find_bin_dir(override_dir: Option<&Path>) -> Result<PathBuf, EmbeddedErro
             Err(EmbeddedError::BinDirInvalid(dir.display().to_string()))
         };
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if has_tools(&dir) {
-                // Debian links these into PATH; resolve so `postgres` is found beside pg_ctl.
-                let resolved = std::fs::canonicalize(dir.join("pg_ctl"))
-                    .ok()
-                    .and_then(|p| p.parent().map(Path::to_path_buf));
-                return Ok(resolved.filter(|d| has_tools(d)).unwrap_or(dir));
-            }
+    for dir in path_var.iter().flat_map(std::env::split_paths) {
+        if has_tools(&dir) {
+            // Debian links these into PATH; resolve so `postgres` is found beside pg_ctl.
+            let resolved = std::fs::canonicalize(dir.join("pg_ctl"))
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf));
+            return Ok(resolved.filter(|d| has_tools(d)).unwrap_or(dir));
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(SEARCH_DIRS)
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(search_root)
         .into_iter()
         .flatten()
         .flatten()
@@ -414,4 +424,72 @@ fn summarize(output: &Output) -> String {
         stderr
     };
     format!("{} ({})", text.trim(), output.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sb-pgbin-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn fake_tools(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("initdb"), "").unwrap();
+        std::fs::write(dir.join("pg_ctl"), "").unwrap();
+    }
+
+    #[test]
+    fn missing_binaries_name_the_fix() {
+        let empty = temp_dir("empty");
+        let err = find_bin_dir_in(
+            None,
+            Some(empty.clone().into_os_string()),
+            &empty.join("nope"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, EmbeddedError::BinariesMissing));
+        let message = err.to_string();
+        assert!(
+            message.contains("apt-get install postgresql") && message.contains("DATABASE_URL"),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "one line");
+        let err = find_bin_dir_in(Some(&empty), None, &empty).unwrap_err();
+        assert!(matches!(err, EmbeddedError::BinDirInvalid(_)));
+    }
+
+    #[test]
+    fn newest_version_under_the_search_root_wins() {
+        let root = temp_dir("search");
+        fake_tools(&root.join("9").join("bin"));
+        fake_tools(&root.join("15").join("bin"));
+        fake_tools(&root.join("13").join("bin"));
+        let found = find_bin_dir_in(None, None, &root).unwrap();
+        assert_eq!(found, root.join("15").join("bin"));
+    }
+
+    #[test]
+    fn path_comes_before_the_search_root() {
+        let root = temp_dir("path");
+        fake_tools(&root.join("onpath"));
+        fake_tools(&root.join("lib").join("15").join("bin"));
+        let found = find_bin_dir_in(
+            None,
+            Some(root.join("onpath").into_os_string()),
+            &root.join("lib"),
+        )
+        .unwrap();
+        assert_eq!(found, root.join("onpath"));
+    }
+
+    #[test]
+    fn passwd_lookup_finds_root() {
+        assert_eq!(lookup_user("root").unwrap(), Some((0, 0)));
+        assert_eq!(lookup_user("no-such-user-here").unwrap(), None);
+    }
 }

@@ -143,20 +143,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_sanitised() {
-        assert!(sane_request_id("abc-123_x.y:z"));
-        assert!(!sane_request_id(""));
-        assert!(!sane_request_id("has space"));
-        assert!(!sane_request_id("new\nline"));
-        assert!(!sane_request_id(&"a".repeat(129)));
-    }
-}
-
 /// The whole `main` of an HTTP function: tracing, config, state, then Lambda or a local
 /// listener. Failures are logged (never with secrets) and turn into a non-zero exit.
 pub async fn run_http_function(
@@ -176,5 +162,19 @@ pub async fn run_http_function(
             tracing::error!(error = %error::error_chain(error.as_ref()), "function stopped");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_sanitised() {
+        assert!(sane_request_id("abc-123_x.y:z"));
+        assert!(!sane_request_id(""));
+        assert!(!sane_request_id("has space"));
+        assert!(!sane_request_id("new\nline"));
+        assert!(!sane_request_id(&"a".repeat(129)));
     }
 }
