@@ -182,3 +182,109 @@ mod tests {
         );
     }
 }
+
+/// Who is calling: the gateway key and its account, as loaded (and briefly cached) by hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub key_id: Uuid,
+    pub user_id: String,
+    pub role: KeyRole,
+    /// The key's own limit; `None` → the tier's default.
+    pub rpm_limit: Option<i32>,
+    pub tier: crate::catalog::Tier,
+    pub default_power_level: Option<crate::catalog::PowerLevel>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRole {
+    User,
+    Admin,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == KeyRole::Admin
+    }
+}
+
+/// Why a key was refused. Messages never contain the key.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing API key: send `Authorization: Bearer sk-sb-...`")]
+    Missing,
+    #[error("invalid API key")]
+    Invalid,
+    #[error("this API key has been revoked")]
+    Revoked,
+    #[error("this account is {0}")]
+    AccountDisabled(String),
+}
+
+/// Looks a key up by its hash: one indexed query joining the key and its account.
+pub async fn lookup_key(
+    client: &impl GenericClient,
+    hash: &[u8; 32],
+) -> Result<Result<Caller, AuthError>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT k.id, k.user_id, k.role, k.rpm_limit, k.revoked_at IS NOT NULL, a.tier, a.status, a.default_power_level
+             FROM gateway_api_keys k JOIN accounts a ON a.user_id = k.user_id
+             WHERE k.key_hash = $1",
+            &[&hash.as_slice()],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Err(AuthError::Invalid));
+    };
+    if row.get::<_, bool>(4) {
+        return Ok(Err(AuthError::Revoked));
+    }
+    let status: String = row.get(6);
+    if status != "active" {
+        return Ok(Err(AuthError::AccountDisabled(status)));
+    }
+    let role = if row.get::<_, String>(2) == "admin" {
+        KeyRole::Admin
+    } else {
+        KeyRole::User
+    };
+    // The schema's CHECK constraints guarantee these parse; a failure means a corrupt row.
+    let tier = row
+        .get::<_, String>(5)
+        .parse()
+        .map_err(|_| DbError::Corrupt("unknown tier on an account".into()))?;
+    let default_power_level = row
+        .get::<_, Option<String>>(7)
+        .map(|p| p.parse())
+        .transpose()
+        .map_err(|_| DbError::Corrupt("unknown power level on an account".into()))?;
+    Ok(Ok(Caller {
+        key_id: row.get(0),
+        user_id: row.get(1),
+        role,
+        rpm_limit: row.get(3),
+        tier,
+        default_power_level,
+    }))
+}
+
+/// Extracts the presented key from `Authorization: Bearer …` or `x-api-key: …`.
+pub fn presented_key(headers: &http::HeaderMap) -> Option<&str> {
+    if let Some(value) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let value = value.trim();
+        if let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        {
+            return Some(token.trim()).filter(|t| !t.is_empty());
+        }
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}

@@ -35,6 +35,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub db_pool_size: usize,
     pub health_check_interval: Duration,
+    /// How long a gateway-key lookup is cached (revocation takes effect within it).
+    pub key_cache_ttl: Duration,
     /// Running inside AWS Lambda (`AWS_LAMBDA_RUNTIME_API` is set).
     pub in_lambda: bool,
 }
@@ -118,6 +120,15 @@ impl Config {
                     86_400,
                 )?
                 .unwrap_or(300) as u64,
+            ),
+            key_cache_ttl: Duration::from_secs(
+                parse_number(
+                    get("SWITCHBOARD_KEY_CACHE_TTL_SECS"),
+                    "SWITCHBOARD_KEY_CACHE_TTL_SECS",
+                    0,
+                    300,
+                )?
+                .unwrap_or(5) as u64,
             ),
             in_lambda,
         })

@@ -3,10 +3,12 @@
 //! Functions (`functions/*`) only extract, delegate to this crate, and answer.
 
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod http;
 pub mod keys;
+pub mod providers;
 pub mod secret;
 pub mod state;
 pub mod telemetry;

@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::db::{DbError, DbPool, connect_pool};
+use crate::http::KeyCache;
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub pool: DbPool,
+    pub key_cache: Arc<KeyCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +24,11 @@ pub enum StateError {
 
 impl AppState {
     pub fn new(config: Config, pool: DbPool) -> Self {
+        let key_cache = Arc::new(KeyCache::new(config.key_cache_ttl, 10_000));
         Self {
             config: Arc::new(config),
             pool,
+            key_cache,
         }
     }
 

@@ -20,6 +20,9 @@ pub enum DbError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database URL is invalid: {0}")]
     InvalidUrl(String),
+    /// A row that violates what the schema guarantees (a bug or a hand-edited database).
+    #[error("unexpected data in the database: {0}")]
+    Corrupt(String),
     #[error(
         "migration {version} ({name}) was changed after it was applied (checksum mismatch); add a new migration instead"
     )]

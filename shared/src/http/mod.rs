@@ -2,6 +2,7 @@
 //! extractor, request ids and the body limit, fallbacks for unknown routes, and running a
 //! router either under AWS Lambda or on a local listener.
 
+pub mod caller;
 pub mod error;
 pub mod json;
 
@@ -14,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+pub use caller::{AdminCaller, KeyCache};
 pub use error::ApiError;
 pub use json::AppJson;
 
