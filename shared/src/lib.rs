@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod keys;
+pub mod ledger;
 pub mod providers;
 pub mod secret;
 pub mod state;

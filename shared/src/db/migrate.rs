@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_accounts_ledger"),
     migration!(3, "0003_usage_health_audit"),
     migration!(4, "0004_seed_catalog"),
+    migration!(5, "0005_ledger_functions"),
 ];
 
 /// Arbitrary constant naming the migration lock.

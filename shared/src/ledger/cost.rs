@@ -1,0 +1,158 @@
+//! The cost formula (ledger.md): three disjoint token buckets, each priced per one million
+//! tokens, summed exactly and rounded UP to 1e-9 USD once per call. Rounding up means the
+//! platform never under-charges by a fraction; the error is below one nano-dollar per call.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+
+/// Decimal places kept for money: 1e-9 USD.
+pub const MONEY_SCALE: u32 = 9;
+
+/// A model's list prices in USD per one million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenPrices {
+    pub input_per_1m: Decimal,
+    pub output_per_1m: Decimal,
+    /// Cached input; `None` means the provider gives no discount (input price applies).
+    pub cached_input_per_1m: Option<Decimal>,
+}
+
+/// Token counts in disjoint buckets: a token is counted in exactly one of them.
+/// Reasoning tokens belong to `output`; cache writes (Anthropic) to `uncached_input`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenBuckets {
+    pub uncached_input: u64,
+    pub cached_input: u64,
+    pub output: u64,
+}
+
+impl TokenBuckets {
+    pub fn prompt_tokens(&self) -> u64 {
+        self.uncached_input + self.cached_input
+    }
+
+    pub fn total_tokens(&self) -> u64 {
+        self.prompt_tokens() + self.output
+    }
+}
+
+/// A call's cost. `input_usd + output_usd == total_usd` exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cost {
+    /// Uncached and cached input together.
+    pub input_usd: Decimal,
+    pub output_usd: Decimal,
+    pub total_usd: Decimal,
+}
+
+/// Rounds up (towards +∞) to 1e-9 USD.
+pub fn round_up_money(amount: Decimal) -> Decimal {
+    amount.round_dp_with_strategy(MONEY_SCALE, RoundingStrategy::ToPositiveInfinity)
+}
+
+fn per_million(tokens: u64, price_per_1m: Decimal) -> Decimal {
+    // u64 tokens × a price with ≤ 9 decimals stays far inside Decimal's 96-bit mantissa.
+    Decimal::from(tokens) * price_per_1m / Decimal::from(1_000_000u32)
+}
+
+/// The cost of one call. The total is the exact sum rounded up once; the input part is
+/// rounded up on its own and the output part is the remainder, so the parts add up.
+pub fn cost_of(tokens: TokenBuckets, prices: &TokenPrices) -> Cost {
+    let cached_price = prices.cached_input_per_1m.unwrap_or(prices.input_per_1m);
+    let exact_input = per_million(tokens.uncached_input, prices.input_per_1m) + per_million(tokens.cached_input, cached_price);
+    let exact_output = per_million(tokens.output, prices.output_per_1m);
+    let total_usd = round_up_money(exact_input + exact_output);
+    let input_usd = round_up_money(exact_input).min(total_usd);
+    Cost { input_usd, output_usd: total_usd - input_usd, total_usd }
+}
+
+/// The most a call may cost: every prompt token uncached at the input price plus the
+/// maximum output at the output price (the amount held before the call).
+pub fn max_cost(prompt_tokens: u64, max_output_tokens: u64, prices: &TokenPrices) -> Decimal {
+    round_up_money(per_million(prompt_tokens, prices.input_per_1m) + per_million(max_output_tokens, prices.output_per_1m))
+}
+
+/// The platform fee charged on a BYOK call: `percent` of the provider cost, rounded up.
+pub fn byok_fee(provider_cost: Decimal, percent: Decimal) -> Decimal {
+    if percent <= Decimal::ZERO {
+        return Decimal::ZERO;
+    }
+    round_up_money(provider_cost * percent / Decimal::from(100u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn gpt4o() -> TokenPrices {
+        TokenPrices { input_per_1m: d("2.50"), output_per_1m: d("10.00"), cached_input_per_1m: Some(d("1.25")) }
+    }
+
+    #[test]
+    fn buckets_are_priced_once_each() {
+        // 1,000 uncached + 500 cached input, 200 output on GPT-4o:
+        // 1000×2.5 + 500×1.25 + 200×10 = 2500 + 625 + 2000 = 5125 → /1e6
+        let cost = cost_of(TokenBuckets { uncached_input: 1000, cached_input: 500, output: 200 }, &gpt4o());
+        assert_eq!(cost.total_usd, d("0.005125"));
+        assert_eq!(cost.input_usd, d("0.003125"));
+        assert_eq!(cost.output_usd, d("0.002"));
+        assert_eq!(cost.input_usd + cost.output_usd, cost.total_usd);
+    }
+
+    #[test]
+    fn cached_tokens_without_a_discount_cost_the_input_price() {
+        let prices = TokenPrices { input_per_1m: d("10"), output_per_1m: d("30"), cached_input_per_1m: None };
+        let with_cache = cost_of(TokenBuckets { uncached_input: 100, cached_input: 900, output: 0 }, &prices);
+        let without = cost_of(TokenBuckets { uncached_input: 1000, cached_input: 0, output: 0 }, &prices);
+        assert_eq!(with_cache.total_usd, without.total_usd);
+        assert_eq!(with_cache.total_usd, d("0.01"));
+    }
+
+    #[test]
+    fn rounding_is_up_to_one_nano_dollar_per_call() {
+        // 1 token at $0.30/1M = 0.0000003 exactly: no rounding needed.
+        let llama = TokenPrices { input_per_1m: d("0.30"), output_per_1m: d("0.40"), cached_input_per_1m: None };
+        assert_eq!(cost_of(TokenBuckets { uncached_input: 1, cached_input: 0, output: 0 }, &llama).total_usd, d("0.0000003"));
+        // A price with more precision than money: 1 token at $0.0000001/1M = 1e-13 → rounds up to 1e-9.
+        let tiny = TokenPrices { input_per_1m: d("0.0000001"), output_per_1m: d("0"), cached_input_per_1m: None };
+        assert_eq!(cost_of(TokenBuckets { uncached_input: 1, cached_input: 0, output: 0 }, &tiny).total_usd, d("0.000000001"));
+        // Two buckets of a third each are summed before rounding (not rounded twice).
+        let third = TokenPrices { input_per_1m: d("0.000333333333"), output_per_1m: d("0.000333333333"), cached_input_per_1m: None };
+        let cost = cost_of(TokenBuckets { uncached_input: 1000, cached_input: 0, output: 1000 }, &third);
+        // exact: 2 × 1000 × 0.000333333333 / 1e6 = 6.66666666e-10 → 1e-9
+        assert_eq!(cost.total_usd, d("0.000000001"));
+        assert_eq!(cost.input_usd + cost.output_usd, cost.total_usd);
+        assert!(cost.output_usd >= Decimal::ZERO);
+        // Zero tokens cost zero.
+        assert_eq!(cost_of(TokenBuckets::default(), &gpt4o()).total_usd, Decimal::ZERO);
+    }
+
+    #[test]
+    fn max_cost_prices_everything_as_uncached() {
+        // 1,000 prompt tokens + 4,096 max output on GPT-4 Turbo ($10/$30).
+        let prices = TokenPrices { input_per_1m: d("10"), output_per_1m: d("30"), cached_input_per_1m: None };
+        assert_eq!(max_cost(1000, 4096, &prices), d("0.13288"));
+        // Never below the actual cost of any split of the same tokens.
+        let actual = cost_of(TokenBuckets { uncached_input: 400, cached_input: 600, output: 4096 }, &gpt4o());
+        assert!(max_cost(1000, 4096, &gpt4o()) >= actual.total_usd);
+    }
+
+    #[test]
+    fn byok_fee_is_a_rounded_up_percentage() {
+        assert_eq!(byok_fee(d("0.001"), d("0")), Decimal::ZERO);
+        assert_eq!(byok_fee(d("0.001"), d("5")), d("0.00005"));
+        assert_eq!(byok_fee(d("0.0000000001"), d("5")), d("0.000000001"));
+    }
+
+    #[test]
+    fn huge_counts_do_not_overflow() {
+        let cost = cost_of(TokenBuckets { uncached_input: u32::MAX as u64, cached_input: u32::MAX as u64, output: u32::MAX as u64 }, &gpt4o());
+        assert!(cost.total_usd > Decimal::ZERO);
+    }
+}
