@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_usage_health_audit"),
     migration!(4, "0004_seed_catalog"),
     migration!(5, "0005_ledger_functions"),
+    migration!(6, "0006_admission"),
 ];
 
 /// Arbitrary constant naming the migration lock.

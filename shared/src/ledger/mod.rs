@@ -66,7 +66,7 @@ impl Authorization {
     }
 }
 
-fn check_amount(amount: Decimal, what: &str) -> Result<(), LedgerError> {
+pub(crate) fn check_amount(amount: Decimal, what: &str) -> Result<(), LedgerError> {
     if amount.is_sign_negative() && !amount.is_zero() {
         return Err(LedgerError::InvalidAmount(format!("{what} must not be negative")));
     }
@@ -94,6 +94,16 @@ pub async fn authorize(
             &[(&user_id, Type::TEXT), (&request_id, Type::TEXT), (&amount, Type::NUMERIC), (&ttl_secs, Type::INT8)],
         )
         .await?;
+    interpret_authorize(&row, amount, request_id)
+}
+
+/// Maps a row `(verdict, balance, held, month_spend, cap, …)` of `sb_authorize` (or of
+/// `sb_admit`, which starts with the same columns) to the outcome.
+pub(crate) fn interpret_authorize(
+    row: &tokio_postgres::Row,
+    amount: Decimal,
+    request_id: &str,
+) -> Result<Authorization, LedgerError> {
     let verdict: String = row.get(0);
     let balance: Option<Decimal> = row.get(1);
     let held: Option<Decimal> = row.get(2);
