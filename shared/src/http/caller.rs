@@ -13,11 +13,13 @@ use super::error::ApiError;
 use crate::auth::{AuthError, Caller, hash_api_key, lookup_key, presented_key};
 use crate::state::AppState;
 
+type CachedLookup = (Instant, Result<Caller, AuthError>);
+
 /// Bounded, TTL'd cache of key lookups (hits and definite misses), keyed by key hash.
 pub struct KeyCache {
     ttl: Duration,
     capacity: usize,
-    entries: Mutex<HashMap<[u8; 32], (Instant, Result<Caller, AuthError>)>>,
+    entries: Mutex<HashMap<[u8; 32], CachedLookup>>,
 }
 
 impl KeyCache {

@@ -1,0 +1,431 @@
+//! [`ProviderClient`]: the one HTTP client for every upstream call, with per-attempt
+//! timeouts, authentication per `auth_type`, and dispatch to the format adapters.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::error::{self, ProviderError, TimeoutPhase};
+use super::request::ChatRequest;
+use super::response::{ChatCompletion, Usage};
+use super::stream::{ChunkStream, EventDecoder};
+use super::{anthropic, gemini, openai};
+use crate::catalog::{ApiFormat, AuthType};
+use crate::secret::Secret;
+
+/// Largest non-streamed answer read (a completion is text; this is far above any real one).
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Largest error body read: enough for any provider's error JSON.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// Where and how to call: one offer (provider + model) of the candidate plan.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    pub api_format: ApiFormat,
+    /// The provider's base URL including its version segment, as in the catalog
+    /// (`https://api.openai.com/v1`, `https://api.anthropic.com/v1`,
+    /// `https://generativelanguage.googleapis.com/v1beta`).
+    pub base_url: String,
+    pub auth_type: AuthType,
+    /// The upstream's own model id (replaces the client's `model`).
+    pub model_id: String,
+    /// System or BYOK key; `None` only for `auth_type = none`.
+    pub api_key: Option<Secret>,
+    /// `max_tokens` to send when the client gave none and the format requires one
+    /// (Anthropic): the model's max output from the catalog. Falls back to 4096.
+    pub default_max_tokens: Option<u32>,
+}
+
+/// Time limits of one attempt. The overall deadline across attempts is the caller's
+/// (wrap the call in `tokio::time::timeout`; dropping the future cancels the request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP + TLS connection.
+    pub connect: Duration,
+    /// Streams: from sending the request to the response headers.
+    pub first_byte: Duration,
+    /// Non-streamed calls: the whole attempt, headers and body. (A non-streamed answer's
+    /// first byte comes when the whole answer is ready, so a separate first-byte limit
+    /// would only be this one again.)
+    pub attempt: Duration,
+    /// Streams: the longest silence between two reads of the body.
+    pub stream_idle: Duration,
+}
+
+impl Default for Timeouts {
+    /// Sized for API Gateway's 29 s limit on non-streamed answers (routing.md: 25 s
+    /// overall deadline).
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(20),
+            attempt: Duration::from_secs(25),
+            stream_idle: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A non-streamed answer.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The answer in OpenAI's shape; its `usage` is `usage.to_openai()` (for an
+    /// OpenAI-compatible upstream: the upstream's own usage object).
+    pub response: ChatCompletion,
+    /// What to bill, in disjoint buckets.
+    pub usage: Usage,
+    /// `true` when the upstream sent no usage and it was estimated (characters / 4).
+    pub usage_estimated: bool,
+}
+
+/// What an adapter needs to read an answer.
+#[derive(Debug, Clone)]
+pub(crate) struct ResponseContext {
+    pub model: String,
+    pub created: u64,
+    pub prompt_estimate: u64,
+    pub key: Option<Secret>,
+}
+
+impl ResponseContext {
+    pub fn sanitize(&self, text: &str) -> String {
+        error::sanitize(text, self.key.as_ref())
+    }
+}
+
+/// A translated upstream request.
+#[derive(Debug)]
+pub(crate) struct UpstreamCall {
+    pub url: String,
+    pub body: Value,
+}
+
+/// The shared client. Build it once per process (it holds the connection pool) and clone
+/// it freely.
+#[derive(Debug, Clone)]
+pub struct ProviderClient {
+    http: reqwest::Client,
+    timeouts: Timeouts,
+}
+
+impl ProviderClient {
+    pub fn new(timeouts: Timeouts) -> Result<ProviderClient, ProviderError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            // Redirects are refused: a redirect would carry custom key headers
+            // (x-api-key, x-goog-api-key) to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| {
+                ProviderError::Configuration(format!("cannot build the HTTP client: {e}"))
+            })?;
+        Ok(ProviderClient { http, timeouts })
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// The underlying client, for other upstream calls (health probes, key validation)
+    /// that should share its connection pool.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// One non-streamed attempt. The request is validated and translated for the
+    /// target's format; `stream` in the request is ignored.
+    pub async fn complete(
+        &self,
+        target: &UpstreamTarget,
+        request: &ChatRequest,
+    ) -> Result<Completion, ProviderError> {
+        request.validate()?;
+        let call = translate(target, request, false)?;
+        let context = response_context(target, request);
+        let builder = self.prepare(target, &call, false)?;
+        let attempt = async {
+            let response = builder
+                .send()
+                .await
+                .map_err(|e| ProviderError::from_transport(&e, TimeoutPhase::Attempt))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(read_error(target, response).await);
+            }
+            read_limited(response, MAX_BODY_BYTES).await
+        };
+        let body = tokio::time::timeout(self.timeouts.attempt, attempt)
+            .await
+            .map_err(|_| ProviderError::Timeout {
+                phase: TimeoutPhase::Attempt,
+            })??;
+        let (mut response, usage) = match target.api_format {
+            ApiFormat::OpenAi => openai::parse_completion(&body, &context)?,
+            ApiFormat::Anthropic => anthropic::parse_completion(&body, &context)?,
+            ApiFormat::Gemini => gemini::parse_completion(&body, &context)?,
+        };
+        let (usage, usage_estimated) = match usage {
+            Some(usage) => (usage, false),
+            None => (estimate_usage(&response, context.prompt_estimate), true),
+        };
+        if response.usage.is_none() || target.api_format != ApiFormat::OpenAi {
+            response.usage = Some(usage.to_openai());
+        }
+        Ok(Completion {
+            response,
+            usage,
+            usage_estimated,
+        })
+    }
+
+    /// One streamed attempt: returns once the upstream answered 2xx with its headers
+    /// (within the first-byte timeout); errors before that are returned here, errors
+    /// after it end the stream (see [`super::StreamEnd`]).
+    pub async fn stream(
+        &self,
+        target: &UpstreamTarget,
+        request: &ChatRequest,
+    ) -> Result<ChunkStream, ProviderError> {
+        request.validate()?;
+        let call = translate(target, request, true)?;
+        let context = response_context(target, request);
+        let builder = self.prepare(target, &call, true)?;
+        let response = tokio::time::timeout(self.timeouts.first_byte, builder.send())
+            .await
+            .map_err(|_| ProviderError::Timeout {
+                phase: TimeoutPhase::FirstByte,
+            })?
+            .map_err(|e| ProviderError::from_transport(&e, TimeoutPhase::FirstByte))?;
+        if !response.status().is_success() {
+            let read = tokio::time::timeout(self.timeouts.first_byte, read_error(target, response));
+            return Err(read.await.unwrap_or(ProviderError::Timeout {
+                phase: TimeoutPhase::FirstByte,
+            }));
+        }
+        let prompt_estimate = context.prompt_estimate;
+        let decoder: Box<dyn EventDecoder> = match target.api_format {
+            ApiFormat::OpenAi => Box::new(openai::StreamDecoder::new(context)),
+            ApiFormat::Anthropic => Box::new(anthropic::StreamDecoder::new(context)),
+            ApiFormat::Gemini => Box::new(gemini::StreamDecoder::new(context)),
+        };
+        Ok(ChunkStream::new(
+            Box::pin(response.bytes_stream()),
+            decoder,
+            prompt_estimate,
+            self.timeouts.stream_idle,
+        ))
+    }
+
+    fn prepare(
+        &self,
+        target: &UpstreamTarget,
+        call: &UpstreamCall,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let url = reqwest::Url::parse(&call.url).map_err(|_| {
+            ProviderError::Configuration("the provider's base URL is not a valid URL".to_owned())
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ProviderError::Configuration(
+                "the provider's base URL must be http or https".to_owned(),
+            ));
+        }
+        let headers = request_headers(target, stream)?;
+        Ok(self.http.post(url).headers(headers).json(&call.body))
+    }
+}
+
+fn translate(
+    target: &UpstreamTarget,
+    request: &ChatRequest,
+    stream: bool,
+) -> Result<UpstreamCall, ProviderError> {
+    match target.api_format {
+        ApiFormat::OpenAi => openai::build_request(target, request, stream),
+        ApiFormat::Anthropic => anthropic::build_request(target, request, stream),
+        ApiFormat::Gemini => gemini::build_request(target, request, stream),
+    }
+}
+
+fn response_context(target: &UpstreamTarget, request: &ChatRequest) -> ResponseContext {
+    ResponseContext {
+        model: target.model_id.clone(),
+        created: unix_now(),
+        prompt_estimate: request.estimated_prompt_tokens(),
+        key: target.api_key.clone(),
+    }
+}
+
+/// Auth per `auth_type`, always in a header (never the URL), marked sensitive so that no
+/// `Debug` of the request shows it; plus the format's own headers.
+fn request_headers(target: &UpstreamTarget, stream: bool) -> Result<HeaderMap, ProviderError> {
+    let mut headers = HeaderMap::new();
+    let accept = if stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    headers.insert(ACCEPT, HeaderValue::from_static(accept));
+    if target.api_format == ApiFormat::Anthropic {
+        headers.insert(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(anthropic::API_VERSION),
+        );
+    }
+    let (name, prefix) = match target.auth_type {
+        AuthType::None => return Ok(headers),
+        AuthType::Bearer => (AUTHORIZATION, "Bearer "),
+        AuthType::XApiKey => (HeaderName::from_static("x-api-key"), ""),
+        AuthType::XGoogApiKey => (HeaderName::from_static("x-goog-api-key"), ""),
+    };
+    let key = target
+        .api_key
+        .as_ref()
+        .filter(|key| !key.expose().trim().is_empty())
+        .ok_or(ProviderError::MissingCredential {
+            auth_type: target.auth_type,
+        })?;
+    let mut value =
+        HeaderValue::from_str(&format!("{prefix}{}", key.expose().trim())).map_err(|_| {
+            ProviderError::Configuration(
+                "the provider key contains characters not allowed in an HTTP header".to_owned(),
+            )
+        })?;
+    value.set_sensitive(true);
+    headers.insert(name, value);
+    Ok(headers)
+}
+
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ProviderError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ProviderError::from_transport(&e, TimeoutPhase::Attempt))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(ProviderError::invalid_response(format!(
+                "the answer exceeds {} MiB",
+                limit / (1024 * 1024)
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The classified error of a non-2xx answer; the body is read up to 64 KiB (a failure to
+/// read it leaves the status alone to speak).
+async fn read_error(target: &UpstreamTarget, response: reqwest::Response) -> ProviderError {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = MAX_ERROR_BODY_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ERROR_BODY_BYTES {
+            break;
+        }
+    }
+    error::status_error(
+        target.api_format,
+        status,
+        &headers,
+        &body,
+        target.api_key.as_ref(),
+    )
+}
+
+/// Output counted as characters / 4 when an upstream sends no usage.
+fn estimate_usage(response: &ChatCompletion, prompt_estimate: u64) -> Usage {
+    let mut chars = 0usize;
+    for choice in &response.choices {
+        let message = &choice.message;
+        chars += message.content.as_deref().map_or(0, |t| t.chars().count());
+        chars += message.refusal.as_deref().map_or(0, |t| t.chars().count());
+        for call in message.tool_calls.iter().flatten() {
+            chars += call.function.name.chars().count() + call.function.arguments.chars().count();
+        }
+    }
+    Usage {
+        uncached_input_tokens: prompt_estimate,
+        output_tokens: (chars as u64).div_ceil(4),
+        ..Usage::default()
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// `base_url` joined with `path` (exactly one slash between them).
+pub(crate) fn join_url(base_url: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base_url.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(auth_type: AuthType, key: Option<&str>) -> UpstreamTarget {
+        UpstreamTarget {
+            api_format: ApiFormat::OpenAi,
+            base_url: "https://example.test/v1".to_owned(),
+            auth_type,
+            model_id: "m".to_owned(),
+            api_key: key.map(Secret::new),
+            default_max_tokens: None,
+        }
+    }
+
+    #[test]
+    fn auth_headers_per_auth_type() {
+        let headers = request_headers(&target(AuthType::Bearer, Some("k1")), false).unwrap();
+        assert_eq!(headers[AUTHORIZATION], "Bearer k1");
+        assert!(headers[AUTHORIZATION].is_sensitive());
+        let headers = request_headers(&target(AuthType::XApiKey, Some("k2")), true).unwrap();
+        assert_eq!(headers["x-api-key"], "k2");
+        assert_eq!(headers[ACCEPT], "text/event-stream");
+        let headers = request_headers(&target(AuthType::XGoogApiKey, Some("k3")), false).unwrap();
+        assert_eq!(headers["x-goog-api-key"], "k3");
+        let headers = request_headers(&target(AuthType::None, Some("k4")), false).unwrap();
+        assert!(!headers.contains_key(AUTHORIZATION));
+        assert_eq!(headers.len(), 1);
+    }
+
+    #[test]
+    fn missing_or_unusable_key_is_an_error_without_the_key() {
+        let error = request_headers(&target(AuthType::Bearer, None), false).unwrap_err();
+        assert!(matches!(error, ProviderError::MissingCredential { .. }));
+        assert!(error.retryable());
+        let error =
+            request_headers(&target(AuthType::Bearer, Some("bad\nkey-secret")), false).unwrap_err();
+        assert!(!format!("{error} {error:?}").contains("key-secret"));
+    }
+
+    #[test]
+    fn join_url_has_one_slash() {
+        assert_eq!(
+            join_url("https://a/v1/", "/messages"),
+            "https://a/v1/messages"
+        );
+        assert_eq!(
+            join_url("https://a/v1", "messages"),
+            "https://a/v1/messages"
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! Provider adapters. This module owns the canonical request and answer types (OpenAI's
+//! Chat Completions schema, which Switchboard speaks to its clients), their translation to
+//! and from each upstream wire format (`openai`, `anthropic`, `gemini`), streaming (SSE
+//! parsing, chunk conversion, usage of cut streams), upstream authentication, timeouts,
+//! and the classification of upstream failures for routing.
+//!
+//! The chat function uses it like this:
+//! 1. parse the body as [`ChatRequest`], call [`ChatRequest::validate`] (400 with `param`
+//!    on error), hand [`ChatRequest::required_capabilities`] and
+//!    [`ChatRequest::requested_output_tokens`] to routing;
+//! 2. per candidate, build an [`UpstreamTarget`] and call [`ProviderClient::complete`] or
+//!    [`ProviderClient::stream`] on the one shared [`ProviderClient`];
+//! 3. on error, [`ProviderError::retryable`] says whether to try the next candidate,
+//!    [`ProviderError::is_auth_failure`] whether a BYOK key must be marked invalid;
+//! 4. bill [`Completion::usage`], or the [`StreamEnd::usage`] of the stream's last item.
+
+mod anthropic;
+mod client;
+mod error;
+mod gemini;
+mod openai;
+mod request;
+mod response;
+pub mod sse;
+mod stream;
+mod translate;
+
+pub use anthropic::FALLBACK_MAX_TOKENS as ANTHROPIC_FALLBACK_MAX_TOKENS;
+pub use client::{Completion, ProviderClient, Timeouts, UpstreamTarget};
+pub use error::{ProviderError, TimeoutPhase};
+pub use request::{
+    ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl, JsonSchemaFormat,
+    Message, MessageContent, NamedFunction, NamedToolChoice, ResponseFormat, ResponseFormatKind,
+    Role, StopSequences, StreamOptions, Tool, ToolCall, ToolChoice, ToolChoiceMode,
+};
+pub use response::{
+    ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, CompletionTokensDetails, Delta,
+    FinishReason, FunctionCallDelta, OpenAiUsage, PromptTokensDetails, ResponseMessage,
+    ToolCallDelta, Usage,
+};
+pub use stream::{ChunkStream, StreamEnd, StreamEvent};
+
+/// What a request needs from a model and provider; routing filters candidates by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequiredCapabilities {
+    /// `stream: true`.
+    pub streaming: bool,
+    /// `tools` or `functions` present.
+    pub function_calling: bool,
+    /// At least one image content part.
+    pub vision: bool,
+    /// `response_format` of type `json_object` or `json_schema`.
+    pub json_mode: bool,
+}
