@@ -1,6 +1,19 @@
-//! The catalog: providers, models and routing rules (the seed's tables), their enums, and
-//! (with the routing issue) the in-process snapshot cache the hot path reads.
+//! The catalog: providers, models and routing rules (the seed's tables) as typed rows
+//! ([`tables`]), their closed vocabularies ([`types`]), the SQL that loads them
+//! ([`queries`]), an indexed immutable snapshot ([`Catalog`]) and the in-process
+//! [`CatalogCache`] the hot path reads instead of querying per request.
 
+pub mod cache;
+pub mod queries;
+pub mod snapshot;
+pub mod tables;
 pub mod types;
 
+pub use cache::{
+    CATALOG_TTL_ENV, CatalogCache, CatalogSource, DEFAULT_CATALOG_TTL, InvalidCatalogTtl,
+    catalog_ttl_from_env_value,
+};
+pub use queries::{CatalogError, load_catalog};
+pub use snapshot::Catalog;
+pub use tables::{Model, Provider, RoutingRule};
 pub use types::{ApiFormat, AuthType, HealthStatus, PowerLevel, TaskType, Tier, UnknownValue};

@@ -111,12 +111,16 @@ vocabulary!(
     }
 );
 
+// The vocabulary macro owns the derive list, so `#[derive(Default)]` is not available.
+#[allow(clippy::derivable_impls)]
 impl Default for PowerLevel {
     fn default() -> Self {
         PowerLevel::Balanced
     }
 }
 
+// The vocabulary macro owns the derive list, so `#[derive(Default)]` is not available.
+#[allow(clippy::derivable_impls)]
 impl Default for TaskType {
     fn default() -> Self {
         TaskType::Chat
@@ -141,7 +145,10 @@ mod tests {
         }
         for a in AuthType::ALL {
             assert_eq!(a.as_str().parse::<AuthType>().unwrap(), *a);
-            assert_eq!(serde_json::to_value(a).unwrap(), serde_json::Value::String(a.as_str().into()));
+            assert_eq!(
+                serde_json::to_value(a).unwrap(),
+                serde_json::Value::String(a.as_str().into())
+            );
         }
         let err = "turbo".parse::<PowerLevel>().unwrap_err();
         assert!(err.to_string().contains("eco balanced precision"), "{err}");

@@ -1,0 +1,108 @@
+//! Why no candidate is left: the model does not exist (404), the user's tier is too low
+//! (403), or every candidate was removed by a filter (503), naming that filter.
+
+use std::fmt;
+
+use crate::catalog::Tier;
+
+/// The filters of routing.md, in the order they run. The one that removed the last
+/// candidate is named in [`RoutingError::NoAvailableProvider`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RoutingFilter {
+    /// `auto`: no active rule for this power level, tier and task type.
+    RuleMatch,
+    /// A deprecated model without a replacement (or whose replacement does not exist).
+    Deprecated,
+    /// The user's tier is below the provider's or model's `min_tier_required`.
+    Tier,
+    /// The model row is inactive.
+    ModelDisabled,
+    /// The provider row is inactive (by an admin or the health monitor).
+    ProviderDisabled,
+    /// The provider's health status is `down`.
+    ProviderDown,
+    /// Streaming, function calling, vision or json mode not supported.
+    Capability,
+    /// Prompt + requested output exceed the context window, or the requested output
+    /// exceeds the model's `max_tokens`.
+    ContextWindow,
+    /// The estimated total tokens are outside the rule's `min_tokens..=max_tokens`.
+    RuleTokenBounds,
+    /// `auto` only: the blended price exceeds the power level's ceiling.
+    CostCeiling,
+    /// The rule requires a BYOK key and the user has none for the provider.
+    RequiresByok,
+    /// No BYOK key, no system key, and the provider needs a key.
+    Credential,
+}
+
+impl RoutingFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoutingFilter::RuleMatch => "routing rule",
+            RoutingFilter::Deprecated => "deprecation",
+            RoutingFilter::Tier => "tier",
+            RoutingFilter::ModelDisabled => "model disabled",
+            RoutingFilter::ProviderDisabled => "provider disabled",
+            RoutingFilter::ProviderDown => "provider health",
+            RoutingFilter::Capability => "capability",
+            RoutingFilter::ContextWindow => "context window",
+            RoutingFilter::RuleTokenBounds => "rule token bounds",
+            RoutingFilter::CostCeiling => "power-level cost ceiling",
+            RoutingFilter::RequiresByok => "requires BYOK",
+            RoutingFilter::Credential => "credential",
+        }
+    }
+}
+
+impl fmt::Display for RoutingFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoutingError {
+    /// 404 `model_not_found`.
+    #[error("the model `{model}` does not exist")]
+    ModelNotFound { model: String },
+    /// 403: every remaining candidate needs a higher tier.
+    #[error("{target} requires the {needed} tier or higher (your tier is {tier})")]
+    TierTooLow {
+        /// The requested model, or `auto (power level …)`.
+        target: String,
+        tier: Tier,
+        /// The lowest tier that would have kept a candidate.
+        needed: Tier,
+    },
+    /// 503 `no_available_provider`.
+    #[error(
+        "no available provider for {target}: every candidate was removed by the {filter} filter ({detail})"
+    )]
+    NoAvailableProvider {
+        /// The requested model, or `auto (power level …)`.
+        target: String,
+        filter: RoutingFilter,
+        detail: String,
+    },
+}
+
+impl RoutingError {
+    /// The HTTP status of api.md's table (routing itself knows no HTTP types).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            RoutingError::ModelNotFound { .. } => 404,
+            RoutingError::TierTooLow { .. } => 403,
+            RoutingError::NoAvailableProvider { .. } => 503,
+        }
+    }
+
+    /// The error `code` of the OpenAI-shaped body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RoutingError::ModelNotFound { .. } => "model_not_found",
+            RoutingError::TierTooLow { .. } => "tier_too_low",
+            RoutingError::NoAvailableProvider { .. } => "no_available_provider",
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! [`plan_candidates`]: from a request and a catalog snapshot to the ordered list of
+//! (provider, model) candidates the chat function tries, or the reason there is none.
+//!
+//! 1. Source: `auto` → the active rules matching power level, tier (NULL = any) and task
+//!    type (NULL = any); a name → first every offer whose `model_id` equals it (ids may
+//!    contain `/`), else `provider_slug/model_id` split at the first `/`; else 404.
+//! 2. Filters, in this order (the one that removes the last candidate is reported):
+//!    deprecation (a deprecated model is swapped for its `replacement_model_id`, followed
+//!    through up to [`MAX_REPLACEMENT_HOPS`] hops; none → removed), tier (403), model
+//!    disabled, provider disabled, provider `down`, capabilities, context window and
+//!    requested output ≤ the model's `max_tokens`, rule token bounds, power-level cost
+//!    ceiling (`auto` only, see [`super::ceilings`]), `requires_byok`, credential (BYOK key
+//!    for a BYOK-capable provider, else a system key for a system provider, else
+//!    `auth_type = none`), and circuit breaker (providers in cooldown are dropped unless
+//!    every candidate is in cooldown, then all are kept).
+//! 3. Order: non-fallback candidates by priority (rule `priority`; for named models the
+//!    model's `power_level_priority`), BYOK-backed first inside a priority, then a weighted
+//!    random draw by the rule's `weight` (named offers weigh the same); then fallback rules
+//!    by `fallback_order` (same tie-breaks). Duplicates (same provider and model) keep their
+//!    first place.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use rand::Rng;
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use super::ceilings::blended_cost_per_1m;
+use super::error::{RoutingError, RoutingFilter};
+use super::request::{RequiredCapabilities, RoutingContext, RoutingRequest};
+use super::weighted::weighted_order;
+use crate::catalog::{AuthType, Catalog, HealthStatus, Model, Provider, RoutingRule, Tier};
+
+/// How many `replacement_model_id` links a deprecated model is followed through.
+pub const MAX_REPLACEMENT_HOPS: usize = 4;
+
+/// Output tokens assumed for the hold when the request sets no `max_tokens` and the model
+/// has none either. The chat function should send this as `max_tokens` upstream in that
+/// case so the hold stays an upper bound ([`Candidate::output_token_limit`]).
+pub const DEFAULT_OUTPUT_TOKENS: u32 = 4096;
+
+/// Weight of each offer of a model requested by name (offers share load equally).
+const NAMED_OFFER_WEIGHT: i32 = 1;
+
+/// One (provider, model) pair the chat function may call, with everything it needs to
+/// call it without querying again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub provider: Arc<Provider>,
+    pub model: Arc<Model>,
+    /// The rule that selected it (`auto` only).
+    pub rule_id: Option<i32>,
+    pub is_fallback: bool,
+    /// Call with the user's own key (else the system key, or no key for `auth_type = none`).
+    pub byok: bool,
+    /// The deprecated model this candidate stands in for.
+    pub was_replacement_for: Option<Arc<Model>>,
+    /// The provider's breaker is open; kept only because every candidate is in cooldown.
+    pub in_cooldown: bool,
+}
+
+impl Candidate {
+    /// The output tokens a call may produce: the request's `max_tokens`, else the model's,
+    /// else [`DEFAULT_OUTPUT_TOKENS`].
+    pub fn output_token_limit(&self, requested_output_tokens: Option<u32>) -> u32 {
+        requested_output_tokens
+            .or_else(|| {
+                self.model
+                    .max_tokens
+                    .and_then(|max| u32::try_from(max).ok())
+            })
+            .unwrap_or(DEFAULT_OUTPUT_TOKENS)
+    }
+
+    /// Worst-case provider cost of calling this candidate (ledger.md's `max_cost`):
+    /// `prompt × input price + output limit × output price`, per one million tokens,
+    /// rounded up to 1e-9 USD.
+    pub fn max_cost(
+        &self,
+        estimated_prompt_tokens: u32,
+        requested_output_tokens: Option<u32>,
+    ) -> Decimal {
+        let output = self.output_token_limit(requested_output_tokens);
+        let cost = (Decimal::from(estimated_prompt_tokens) * self.model.cost_per_1m_input_tokens
+            + Decimal::from(output) * self.model.cost_per_1m_output_tokens)
+            / Decimal::from(1_000_000);
+        cost.round_dp_with_strategy(9, RoundingStrategy::ToPositiveInfinity)
+    }
+}
+
+/// The ordered candidates of one request; never empty when returned by
+/// [`plan_candidates`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidatePlan {
+    pub candidates: Vec<Candidate>,
+}
+
+impl CandidatePlan {
+    /// The hold amount: the highest [`Candidate::max_cost`] among the first `n` candidates
+    /// (the ones that may be tried, `SWITCHBOARD_MAX_ATTEMPTS`).
+    pub fn max_cost_over(
+        &self,
+        n: usize,
+        estimated_prompt_tokens: u32,
+        requested_output_tokens: Option<u32>,
+    ) -> Decimal {
+        self.candidates
+            .iter()
+            .take(n)
+            .map(|c| c.max_cost(estimated_prompt_tokens, requested_output_tokens))
+            .max()
+            .unwrap_or(Decimal::ZERO)
+    }
+
+    pub fn first(&self) -> Option<&Candidate> {
+        self.candidates.first()
+    }
+
+    pub fn len(&self) -> usize {
+        self.candidates.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.candidates.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Candidate> {
+        self.candidates.iter()
+    }
+}
+
+/// A candidate while it goes through the filters.
+#[derive(Debug, Clone)]
+struct Draft {
+    provider: Arc<Provider>,
+    model: Arc<Model>,
+    rule: Option<Arc<RoutingRule>>,
+    was_replacement_for: Option<Arc<Model>>,
+    byok: bool,
+    in_cooldown: bool,
+}
+
+/// Builds the candidate plan for `request` from `catalog` (see the module docs for the
+/// rules). `rng` decides the weighted draw; pass a seeded one in tests.
+pub fn plan_candidates<R: Rng + ?Sized>(
+    catalog: &Catalog,
+    request: &RoutingRequest,
+    context: &RoutingContext<'_>,
+    rng: &mut R,
+) -> Result<CandidatePlan, RoutingError> {
+    // The model name is the caller's text: keep error messages bounded.
+    let model: String = request.model.chars().take(200).collect();
+    let target = if request.is_auto() {
+        format!("`auto` (power level {})", request.power_level)
+    } else {
+        format!("model `{model}`")
+    };
+    let drafts = source_candidates(catalog, request, &target)?;
+    let mut filtering = Filtering {
+        drafts,
+        target,
+        request,
+    };
+    filtering.apply_filters(catalog, context)?;
+    Ok(CandidatePlan {
+        candidates: order(filtering.drafts, rng),
+    })
+}
+
+fn source_candidates(
+    catalog: &Catalog,
+    request: &RoutingRequest,
+    target: &str,
+) -> Result<Vec<Draft>, RoutingError> {
+    let draft = |model: &Arc<Model>, rule: Option<&Arc<RoutingRule>>| {
+        catalog.provider(model.provider_id).map(|provider| Draft {
+            provider: Arc::clone(provider),
+            model: Arc::clone(model),
+            rule: rule.cloned(),
+            was_replacement_for: None,
+            byok: false,
+            in_cooldown: false,
+        })
+    };
+    if request.is_auto() {
+        let drafts: Vec<Draft> = catalog
+            .rules_for(request.power_level)
+            .filter(|rule| rule.matches(request.power_level, request.tier, request.task_type))
+            .filter_map(|rule| draft(catalog.model(rule.model_id)?, Some(rule)))
+            .collect();
+        if drafts.is_empty() {
+            return Err(RoutingError::NoAvailableProvider {
+                target: target.to_string(),
+                filter: RoutingFilter::RuleMatch,
+                detail: format!(
+                    "no active routing rule for power level {}, tier {}, task type {}",
+                    request.power_level, request.tier, request.task_type
+                ),
+            });
+        }
+        return Ok(drafts);
+    }
+
+    let mut drafts: Vec<Draft> = catalog
+        .offers(&request.model)
+        .filter_map(|model| draft(model, None))
+        .collect();
+    if drafts.is_empty()
+        && let Some((slug, model_id)) = request.model.split_once('/')
+        && let Some(model) = catalog.offer(slug, model_id)
+    {
+        drafts.extend(draft(model, None));
+    }
+    if drafts.is_empty() {
+        return Err(RoutingError::ModelNotFound {
+            model: request.model.chars().take(200).collect(),
+        });
+    }
+    Ok(drafts)
+}
+
+struct Filtering<'r> {
+    drafts: Vec<Draft>,
+    target: String,
+    request: &'r RoutingRequest,
+}
+
+impl Filtering<'_> {
+    fn apply_filters(
+        &mut self,
+        catalog: &Catalog,
+        context: &RoutingContext<'_>,
+    ) -> Result<(), RoutingError> {
+        let request = self.request;
+
+        self.replace_deprecated(catalog)?;
+
+        // Tier: its own error (403), naming the lowest tier that would have kept one.
+        let needed = self
+            .drafts
+            .iter()
+            .map(|d| d.model.min_tier_required.max(d.provider.min_tier_required))
+            .min()
+            .unwrap_or(Tier::Free);
+        self.drafts.retain(|d| {
+            request.tier >= d.model.min_tier_required
+                && request.tier >= d.provider.min_tier_required
+        });
+        if self.drafts.is_empty() {
+            return Err(RoutingError::TierTooLow {
+                target: self.target.clone(),
+                tier: request.tier,
+                needed,
+            });
+        }
+
+        self.keep(
+            RoutingFilter::ModelDisabled,
+            |d| d.model.is_active,
+            |d| {
+                format!(
+                    "model `{}` at `{}` is disabled",
+                    d.model.model_id, d.provider.provider_slug
+                )
+            },
+        )?;
+        self.keep(
+            RoutingFilter::ProviderDisabled,
+            |d| d.provider.is_active,
+            |d| format!("provider `{}` is disabled", d.provider.provider_slug),
+        )?;
+        self.keep(
+            RoutingFilter::ProviderDown,
+            |d| d.provider.health_status != HealthStatus::Down,
+            |d| format!("provider `{}` is down", d.provider.provider_slug),
+        )?;
+        self.keep(
+            RoutingFilter::Capability,
+            |d| missing_capabilities(request.capabilities, d).is_empty(),
+            |d| {
+                format!(
+                    "`{}` at `{}` lacks {}",
+                    d.model.model_id,
+                    d.provider.provider_slug,
+                    missing_capabilities(request.capabilities, d).join(", ")
+                )
+            },
+        )?;
+        let prompt = u64::from(request.estimated_prompt_tokens);
+        let output = request.requested_output_tokens.map(u64::from);
+        let total = request.estimated_total_tokens();
+        self.keep(
+            RoutingFilter::ContextWindow,
+            |d| {
+                total <= positive(d.model.context_window)
+                    && match (output, d.model.max_tokens) {
+                        (Some(out), Some(max)) => out <= positive(max),
+                        _ => true,
+                    }
+            },
+            |d| match (output, d.model.max_tokens) {
+                (Some(out), Some(max)) if out > positive(max) => format!(
+                    "requested output of {out} tokens exceeds the {max} output tokens of `{}`",
+                    d.model.model_id
+                ),
+                _ => format!(
+                    "about {total} tokens (prompt {prompt} + output {}) exceed the context window of {} tokens of `{}`",
+                    output.unwrap_or(0),
+                    d.model.context_window,
+                    d.model.model_id
+                ),
+            },
+        )?;
+        self.keep(
+            RoutingFilter::RuleTokenBounds,
+            |d| {
+                d.rule.as_ref().is_none_or(|rule| {
+                    rule.min_tokens.is_none_or(|min| total >= positive(min))
+                        && rule.max_tokens.is_none_or(|max| total <= positive(max))
+                })
+            },
+            |d| {
+                let bound = |b: Option<i32>| b.map_or_else(|| "-".to_string(), |b| b.to_string());
+                let (min, max) = d
+                    .rule
+                    .as_ref()
+                    .map_or((None, None), |r| (r.min_tokens, r.max_tokens));
+                format!(
+                    "about {total} tokens are outside the rule's bounds {}..{}",
+                    bound(min),
+                    bound(max)
+                )
+            },
+        )?;
+        if request.is_auto() {
+            let ceiling_for = |d: &Draft| {
+                if d.was_replacement_for.is_none() {
+                    context.ceilings.explicit_rule_ceiling(request.power_level)
+                } else {
+                    context.ceilings.ceiling(request.power_level)
+                }
+            };
+            self.keep(
+                RoutingFilter::CostCeiling,
+                |d| blended_cost_per_1m(&d.model) <= ceiling_for(d),
+                |d| {
+                    format!(
+                        "`{}` blends to ${} per 1M tokens, above the ${} allowed for {}",
+                        d.model.model_id,
+                        blended_cost_per_1m(&d.model).normalize(),
+                        ceiling_for(d).normalize(),
+                        request.power_level
+                    )
+                },
+            )?;
+        }
+        let has_byok_key = |d: &Draft| {
+            d.provider.is_byok_supported && request.byok_providers.contains(&d.provider.id)
+        };
+        self.keep(
+            RoutingFilter::RequiresByok,
+            |d| !d.rule.as_ref().is_some_and(|r| r.requires_byok) || has_byok_key(d),
+            |d| {
+                format!(
+                    "the rule for `{}` requires your own `{}` key",
+                    d.model.model_id, d.provider.provider_slug
+                )
+            },
+        )?;
+        self.keep(
+            RoutingFilter::Credential,
+            |d| {
+                has_byok_key(d)
+                    || (d.provider.is_system_provider
+                        && (context.has_system_key)(&d.provider.provider_slug))
+                    || d.provider.auth_type == AuthType::None
+            },
+            |d| {
+                format!(
+                    "no key of yours and no system key for provider `{}`",
+                    d.provider.provider_slug
+                )
+            },
+        )?;
+        for draft in &mut self.drafts {
+            draft.byok = has_byok_key(draft);
+        }
+
+        // Circuit breaker: never empties the list.
+        let now = context.now;
+        if self.drafts.iter().all(|d| d.provider.breaker_is_open(now)) {
+            for draft in &mut self.drafts {
+                draft.in_cooldown = true;
+            }
+        } else {
+            self.drafts.retain(|d| !d.provider.breaker_is_open(now));
+        }
+        Ok(())
+    }
+
+    /// Swaps each deprecated model for its replacement chain's first non-deprecated model;
+    /// removes the ones with none.
+    fn replace_deprecated(&mut self, catalog: &Catalog) -> Result<(), RoutingError> {
+        let mut removed = Vec::new();
+        let mut kept = Vec::with_capacity(self.drafts.len());
+        for mut draft in std::mem::take(&mut self.drafts) {
+            if !draft.model.is_deprecated {
+                kept.push(draft);
+                continue;
+            }
+            let original = Arc::clone(&draft.model);
+            let mut current = Arc::clone(&draft.model);
+            let mut hops = 0;
+            while current.is_deprecated && hops < MAX_REPLACEMENT_HOPS {
+                match current
+                    .replacement_model_id
+                    .and_then(|id| catalog.model(id))
+                {
+                    Some(next) => current = Arc::clone(next),
+                    None => break,
+                }
+                hops += 1;
+            }
+            match catalog.provider(current.provider_id) {
+                Some(provider) if !current.is_deprecated => {
+                    draft.provider = Arc::clone(provider);
+                    draft.model = current;
+                    draft.was_replacement_for = Some(original);
+                    kept.push(draft);
+                }
+                _ => removed.push(format!(
+                    "`{}` is deprecated without a usable replacement",
+                    original.model_id
+                )),
+            }
+        }
+        self.drafts = kept;
+        if self.drafts.is_empty() {
+            return Err(self.exhausted(RoutingFilter::Deprecated, removed));
+        }
+        Ok(())
+    }
+
+    /// Keeps the drafts passing `test`; when none is left, the error names `filter` and
+    /// describes what removed the last ones.
+    fn keep(
+        &mut self,
+        filter: RoutingFilter,
+        test: impl Fn(&Draft) -> bool,
+        describe: impl Fn(&Draft) -> String,
+    ) -> Result<(), RoutingError> {
+        let (kept, removed): (Vec<Draft>, Vec<Draft>) = std::mem::take(&mut self.drafts)
+            .into_iter()
+            .partition(|d| test(d));
+        self.drafts = kept;
+        if self.drafts.is_empty() {
+            return Err(self.exhausted(filter, removed.iter().map(describe).collect()));
+        }
+        Ok(())
+    }
+
+    fn exhausted(&self, filter: RoutingFilter, details: Vec<String>) -> RoutingError {
+        let mut seen = HashSet::new();
+        let unique: Vec<String> = details
+            .into_iter()
+            .filter(|d| seen.insert(d.clone()))
+            .take(3)
+            .collect();
+        RoutingError::NoAvailableProvider {
+            target: self.target.clone(),
+            filter,
+            detail: unique.join("; "),
+        }
+    }
+}
+
+fn positive(value: i32) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn missing_capabilities(needed: RequiredCapabilities, d: &Draft) -> Vec<&'static str> {
+    let (m, p) = (&d.model, &d.provider);
+    let mut missing = Vec::new();
+    if needed.streaming && !(m.supports_streaming && p.supports_streaming) {
+        missing.push("streaming");
+    }
+    if needed.function_calling && !(m.supports_function_calling && p.supports_function_calling) {
+        missing.push("function calling");
+    }
+    if needed.vision && !(m.supports_vision && p.supports_vision) {
+        missing.push("vision");
+    }
+    if needed.json_mode && !m.supports_json_mode {
+        missing.push("json mode");
+    }
+    missing
+}
+
+/// Ordering key of a group: fallbacks after the rest (by `fallback_order`), then priority,
+/// then BYOK-backed first. Inside a group the order is a weighted draw.
+type GroupKey = (bool, i32, i32, bool);
+
+fn order<R: Rng + ?Sized>(drafts: Vec<Draft>, rng: &mut R) -> Vec<Candidate> {
+    let mut groups: BTreeMap<GroupKey, Vec<(Draft, i32)>> = BTreeMap::new();
+    for draft in drafts {
+        let (is_fallback, fallback_order, priority, weight) = match &draft.rule {
+            Some(rule) => (
+                rule.is_fallback,
+                if rule.is_fallback {
+                    rule.fallback_order
+                } else {
+                    0
+                },
+                rule.priority,
+                rule.weight,
+            ),
+            None => (
+                false,
+                0,
+                draft.model.power_level_priority,
+                NAMED_OFFER_WEIGHT,
+            ),
+        };
+        groups
+            .entry((is_fallback, fallback_order, priority, !draft.byok))
+            .or_default()
+            .push((draft, weight));
+    }
+    let mut seen = HashSet::new();
+    let mut candidates = Vec::new();
+    for (_, group) in groups {
+        for draft in weighted_order(group, rng) {
+            if !seen.insert((draft.provider.id, draft.model.id)) {
+                continue;
+            }
+            candidates.push(Candidate {
+                is_fallback: draft.rule.as_ref().is_some_and(|r| r.is_fallback),
+                rule_id: draft.rule.as_ref().map(|r| r.id),
+                provider: draft.provider,
+                model: draft.model,
+                byok: draft.byok,
+                was_replacement_for: draft.was_replacement_for,
+                in_cooldown: draft.in_cooldown,
+            });
+        }
+    }
+    candidates
+}
