@@ -1,0 +1,359 @@
+//! Platform secrets: system provider keys (a Secrets Manager secret `{slug: key}`, cached
+//! with a TTL, or `SWITCHBOARD_PROVIDER_KEY_<SLUG>` variables locally) and the database
+//! credentials from an RDS secret (`DATABASE_SECRET_ARN`). Values are held as [`Secret`]
+//! and never logged; errors name the secret, never its content.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::secret::Secret;
+
+/// Prefix of the variables holding system provider keys locally.
+pub const PROVIDER_KEY_ENV_PREFIX: &str = "SWITCHBOARD_PROVIDER_KEY_";
+/// Default lifetime of a fetched secret.
+pub const DEFAULT_SECRETS_TTL: Duration = Duration::from_secs(300);
+/// After a failed fetch, wait this long before asking Secrets Manager again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("Secrets Manager: cannot read secret {arn}: {reason}")]
+    Fetch { arn: String, reason: String },
+    #[error("secret {arn} {reason}")]
+    Format { arn: String, reason: &'static str },
+}
+
+/// `SWITCHBOARD_PROVIDER_KEY_<SLUG>`: the slug upper-cased, every other character `_`.
+pub fn provider_key_env_name(slug: &str) -> String {
+    let suffix: String = slug
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{PROVIDER_KEY_ENV_PREFIX}{suffix}")
+}
+
+/// The platform's own provider keys, for providers with `is_system_provider`.
+pub struct SystemKeys {
+    /// From `SWITCHBOARD_PROVIDER_KEY_*`, by variable name; they win over the secret.
+    env: HashMap<String, Secret>,
+    secret: Option<SecretSource>,
+}
+
+struct SecretSource {
+    client: aws_sdk_secretsmanager::Client,
+    arn: String,
+    ttl: Duration,
+    state: Mutex<SecretCache>,
+}
+
+#[derive(Default)]
+struct SecretCache {
+    keys: Option<(Instant, HashMap<String, Secret>)>,
+    last_failure: Option<Instant>,
+}
+
+impl std::fmt::Debug for SystemKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemKeys")
+            .field("env_keys", &self.env.len())
+            .field("secret_arn", &self.secret.as_ref().map(|s| s.arn.as_str()))
+            .finish()
+    }
+}
+
+impl SystemKeys {
+    /// No system keys at all.
+    pub fn none() -> Self {
+        Self {
+            env: HashMap::new(),
+            secret: None,
+        }
+    }
+
+    /// Keeps the `SWITCHBOARD_PROVIDER_KEY_*` entries of `vars` (read once at start).
+    pub fn from_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let env = vars
+            .into_iter()
+            .filter(|(name, value)| {
+                name.starts_with(PROVIDER_KEY_ENV_PREFIX) && !value.trim().is_empty()
+            })
+            .map(|(name, value)| (name, Secret::new(value.trim())))
+            .collect();
+        Self { env, secret: None }
+    }
+
+    /// Adds the Secrets Manager secret `arn` (JSON `{slug: key}`), fetched on first use
+    /// and then every `ttl`.
+    pub fn with_secret(
+        mut self,
+        client: aws_sdk_secretsmanager::Client,
+        arn: impl Into<String>,
+        ttl: Duration,
+    ) -> Self {
+        self.secret = Some(SecretSource {
+            client,
+            arn: arn.into(),
+            ttl,
+            state: Mutex::new(SecretCache::default()),
+        });
+        self
+    }
+
+    /// The platform's key for provider `slug`, if it holds one. A failing Secrets Manager
+    /// keeps serving the last value it returned (and is logged, without values).
+    pub async fn get(&self, slug: &str) -> Option<Secret> {
+        if let Some(key) = self.env.get(&provider_key_env_name(slug)) {
+            return Some(key.clone());
+        }
+        let source = self.secret.as_ref()?;
+        let mut state = source.state.lock().await;
+        let fresh = matches!(&state.keys, Some((at, _)) if at.elapsed() < source.ttl);
+        let backing_off = state
+            .last_failure
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE);
+        if !fresh && !backing_off {
+            match fetch_json(&source.client, &source.arn)
+                .await
+                .and_then(|json| parse_provider_keys(&source.arn, &json))
+            {
+                Ok(keys) => {
+                    state.keys = Some((Instant::now(), keys));
+                    state.last_failure = None;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, stale = state.keys.is_some(), "system provider keys: refresh failed");
+                    state.last_failure = Some(Instant::now());
+                }
+            }
+        }
+        state
+            .keys
+            .as_ref()
+            .and_then(|(_, keys)| keys.get(slug).cloned())
+    }
+
+    /// Whether the platform holds a key for provider `slug`.
+    pub async fn has(&self, slug: &str) -> bool {
+        self.get(slug).await.is_some()
+    }
+}
+
+async fn fetch_json(
+    client: &aws_sdk_secretsmanager::Client,
+    arn: &str,
+) -> Result<Value, SecretsError> {
+    let output = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|error| SecretsError::Fetch {
+            arn: arn.to_owned(),
+            reason: match error.code() {
+                Some(code) => format!("{code}: {}", error.message().unwrap_or_default()),
+                None => DisplayErrorContext(&error).to_string(),
+            },
+        })?;
+    let text = output.secret_string().ok_or(SecretsError::Format {
+        arn: arn.to_owned(),
+        reason: "has no SecretString (binary secrets are not supported)",
+    })?;
+    serde_json::from_str(text).map_err(|_| SecretsError::Format {
+        arn: arn.to_owned(),
+        reason: "is not JSON",
+    })
+}
+
+fn parse_provider_keys(arn: &str, json: &Value) -> Result<HashMap<String, Secret>, SecretsError> {
+    let object = json.as_object().ok_or(SecretsError::Format {
+        arn: arn.to_owned(),
+        reason: "must be a JSON object {\"provider_slug\": \"key\"}",
+    })?;
+    let mut keys = HashMap::new();
+    for (slug, value) in object {
+        match value.as_str().map(str::trim).filter(|v| !v.is_empty()) {
+            Some(key) => {
+                keys.insert(slug.clone(), Secret::new(key));
+            }
+            None => {
+                tracing::warn!(%slug, secret = %arn, "system provider key is not a non-empty string; ignored")
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// Reads an RDS credentials secret (`username, password, host, port, dbname`) and builds
+/// the connection URL, percent-encoded, as a [`Secret`].
+pub async fn database_url_from_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    arn: &str,
+) -> Result<Secret, SecretsError> {
+    let json = fetch_json(client, arn).await?;
+    database_url_from_json(arn, &json)
+}
+
+/// The connection URL for an RDS secret's JSON. Errors never contain its values.
+pub fn database_url_from_json(arn: &str, json: &Value) -> Result<Secret, SecretsError> {
+    let format = |reason| SecretsError::Format {
+        arn: arn.to_owned(),
+        reason,
+    };
+    let text = |name: &str| {
+        json.get(name)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let username = text("username").ok_or_else(|| format("has no `username` string"))?;
+    // The password is taken as is: spaces at its ends would be part of it.
+    let password = json
+        .get("password")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format("has no `password` string"))?;
+    let host = text("host").ok_or_else(|| format("has no `host` string"))?;
+    let port = match json.get("port") {
+        None | Some(Value::Null) => 5432,
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| format("has a `port` that is not a port number"))?,
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<u16>()
+            .map_err(|_| format("has a `port` that is not a port number"))?,
+        Some(_) => return Err(format("has a `port` that is not a port number")),
+    };
+    let dbname = text("dbname").unwrap_or("postgres");
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+    {
+        return Err(format("has a `host` that is not a host name or address"));
+    }
+    Ok(Secret::new(format!(
+        "postgres://{}:{}@{host}:{port}/{}",
+        percent_encode(username),
+        percent_encode(password),
+        percent_encode(dbname)
+    )))
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn env_names_follow_the_slug() {
+        assert_eq!(
+            provider_key_env_name("openai"),
+            "SWITCHBOARD_PROVIDER_KEY_OPENAI"
+        );
+        assert_eq!(
+            provider_key_env_name("my-local.llm"),
+            "SWITCHBOARD_PROVIDER_KEY_MY_LOCAL_LLM"
+        );
+    }
+
+    #[tokio::test]
+    async fn env_keys_are_found_by_slug() {
+        let keys = SystemKeys::from_env_vars([
+            (
+                "SWITCHBOARD_PROVIDER_KEY_OPENAI".to_owned(),
+                "sk-system".to_owned(),
+            ),
+            (
+                "SWITCHBOARD_PROVIDER_KEY_MY_LLM".to_owned(),
+                "abc".to_owned(),
+            ),
+            ("SWITCHBOARD_PROVIDER_KEY_EMPTY".to_owned(), " ".to_owned()),
+            ("OTHER".to_owned(), "x".to_owned()),
+        ]);
+        assert_eq!(keys.get("openai").await.unwrap().expose(), "sk-system");
+        assert!(keys.has("my-llm").await);
+        assert!(!keys.has("empty").await);
+        assert!(!keys.has("anthropic").await);
+        assert!(!format!("{keys:?}").contains("sk-system"));
+    }
+
+    #[test]
+    fn rds_secret_becomes_an_encoded_url() {
+        let url = database_url_from_json(
+            "arn:x",
+            &json!({"username": "app", "password": "p@ss:/w rd%", "host": "db.example.com", "port": 5433, "dbname": "switchboard", "engine": "postgres"}),
+        )
+        .unwrap();
+        assert_eq!(
+            url.expose(),
+            "postgres://app:p%40ss%3A%2Fw%20rd%25@db.example.com:5433/switchboard"
+        );
+        let parsed: tokio_postgres::Config = url.expose().parse().unwrap();
+        assert_eq!(parsed.get_password(), Some("p@ss:/w rd%".as_bytes()));
+        assert_eq!(parsed.get_user(), Some("app"));
+        assert_eq!(parsed.get_dbname(), Some("switchboard"));
+
+        let url = database_url_from_json(
+            "arn:x",
+            &json!({"username": "app", "password": "pw", "host": "10.0.0.5", "port": "5432"}),
+        )
+        .unwrap();
+        assert_eq!(url.expose(), "postgres://app:pw@10.0.0.5:5432/postgres");
+    }
+
+    #[test]
+    fn bad_rds_secrets_are_refused_without_echoing_values() {
+        for bad in [
+            json!({"password": "hunter2", "host": "h"}),
+            json!({"username": "u", "host": "h"}),
+            json!({"username": "u", "password": "hunter2"}),
+            json!({"username": "u", "password": "hunter2", "host": "h", "port": 99999}),
+            json!({"username": "u", "password": "hunter2", "host": "h/../x"}),
+            json!("hunter2"),
+        ] {
+            let err = database_url_from_json("arn:x", &bad).unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+            assert!(err.to_string().contains("arn:x"));
+        }
+    }
+
+    #[test]
+    fn provider_keys_secret_parses_strings_only() {
+        let keys = parse_provider_keys(
+            "arn:x",
+            &json!({"openai": "sk-1", "anthropic": 5, "google": ""}),
+        )
+        .unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(parse_provider_keys("arn:x", &json!(["sk-1"])).is_err());
+    }
+}
