@@ -1,48 +1,96 @@
 //! The admin function: providers, models, routing rules, users, credits, gateway keys,
-//! usage and audit log, all behind an admin-role key.
+//! usage and audit log, all behind an admin-role key (401 without a valid key, 403 with a
+//! user key). Handlers extract and delegate to `switchboard_core::admin`; every write is
+//! audit-logged in its own transaction.
+//!
+//! The routes and the OpenAPI document come from the same list (`routes()`), so every
+//! mounted route is documented. `switchboard serve` merges [`openapi`] into its
+//! `/openapi.json`; this function's own Lambda serves it at `/openapi.json` too.
+
+mod accounts;
+mod catalog;
+pub mod extract;
+pub mod openapi;
+mod reports;
+
+use std::sync::LazyLock;
 
 use axum::Router;
-use axum::routing::{MethodRouter, delete, get, post};
-use switchboard_core::http::{finish_router, not_implemented};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use switchboard_core::db::DbError;
+use switchboard_core::http::{ApiError, AppJson, finish_router};
 use switchboard_core::state::AppState;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-fn crud_collection() -> MethodRouter<AppState> {
-    get(not_implemented).post(not_implemented)
+pub(crate) type Reply<T> = Result<AppJson<T>, ApiError>;
+
+/// Every admin route with its handler and its OpenAPI operation.
+fn routes() -> OpenApiRouter<AppState> {
+    use accounts::*;
+    use catalog::*;
+    use reports::*;
+    OpenApiRouter::with_openapi(openapi::AdminDoc::openapi())
+        .routes(routes!(list_providers, create_provider))
+        .routes(routes!(get_provider, update_provider, delete_provider))
+        .routes(routes!(provider_health))
+        .routes(routes!(test_provider))
+        .routes(routes!(run_health_check))
+        .routes(routes!(list_models, create_model))
+        .routes(routes!(get_model, update_model, delete_model))
+        .routes(routes!(list_rules, create_rule))
+        .routes(routes!(get_rule, update_rule, delete_rule))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user))
+        .routes(routes!(credit_user))
+        .routes(routes!(user_ledger))
+        .routes(routes!(create_api_key, list_api_keys))
+        .routes(routes!(revoke_api_key))
+        .routes(routes!(list_usage))
+        .routes(routes!(usage_summary))
+        .routes(routes!(list_audit_log))
 }
 
-fn crud_item() -> MethodRouter<AppState> {
-    get(not_implemented)
-        .patch(not_implemented)
-        .delete(not_implemented)
-}
-
+/// The admin routes, for mounting (by `switchboard serve`) or wrapping with [`app`].
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/admin/providers", crud_collection())
-        .route("/admin/providers/{id}", crud_item())
-        .route("/admin/providers/{id}/health", get(not_implemented))
-        .route("/admin/providers/{id}/test", post(not_implemented))
-        .route("/admin/models", crud_collection())
-        .route("/admin/models/{id}", crud_item())
-        .route("/admin/routing-rules", crud_collection())
-        .route("/admin/routing-rules/{id}", crud_item())
-        .route("/admin/users", crud_collection())
-        .route(
-            "/admin/users/{id}",
-            get(not_implemented).patch(not_implemented),
-        )
-        .route("/admin/users/{id}/credits", post(not_implemented))
-        .route("/admin/users/{id}/ledger", get(not_implemented))
-        .route("/admin/users/{id}/api-keys", crud_collection())
-        .route("/admin/api-keys/{id}", delete(not_implemented))
-        .route("/admin/usage", get(not_implemented))
-        .route("/admin/usage/summary", get(not_implemented))
-        .route("/admin/audit-log", get(not_implemented))
-        .route("/admin/health-check", post(not_implemented))
-        .with_state(state)
+    let (router, _) = routes().split_for_parts();
+    router.with_state(state)
 }
 
+/// The admin function's OpenAPI document (every route, request and response).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = routes().into_openapi();
+    openapi::finish(&mut doc);
+    doc
+}
+
+/// The complete application of the admin Lambda function, with its own `/openapi.json`.
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
-    finish_router(router(state), limit)
+    let router = router(state).route("/openapi.json", get(openapi_json));
+    finish_router(router, limit)
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    static DOCUMENT: LazyLock<serde_json::Value> =
+        LazyLock::new(|| serde_json::to_value(openapi()).unwrap_or_default());
+    axum::Json(DOCUMENT.clone())
+}
+
+/// A pooled connection (503 when the database cannot be reached in time).
+pub(crate) async fn db(state: &AppState) -> Result<deadpool_postgres::Object, ApiError> {
+    state
+        .pool
+        .get()
+        .await
+        .map_err(|e| ApiError::from(DbError::from(e)))
+}
+
+/// Called after every committed catalog write (providers, models, routing rules), so this
+/// instance routes with the change at once; other instances reload within the catalog
+/// cache's TTL.
+pub(crate) fn catalog_changed(state: &AppState) {
+    state.catalog.invalidate();
 }
