@@ -72,9 +72,14 @@ impl From<tokio_postgres::Error> for AdmissionError {
 }
 
 /// Rate limits, then the hold — one round trip.
-pub async fn admit(client: &impl GenericClient, request: &AdmissionRequest<'_>) -> Result<Authorization, AdmissionError> {
+pub async fn admit(
+    client: &impl GenericClient,
+    request: &AdmissionRequest<'_>,
+) -> Result<Authorization, AdmissionError> {
     ledger::check_amount(request.hold, "hold amount")?;
-    let ttl_secs = i64::try_from(request.hold_ttl.as_secs()).unwrap_or(i64::MAX).max(1);
+    let ttl_secs = i64::try_from(request.hold_ttl.as_secs())
+        .unwrap_or(i64::MAX)
+        .max(1);
     let key_bucket = format!("key:{}", request.key_id);
     let provider_bucket = request.provider.as_ref().and_then(ProviderLimit::bucket);
     let provider_rpm = request.provider.and_then(|p| p.rpm);
@@ -103,19 +108,33 @@ pub async fn admit(client: &impl GenericClient, request: &AdmissionRequest<'_>) 
     match verdict.as_str() {
         "key_rate_limited" => Err(AdmissionError::KeyRateLimited { retry_after }),
         "provider_rate_limited" => Err(AdmissionError::ProviderRateLimited { retry_after }),
-        _ => Ok(ledger::interpret_authorize(&row, request.hold, request.request_id)?),
+        _ => Ok(ledger::interpret_authorize(
+            &row,
+            request.hold,
+            request.request_id,
+        )?),
     }
 }
 
 /// Takes a slot of a fallback candidate's provider limits (a second round trip, only on the
 /// fallback path). `Ok(None)` when admitted, `Ok(Some(retry_after))` when the limit is hit.
-pub async fn take_provider_slot(client: &impl GenericClient, limit: &ProviderLimit) -> Result<Option<Duration>, DbError> {
-    let Some(bucket) = limit.bucket() else { return Ok(None) };
+pub async fn take_provider_slot(
+    client: &impl GenericClient,
+    limit: &ProviderLimit,
+) -> Result<Option<Duration>, DbError> {
+    let Some(bucket) = limit.bucket() else {
+        return Ok(None);
+    };
     let tpm = limit.tpm.map(i64::from);
     let row = client
         .query_typed_one(
             "SELECT admitted, retry_after_secs FROM sb_take_slot($1, $2, $3, $4)",
-            &[(&bucket, Type::TEXT), (&limit.rpm, Type::INT4), (&limit.tokens, Type::INT8), (&tpm, Type::INT8)],
+            &[
+                (&bucket, Type::TEXT),
+                (&limit.rpm, Type::INT4),
+                (&limit.tokens, Type::INT8),
+                (&tpm, Type::INT8),
+            ],
         )
         .await?;
     Ok((!row.get::<_, bool>(0)).then(|| Duration::from_secs(row.get::<_, i32>(1).max(1) as u64)))
@@ -125,7 +144,10 @@ pub async fn take_provider_slot(client: &impl GenericClient, limit: &ProviderLim
 pub async fn prune_counters(client: &impl GenericClient, keep: Duration) -> Result<u64, DbError> {
     let secs = i64::try_from(keep.as_secs()).unwrap_or(i64::MAX);
     let row = client
-        .query_typed_one("SELECT sb_prune_rate_limits($1 * interval '1 second')", &[(&secs, Type::INT8)])
+        .query_typed_one(
+            "SELECT sb_prune_rate_limits($1 * interval '1 second')",
+            &[(&secs, Type::INT8)],
+        )
         .await?;
     Ok(row.get::<_, i64>(0).max(0) as u64)
 }

@@ -67,7 +67,11 @@ pub fn mask_secrets(value: &Value) -> Value {
             map.iter()
                 .map(|(k, v)| {
                     let secret = SECRET_FIELDS.iter().any(|s| k.eq_ignore_ascii_case(s));
-                    let masked = if secret && !v.is_null() { Value::String("[redacted]".into()) } else { mask_secrets(v) };
+                    let masked = if secret && !v.is_null() {
+                        Value::String("[redacted]".into())
+                    } else {
+                        mask_secrets(v)
+                    };
                     (k.clone(), masked)
                 })
                 .collect(),

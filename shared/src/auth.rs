@@ -193,6 +193,9 @@ pub struct Caller {
     pub rpm_limit: Option<i32>,
     pub tier: crate::catalog::Tier,
     pub default_power_level: Option<crate::catalog::PowerLevel>,
+    /// Providers for which the user has an active BYOK key (loaded with the key, so routing
+    /// needs no query of its own; changes show within the key cache's TTL).
+    pub byok_provider_ids: Vec<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +230,12 @@ pub async fn lookup_key(
 ) -> Result<Result<Caller, AuthError>, DbError> {
     let row = client
         .query_opt(
-            "SELECT k.id, k.user_id, k.role, k.rpm_limit, k.revoked_at IS NOT NULL, a.tier, a.status, a.default_power_level
+            "SELECT k.id, k.user_id, k.role, k.rpm_limit, k.revoked_at IS NOT NULL, a.tier, a.status,
+                    a.default_power_level,
+                    ARRAY(SELECT b.provider_id FROM user_api_keys b
+                          WHERE b.user_id = k.user_id AND b.is_active
+                            AND (b.is_validated OR b.validation_error IS NULL)
+                          ORDER BY b.provider_id)
              FROM gateway_api_keys k JOIN accounts a ON a.user_id = k.user_id
              WHERE k.key_hash = $1",
             &[&hash.as_slice()],
@@ -265,6 +273,7 @@ pub async fn lookup_key(
         rpm_limit: row.get(3),
         tier,
         default_power_level,
+        byok_provider_ids: row.get(8),
     }))
 }
 

@@ -39,6 +39,29 @@ pub struct Config {
     pub key_cache_ttl: Duration,
     /// Running inside AWS Lambda (`AWS_LAMBDA_RUNTIME_API` is set).
     pub in_lambda: bool,
+    /// Chat: candidates tried per request at most (`SWITCHBOARD_MAX_ATTEMPTS`).
+    pub max_attempts: usize,
+    /// Chat: one overall deadline per non-streamed request, under API Gateway's 29 s.
+    pub request_timeout: Duration,
+    /// Chat: platform fee on BYOK calls, percent of the provider cost (default 0).
+    pub byok_fee_percent: rust_decimal::Decimal,
+    /// Ledger: a hold left by a crashed or frozen instance expires after this.
+    pub hold_ttl: Duration,
+    /// How long the in-process catalog snapshot is served before a refresh.
+    pub catalog_ttl: Duration,
+    /// Passive circuit breaker: consecutive failures that open it, and the cooldown.
+    pub breaker: crate::breaker::BreakerSettings,
+    /// Power-level cost ceilings for `auto` (routing.md's table).
+    pub ceilings: crate::routing::PowerLevelCeilings,
+    /// Secrets Manager secret with the RDS credentials (`DATABASE_SECRET_ARN`), used when
+    /// `DATABASE_URL` is unset.
+    pub database_secret_arn: Option<String>,
+    /// Secrets Manager secret `{slug: key}` with the system provider keys.
+    pub provider_keys_secret_arn: Option<String>,
+    /// How long plaintext BYOK data keys stay cached in process (0 disables the cache).
+    pub data_key_cache_ttl: Duration,
+    /// How long a secret read from Secrets Manager is cached.
+    pub secrets_cache_ttl: Duration,
 }
 
 impl Config {
@@ -131,6 +154,93 @@ impl Config {
                 .unwrap_or(5) as u64,
             ),
             in_lambda,
+            max_attempts: parse_number(
+                get("SWITCHBOARD_MAX_ATTEMPTS"),
+                "SWITCHBOARD_MAX_ATTEMPTS",
+                1,
+                10,
+            )?
+            .unwrap_or(3),
+            request_timeout: Duration::from_secs(
+                parse_number(
+                    get("SWITCHBOARD_REQUEST_TIMEOUT_SECS"),
+                    "SWITCHBOARD_REQUEST_TIMEOUT_SECS",
+                    1,
+                    900,
+                )?
+                .unwrap_or(25) as u64,
+            ),
+            byok_fee_percent: match get("SWITCHBOARD_BYOK_FEE_PERCENT") {
+                None => rust_decimal::Decimal::ZERO,
+                Some(v) => v
+                    .trim()
+                    .parse::<rust_decimal::Decimal>()
+                    .ok()
+                    .filter(|d| {
+                        *d >= rust_decimal::Decimal::ZERO && *d <= rust_decimal::Decimal::from(100)
+                    })
+                    .ok_or_else(|| ConfigError {
+                        variable: "SWITCHBOARD_BYOK_FEE_PERCENT",
+                        reason: format!("`{v}` is not a percentage between 0 and 100"),
+                    })?,
+            },
+            hold_ttl: Duration::from_secs(
+                parse_number(
+                    get("SWITCHBOARD_HOLD_TTL_SECS"),
+                    "SWITCHBOARD_HOLD_TTL_SECS",
+                    60,
+                    86_400,
+                )?
+                .unwrap_or(900) as u64,
+            ),
+            catalog_ttl: Duration::from_secs(
+                parse_number(
+                    get("SWITCHBOARD_CATALOG_TTL_SECS"),
+                    "SWITCHBOARD_CATALOG_TTL_SECS",
+                    0,
+                    300,
+                )?
+                .unwrap_or(5) as u64,
+            ),
+            breaker: crate::breaker::BreakerSettings {
+                failure_threshold: parse_number(
+                    get("SWITCHBOARD_BREAKER_THRESHOLD"),
+                    "SWITCHBOARD_BREAKER_THRESHOLD",
+                    1,
+                    100,
+                )?
+                .unwrap_or(3) as i32,
+                cooldown: Duration::from_secs(
+                    parse_number(
+                        get("SWITCHBOARD_BREAKER_COOLDOWN_SECS"),
+                        "SWITCHBOARD_BREAKER_COOLDOWN_SECS",
+                        1,
+                        3600,
+                    )?
+                    .unwrap_or(30) as u64,
+                ),
+            },
+            ceilings: crate::routing::PowerLevelCeilings::default(),
+            database_secret_arn: get("DATABASE_SECRET_ARN"),
+            provider_keys_secret_arn: get("SWITCHBOARD_PROVIDER_KEYS_SECRET_ARN"),
+            data_key_cache_ttl: Duration::from_secs(
+                parse_number(
+                    get("SWITCHBOARD_DATA_KEY_CACHE_TTL_SECS"),
+                    "SWITCHBOARD_DATA_KEY_CACHE_TTL_SECS",
+                    0,
+                    3600,
+                )?
+                .unwrap_or(300) as u64,
+            ),
+            secrets_cache_ttl: Duration::from_secs(
+                parse_number(
+                    get("SWITCHBOARD_SECRETS_CACHE_TTL_SECS"),
+                    "SWITCHBOARD_SECRETS_CACHE_TTL_SECS",
+                    0,
+                    86_400,
+                )?
+                .unwrap_or(300) as u64,
+            ),
         })
     }
 }

@@ -2,7 +2,11 @@
 //! migrations, gateway API keys, key material, and the HTTP plumbing every function shares.
 //! Functions (`functions/*`) only extract, delegate to this crate, and answer.
 
+pub mod admin;
+pub mod admission;
+pub mod audit;
 pub mod auth;
+pub mod breaker;
 pub mod catalog;
 pub mod config;
 pub mod db;
@@ -10,6 +14,9 @@ pub mod http;
 pub mod keys;
 pub mod ledger;
 pub mod providers;
+pub mod routing;
 pub mod secret;
+pub mod ssrf;
 pub mod state;
 pub mod telemetry;
+pub mod tokens;

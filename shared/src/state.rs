@@ -1,41 +1,107 @@
-//! The state every router shares: configuration and the database pool, built once per
+//! The state every router shares: configuration, the database pool, the HTTP client for
+//! upstream calls, and the key services (BYOK vault, system provider keys), built once per
 //! process (per Lambda instance), never per request.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::db::{DbError, DbPool, connect_pool};
 use crate::http::KeyCache;
+use crate::keys::secrets::SecretsError;
+use crate::keys::{AwsContext, KeyServices, KeySetupError, KeyVault, SystemKeys};
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub pool: DbPool,
     pub key_cache: Arc<KeyCache>,
+    /// One client for every upstream call (connection reuse); redirects are not followed.
+    pub http: reqwest::Client,
+    /// Seals and opens BYOK keys (KMS or the local master key).
+    pub vault: Arc<KeyVault>,
+    /// The platform's own provider keys.
+    pub system_keys: Arc<SystemKeys>,
+    /// The in-process catalog snapshot (providers, models, rules), refreshed every few seconds.
+    pub catalog: Arc<crate::catalog::CatalogCache>,
+    /// Calls upstream providers in their own wire formats.
+    pub providers: crate::providers::ProviderClient,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("DATABASE_URL is not set (only `switchboard serve` starts an embedded database)")]
+    #[error(
+        "neither DATABASE_URL nor DATABASE_SECRET_ARN is set (only `switchboard serve` starts an embedded database)"
+    )]
     NoDatabase,
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Keys(#[from] KeySetupError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+}
+
+/// The shared upstream client: no redirects (a provider must not bounce a key-bearing
+/// request elsewhere), bounded connect time; per-request timeouts are set by callers.
+pub fn upstream_http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+        // Building fails only when the TLS backend cannot start, which no client survives.
+        .unwrap_or_default()
 }
 
 impl AppState {
+    /// A state without key services: BYOK operations answer 503 until
+    /// [`AppState::with_key_services`] attaches them.
     pub fn new(config: Config, pool: DbPool) -> Self {
         let key_cache = Arc::new(KeyCache::new(config.key_cache_ttl, 10_000));
+        let catalog = Arc::new(crate::catalog::CatalogCache::new(config.catalog_ttl));
+        let http = upstream_http_client();
+        let providers = crate::providers::ProviderClient::from_http(
+            http.clone(),
+            crate::providers::Timeouts::default(),
+        );
         Self {
             config: Arc::new(config),
             pool,
             key_cache,
+            http,
+            vault: Arc::new(KeyVault::unconfigured()),
+            system_keys: Arc::new(SystemKeys::none()),
+            catalog,
+            providers,
         }
     }
 
-    /// Builds the pool from `DATABASE_URL` (used by the Lambda functions).
+    pub fn with_key_services(mut self, services: KeyServices) -> Self {
+        self.vault = services.vault;
+        self.system_keys = services.system_keys;
+        self
+    }
+
+    /// Builds the pool from `DATABASE_URL` only (no AWS, no key services).
     pub fn from_config(config: Config) -> Result<Self, StateError> {
         let url = config.database_url.clone().ok_or(StateError::NoDatabase)?;
         let pool = connect_pool(&url, config.db_pool_size)?;
         Ok(Self::new(config, pool))
+    }
+
+    /// Everything a Lambda function needs: the database (`DATABASE_URL`, or the RDS secret
+    /// at `DATABASE_SECRET_ARN`) and the key services (KMS or the local master key, system
+    /// provider keys).
+    pub async fn load(config: Config) -> Result<Self, StateError> {
+        let aws = AwsContext::default();
+        let url = crate::keys::database_url(&config, &aws)
+            .await?
+            .ok_or(StateError::NoDatabase)?;
+        let pool = connect_pool(&url, config.db_pool_size)?;
+        let services = KeyServices::from_config(&config, &aws).await?;
+        Ok(Self::new(config, pool).with_key_services(services))
     }
 }

@@ -2,5 +2,6 @@
 //! test, a fake upstream provider server, and a moto server for the AWS paths.
 
 pub mod fake_upstream;
+pub mod gateway;
 pub mod moto;
 pub mod test_db;

@@ -11,7 +11,9 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use switchboard_core::ledger::{self, Capture, CaptureKind, CreditKind, DEFAULT_HOLD_TTL, UsageLogRow};
+use switchboard_core::ledger::{
+    self, Capture, CaptureKind, CreditKind, DEFAULT_HOLD_TTL, UsageLogRow,
+};
 use switchboard_tests::test_db::TestDb;
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
@@ -26,20 +28,36 @@ fn micros(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1000);
     let db = TestDb::new().await;
     let client = db.pool().get().await.unwrap();
-    client.execute("INSERT INTO accounts (user_id) VALUES ('bench')", &[]).await.unwrap();
-    ledger::credit(&**client, "bench", Decimal::from(1_000_000), CreditKind::TopUp, "bench-topup", None, None)
+    client
+        .execute("INSERT INTO accounts (user_id) VALUES ('bench')", &[])
         .await
         .unwrap();
+    ledger::credit(
+        &**client,
+        "bench",
+        Decimal::from(1_000_000),
+        CreditKind::TopUp,
+        "bench-topup",
+        None,
+        None,
+    )
+    .await
+    .unwrap();
     let amount = Decimal::from_str("0.001").unwrap();
     let actual = Decimal::from_str("0.000731").unwrap();
 
     // Warm up the connection and the functions' plans.
     for i in 0..50 {
         let id = format!("warm-{i}");
-        ledger::authorize(&**client, "bench", &id, amount, DEFAULT_HOLD_TTL).await.unwrap();
+        ledger::authorize(&**client, "bench", &id, amount, DEFAULT_HOLD_TTL)
+            .await
+            .unwrap();
         ledger::release(&**client, &id, &[]).await.unwrap();
         client.query_one("SELECT 1", &[]).await.unwrap();
     }
@@ -54,7 +72,9 @@ async fn main() {
         baseline.push(t.elapsed());
 
         let t = Instant::now();
-        ledger::authorize(&**client, "bench", &id, amount, DEFAULT_HOLD_TTL).await.unwrap();
+        ledger::authorize(&**client, "bench", &id, amount, DEFAULT_HOLD_TTL)
+            .await
+            .unwrap();
         authorize.push(t.elapsed());
 
         let logs = [UsageLogRow {
@@ -92,12 +112,24 @@ async fn main() {
     assert!(report.holds() && report.active_holds == 0, "{report:?}");
 
     let base50 = percentile(&mut baseline, 0.5);
-    println!("ledger benchmark: {n} calls each, sequential, one connection, {}", db.url().split('@').last().unwrap_or(""));
+    println!(
+        "ledger benchmark: {n} calls each, sequential, one connection, {}",
+        db.url().rsplit('@').next().unwrap_or("")
+    );
     println!("| operation | median µs | p99 µs | median / SELECT 1 |");
     println!("|---|---|---|---|");
-    for (name, samples) in [("SELECT 1 (baseline)", &mut baseline), ("authorize", &mut authorize), ("capture + usage row + billing event", &mut capture)] {
+    for (name, samples) in [
+        ("SELECT 1 (baseline)", &mut baseline),
+        ("authorize", &mut authorize),
+        ("capture + usage row + billing event", &mut capture),
+    ] {
         let p50 = percentile(samples, 0.5);
         let p99 = percentile(samples, 0.99);
-        println!("| {name} | {:.0} | {:.0} | {:.2}× |", micros(p50), micros(p99), micros(p50) / micros(base50));
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2}× |",
+            micros(p50),
+            micros(p99),
+            micros(p50) / micros(base50)
+        );
     }
 }

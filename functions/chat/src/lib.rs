@@ -1,16 +1,28 @@
-//! The chat function: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/account`.
+//! The chat function: `POST /v1/chat/completions` (routing, ledger, fallbacks, streaming),
+//! `GET /v1/models` (filtered by the caller's tier) and `GET /v1/account`.
 
-use axum::Router;
+mod complete;
+pub mod flow;
+mod stream;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::{get, post};
-use switchboard_core::http::{finish_router, not_implemented};
+use axum::{Extension, Json, Router};
+use serde_json::{Value, json};
+use switchboard_core::auth::Caller;
+use switchboard_core::http::{ApiError, AppJson, RequestId, finish_router};
+use switchboard_core::ledger;
+use switchboard_core::providers::ChatRequest;
 use switchboard_core::state::AppState;
 
 /// The chat routes, for mounting (by `switchboard serve`) or wrapping with [`app`].
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(not_implemented))
-        .route("/v1/models", get(not_implemented))
-        .route("/v1/account", get(not_implemented))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(list_models))
+        .route("/v1/account", get(account))
         .with_state(state)
 }
 
@@ -18,4 +30,67 @@ pub fn router(state: AppState) -> Router {
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     finish_router(router(state), limit)
+}
+
+async fn chat_completions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    AppJson(request): AppJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    request.validate()?;
+    let prepared = flow::prepare(state, caller, request, request_id, &headers).await?;
+    if prepared.request.is_stream() {
+        stream::stream(prepared).await
+    } else {
+        complete::complete(prepared).await
+    }
+}
+
+/// OpenAI's model list, only what the caller's tier may use: each `model_id` once, and
+/// each offer also as `provider_slug/model_id` (to pin a provider).
+async fn list_models(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let catalog = state
+        .catalog
+        .get(&state.pool)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut data = Vec::new();
+    for (model, provider) in catalog.models_for_tier(caller.tier) {
+        let created = model.created_at.timestamp();
+        if seen.insert(model.model_id.clone()) {
+            data.push(json!({"id": model.model_id, "object": "model", "created": created, "owned_by": provider.provider_slug}));
+        }
+        let pinned = format!("{}/{}", provider.provider_slug, model.model_id);
+        if seen.insert(pinned.clone()) {
+            data.push(json!({"id": pinned, "object": "model", "created": created, "owned_by": provider.provider_slug}));
+        }
+    }
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+async fn account(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(switchboard_core::db::DbError::from)?;
+    let balance = ledger::account_balance(&**client, &caller.user_id)
+        .await
+        .map_err(flow::ledger_error)?
+        .ok_or_else(|| ApiError::NotFound("no account for this key".into()))?;
+    Ok(Json(json!({
+        "user_id": balance.user_id,
+        "tier": balance.tier,
+        "status": balance.status,
+        "credits_balance": balance.credits_balance.normalize().to_string(),
+        "credits_held": balance.credits_held.normalize().to_string(),
+        "month_spend": balance.month_spend.normalize().to_string(),
+        "monthly_cap": balance.monthly_cap.map(|c| c.normalize().to_string()),
+    })))
 }

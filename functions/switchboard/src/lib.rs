@@ -2,8 +2,10 @@
 //! the embedded default database, and the migration command.
 
 pub mod embedded_pg;
+pub mod rewrap;
 pub mod serve;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,16 +17,45 @@ use serde_json::json;
 use switchboard_core::http::finish_router;
 use switchboard_core::state::AppState;
 
-/// Every route of every function, plus `/healthz`.
+/// Every route of every function, plus `/healthz` and `/openapi.json`.
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     let router = Router::new()
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi_json))
         .with_state(state.clone())
         .merge(switchboard_chat::router(state.clone()))
         .merge(switchboard_admin::router(state.clone()))
         .merge(switchboard_keys::router(state));
     finish_router(router, limit)
+}
+
+/// One OpenAPI document for everything `serve` mounts: each function's own document,
+/// merged. A function contributes by exposing `pub fn openapi() -> utoipa::openapi::OpenApi`
+/// and being listed here.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("Switchboard")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Every route `switchboard serve` mounts. Errors use OpenAI's shape.",
+                ))
+                .build(),
+        )
+        .build();
+    // One line per function: `doc.merge(switchboard_chat::openapi())` joins here when
+    // that crate has one.
+    doc.merge(switchboard_admin::openapi());
+    doc.merge(switchboard_keys::openapi());
+    doc
+}
+
+async fn openapi_json() -> axum::Json<serde_json::Value> {
+    static DOCUMENT: LazyLock<serde_json::Value> =
+        LazyLock::new(|| serde_json::to_value(openapi()).unwrap_or_default());
+    axum::Json(DOCUMENT.clone())
 }
 
 /// 200 with the database status when Postgres answers, else 503.

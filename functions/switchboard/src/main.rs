@@ -1,4 +1,4 @@
-//! `switchboard serve | migrate`.
+//! `switchboard serve | migrate | rewrap-keys`.
 
 use std::process::ExitCode;
 
@@ -22,6 +22,13 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Re-wrap every BYOK data key under another KMS key (key rotation); the stored
+    /// provider keys themselves are not touched.
+    RewrapKeys {
+        /// The KMS key (id, ARN or alias) to wrap every data key under.
+        #[arg(long, value_name = "KMS_KEY_ID")]
+        to_kms_key: String,
+    },
 }
 
 #[tokio::main]
@@ -37,6 +44,12 @@ async fn main() -> ExitCode {
         Command::Migrate => switchboard::serve::migrate(config).await.map(|report| {
             tracing::info!(applied = ?report.applied, already_applied = report.already_applied.len(), "migrations done");
         }),
+        Command::RewrapKeys { to_kms_key } => {
+            match switchboard::rewrap::rewrap_keys(config, &to_kms_key).await {
+                Ok(_) => Ok(()),
+                Err(error) => return fail(&error),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

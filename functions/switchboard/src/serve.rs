@@ -7,7 +7,9 @@ use std::io::Write;
 use switchboard_core::auth::{self, BootstrapAdmin};
 use switchboard_core::config::Config;
 use switchboard_core::db::{DbError, DbPool, connect_pool, migrate};
-use switchboard_core::keys::master_key::{MasterKeyError, MasterKeyFile, ensure_master_key_file};
+use switchboard_core::keys::master_key::MasterKeyError;
+use switchboard_core::keys::secrets::SecretsError;
+use switchboard_core::keys::{AwsContext, KeyServices, KeySetupError};
 use switchboard_core::secret::Secret;
 use switchboard_core::state::AppState;
 
@@ -21,6 +23,10 @@ pub enum ServeError {
     Db(#[from] DbError),
     #[error(transparent)]
     MasterKey(#[from] MasterKeyError),
+    #[error(transparent)]
+    KeySetup(#[from] KeySetupError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
     #[error("cannot listen on {address}: {source} (set SWITCHBOARD_LISTEN to another address)")]
     Listen {
         address: String,
@@ -31,16 +37,19 @@ pub enum ServeError {
 }
 
 /// The configured database, or the embedded cluster started for this process.
-struct Database {
+pub(crate) struct Database {
     url: Secret,
     embedded: Option<EmbeddedPostgres>,
 }
 
 impl Database {
-    async fn resolve(config: &Config) -> Result<Self, ServeError> {
-        if let Some(url) = &config.database_url {
+    pub(crate) async fn resolve(config: &Config) -> Result<Self, ServeError> {
+        // DATABASE_URL, else the RDS secret at DATABASE_SECRET_ARN (`migrate` in AWS).
+        if let Some(url) =
+            switchboard_core::keys::database_url(config, &AwsContext::default()).await?
+        {
             return Ok(Self {
-                url: url.clone(),
+                url,
                 embedded: None,
             });
         }
@@ -52,7 +61,11 @@ impl Database {
         })
     }
 
-    fn stop(mut self) -> Result<(), ServeError> {
+    pub(crate) fn url(&self) -> &Secret {
+        &self.url
+    }
+
+    pub(crate) fn stop(mut self) -> Result<(), ServeError> {
         if let Some(cluster) = self.embedded.as_mut() {
             cluster.stop()?;
         }
@@ -90,18 +103,7 @@ async fn serve_on(config: Config, url: &Secret) -> Result<(), ServeError> {
     let report = migrate_pool(&pool).await?;
     tracing::info!(applied = ?report.applied, already_applied = report.already_applied.len(), "database schema up to date");
 
-    if config.kms_key_id.is_none() {
-        let (state, _) = ensure_master_key_file(&config.master_key_file)?;
-        let path = config.master_key_file.display();
-        match state {
-            MasterKeyFile::Created => {
-                tracing::warn!(%path, "created a local master key file for BYOK encryption (development only; set SWITCHBOARD_KMS_KEY_ID in production)")
-            }
-            MasterKeyFile::Existing => {
-                tracing::warn!(%path, "using the local master key file for BYOK encryption (development only)")
-            }
-        }
-    }
+    let key_services = KeyServices::from_config(&config, &AwsContext::default()).await?;
 
     let client = pool.get().await.map_err(DbError::from)?;
     match auth::ensure_bootstrap_admin(&**client, config.admin_key.as_ref()).await? {
@@ -120,7 +122,7 @@ async fn serve_on(config: Config, url: &Secret) -> Result<(), ServeError> {
             address: listen.to_string(),
             source,
         })?;
-    let app = crate::app(AppState::new(config, pool));
+    let app = crate::app(AppState::new(config, pool).with_key_services(key_services));
     tracing::info!(address = %listen, "Switchboard is listening on http://{listen}");
     axum::serve(listener, app)
         .with_graceful_shutdown(switchboard_core::http::shutdown_signal())

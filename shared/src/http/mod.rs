@@ -112,8 +112,32 @@ pub async fn run_function(
     in_lambda: bool,
     listen: SocketAddr,
 ) -> Result<(), BoxError> {
+    run_function_with(app, in_lambda, listen, LambdaResponses::Buffered).await
+}
+
+/// How a function answers under Lambda.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LambdaResponses {
+    /// The whole response at once (admin, keys).
+    Buffered,
+    /// Response streaming (Function URL `RESPONSE_STREAM`, REST API transfer mode
+    /// `STREAM`): chat's SSE reaches the client chunk by chunk.
+    Streaming,
+}
+
+/// [`run_function`] with a choice of Lambda response mode.
+pub async fn run_function_with(
+    app: Router,
+    in_lambda: bool,
+    listen: SocketAddr,
+    responses: LambdaResponses,
+) -> Result<(), BoxError> {
     if in_lambda {
-        lambda_http::run(app).await
+        let app = tower::ServiceExt::map_request(app, strip_api_gateway_stage::<lambda_http::Body>);
+        match responses {
+            LambdaResponses::Buffered => lambda_http::run(app).await,
+            LambdaResponses::Streaming => lambda_http::run_with_streaming_response(app).await,
+        }
     } else {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         tracing::info!(address = %listen, "listening");
@@ -122,6 +146,33 @@ pub async fn run_function(
             .await?;
         Ok(())
     }
+}
+
+/// API Gateway REST events carry the stage in the path (`/prod/v1/...`); routes are
+/// stage-free. Runs before routing (it wraps the router).
+pub fn strip_api_gateway_stage<B>(mut request: http::Request<B>) -> http::Request<B> {
+    use lambda_http::RequestExt;
+    use lambda_http::request::RequestContext;
+    let stage = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(context)) => context.stage.clone(),
+        _ => None,
+    };
+    let Some(stage) = stage.filter(|s| s != "$default") else {
+        return request;
+    };
+    let prefix = format!("/{stage}");
+    let path = request.uri().path();
+    let Some(rest) = path.strip_prefix(&prefix).filter(|r| r.starts_with('/')) else {
+        return request;
+    };
+    let rewritten = match request.uri().query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_string(),
+    };
+    if let Ok(uri) = rewritten.parse() {
+        *request.uri_mut() = uri;
+    }
+    request
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -150,12 +201,20 @@ pub async fn shutdown_signal() {
 pub async fn run_http_function(
     build: fn(crate::state::AppState) -> Router,
 ) -> std::process::ExitCode {
+    run_http_function_with(build, LambdaResponses::Buffered).await
+}
+
+/// [`run_http_function`] with a choice of Lambda response mode.
+pub async fn run_http_function_with(
+    build: fn(crate::state::AppState) -> Router,
+    responses: LambdaResponses,
+) -> std::process::ExitCode {
     crate::telemetry::init();
     let result: Result<(), BoxError> = async {
         let config = crate::config::Config::from_env()?;
         let (in_lambda, listen) = (config.in_lambda, config.listen);
-        let state = crate::state::AppState::from_config(config)?;
-        run_function(build(state), in_lambda, listen).await
+        let state = crate::state::AppState::load(config).await?;
+        run_function_with(build(state), in_lambda, listen, responses).await
     }
     .await;
     match result {

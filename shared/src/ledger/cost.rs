@@ -59,17 +59,25 @@ fn per_million(tokens: u64, price_per_1m: Decimal) -> Decimal {
 /// rounded up on its own and the output part is the remainder, so the parts add up.
 pub fn cost_of(tokens: TokenBuckets, prices: &TokenPrices) -> Cost {
     let cached_price = prices.cached_input_per_1m.unwrap_or(prices.input_per_1m);
-    let exact_input = per_million(tokens.uncached_input, prices.input_per_1m) + per_million(tokens.cached_input, cached_price);
+    let exact_input = per_million(tokens.uncached_input, prices.input_per_1m)
+        + per_million(tokens.cached_input, cached_price);
     let exact_output = per_million(tokens.output, prices.output_per_1m);
     let total_usd = round_up_money(exact_input + exact_output);
     let input_usd = round_up_money(exact_input).min(total_usd);
-    Cost { input_usd, output_usd: total_usd - input_usd, total_usd }
+    Cost {
+        input_usd,
+        output_usd: total_usd - input_usd,
+        total_usd,
+    }
 }
 
 /// The most a call may cost: every prompt token uncached at the input price plus the
 /// maximum output at the output price (the amount held before the call).
 pub fn max_cost(prompt_tokens: u64, max_output_tokens: u64, prices: &TokenPrices) -> Decimal {
-    round_up_money(per_million(prompt_tokens, prices.input_per_1m) + per_million(max_output_tokens, prices.output_per_1m))
+    round_up_money(
+        per_million(prompt_tokens, prices.input_per_1m)
+            + per_million(max_output_tokens, prices.output_per_1m),
+    )
 }
 
 /// The platform fee charged on a BYOK call: `percent` of the provider cost, rounded up.
@@ -91,14 +99,25 @@ mod tests {
     }
 
     fn gpt4o() -> TokenPrices {
-        TokenPrices { input_per_1m: d("2.50"), output_per_1m: d("10.00"), cached_input_per_1m: Some(d("1.25")) }
+        TokenPrices {
+            input_per_1m: d("2.50"),
+            output_per_1m: d("10.00"),
+            cached_input_per_1m: Some(d("1.25")),
+        }
     }
 
     #[test]
     fn buckets_are_priced_once_each() {
         // 1,000 uncached + 500 cached input, 200 output on GPT-4o:
         // 1000×2.5 + 500×1.25 + 200×10 = 2500 + 625 + 2000 = 5125 → /1e6
-        let cost = cost_of(TokenBuckets { uncached_input: 1000, cached_input: 500, output: 200 }, &gpt4o());
+        let cost = cost_of(
+            TokenBuckets {
+                uncached_input: 1000,
+                cached_input: 500,
+                output: 200,
+            },
+            &gpt4o(),
+        );
         assert_eq!(cost.total_usd, d("0.005125"));
         assert_eq!(cost.input_usd, d("0.003125"));
         assert_eq!(cost.output_usd, d("0.002"));
@@ -107,9 +126,27 @@ mod tests {
 
     #[test]
     fn cached_tokens_without_a_discount_cost_the_input_price() {
-        let prices = TokenPrices { input_per_1m: d("10"), output_per_1m: d("30"), cached_input_per_1m: None };
-        let with_cache = cost_of(TokenBuckets { uncached_input: 100, cached_input: 900, output: 0 }, &prices);
-        let without = cost_of(TokenBuckets { uncached_input: 1000, cached_input: 0, output: 0 }, &prices);
+        let prices = TokenPrices {
+            input_per_1m: d("10"),
+            output_per_1m: d("30"),
+            cached_input_per_1m: None,
+        };
+        let with_cache = cost_of(
+            TokenBuckets {
+                uncached_input: 100,
+                cached_input: 900,
+                output: 0,
+            },
+            &prices,
+        );
+        let without = cost_of(
+            TokenBuckets {
+                uncached_input: 1000,
+                cached_input: 0,
+                output: 0,
+            },
+            &prices,
+        );
         assert_eq!(with_cache.total_usd, without.total_usd);
         assert_eq!(with_cache.total_usd, d("0.01"));
     }
@@ -117,29 +154,86 @@ mod tests {
     #[test]
     fn rounding_is_up_to_one_nano_dollar_per_call() {
         // 1 token at $0.30/1M = 0.0000003 exactly: no rounding needed.
-        let llama = TokenPrices { input_per_1m: d("0.30"), output_per_1m: d("0.40"), cached_input_per_1m: None };
-        assert_eq!(cost_of(TokenBuckets { uncached_input: 1, cached_input: 0, output: 0 }, &llama).total_usd, d("0.0000003"));
+        let llama = TokenPrices {
+            input_per_1m: d("0.30"),
+            output_per_1m: d("0.40"),
+            cached_input_per_1m: None,
+        };
+        assert_eq!(
+            cost_of(
+                TokenBuckets {
+                    uncached_input: 1,
+                    cached_input: 0,
+                    output: 0
+                },
+                &llama
+            )
+            .total_usd,
+            d("0.0000003")
+        );
         // A price with more precision than money: 1 token at $0.0000001/1M = 1e-13 → rounds up to 1e-9.
-        let tiny = TokenPrices { input_per_1m: d("0.0000001"), output_per_1m: d("0"), cached_input_per_1m: None };
-        assert_eq!(cost_of(TokenBuckets { uncached_input: 1, cached_input: 0, output: 0 }, &tiny).total_usd, d("0.000000001"));
-        // Two buckets of a third each are summed before rounding (not rounded twice).
-        let third = TokenPrices { input_per_1m: d("0.000333333333"), output_per_1m: d("0.000333333333"), cached_input_per_1m: None };
-        let cost = cost_of(TokenBuckets { uncached_input: 1000, cached_input: 0, output: 1000 }, &third);
-        // exact: 2 × 1000 × 0.000333333333 / 1e6 = 6.66666666e-10 → 1e-9
-        assert_eq!(cost.total_usd, d("0.000000001"));
+        let tiny = TokenPrices {
+            input_per_1m: d("0.0000001"),
+            output_per_1m: d("0"),
+            cached_input_per_1m: None,
+        };
+        assert_eq!(
+            cost_of(
+                TokenBuckets {
+                    uncached_input: 1,
+                    cached_input: 0,
+                    output: 0
+                },
+                &tiny
+            )
+            .total_usd,
+            d("0.000000001")
+        );
+        // Buckets are summed before the one rounding: 2 × 1000 × 0.000333333333 / 1e6 =
+        // 0.000000666666666 → 0.000000667, where rounding each bucket first would give
+        // 2 × 0.000000334 = 0.000000668.
+        let third = TokenPrices {
+            input_per_1m: d("0.000333333333"),
+            output_per_1m: d("0.000333333333"),
+            cached_input_per_1m: None,
+        };
+        let cost = cost_of(
+            TokenBuckets {
+                uncached_input: 1000,
+                cached_input: 0,
+                output: 1000,
+            },
+            &third,
+        );
+        assert_eq!(cost.total_usd, d("0.000000667"));
+        assert_eq!(cost.input_usd, d("0.000000334"));
+        assert_eq!(cost.output_usd, d("0.000000333"));
         assert_eq!(cost.input_usd + cost.output_usd, cost.total_usd);
-        assert!(cost.output_usd >= Decimal::ZERO);
         // Zero tokens cost zero.
-        assert_eq!(cost_of(TokenBuckets::default(), &gpt4o()).total_usd, Decimal::ZERO);
+        assert_eq!(
+            cost_of(TokenBuckets::default(), &gpt4o()).total_usd,
+            Decimal::ZERO
+        );
     }
 
     #[test]
     fn max_cost_prices_everything_as_uncached() {
         // 1,000 prompt tokens + 4,096 max output on GPT-4 Turbo ($10/$30).
-        let prices = TokenPrices { input_per_1m: d("10"), output_per_1m: d("30"), cached_input_per_1m: None };
+        let prices = TokenPrices {
+            input_per_1m: d("10"),
+            output_per_1m: d("30"),
+            cached_input_per_1m: None,
+        };
         assert_eq!(max_cost(1000, 4096, &prices), d("0.13288"));
         // Never below the actual cost of any split of the same tokens.
-        let actual = cost_of(TokenBuckets { uncached_input: 400, cached_input: 600, output: 4096 }, &gpt4o());
+        let actual = cost_of(
+            TokenBuckets {
+                uncached_input: 400,
+                cached_input: 600,
+                output: 4096,
+            },
+            &gpt4o(),
+        );
         assert!(max_cost(1000, 4096, &gpt4o()) >= actual.total_usd);
     }
 
@@ -152,7 +246,14 @@ mod tests {
 
     #[test]
     fn huge_counts_do_not_overflow() {
-        let cost = cost_of(TokenBuckets { uncached_input: u32::MAX as u64, cached_input: u32::MAX as u64, output: u32::MAX as u64 }, &gpt4o());
+        let cost = cost_of(
+            TokenBuckets {
+                uncached_input: u32::MAX as u64,
+                cached_input: u32::MAX as u64,
+                output: u32::MAX as u64,
+            },
+            &gpt4o(),
+        );
         assert!(cost.total_usd > Decimal::ZERO);
     }
 }

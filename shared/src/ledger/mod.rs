@@ -23,10 +23,18 @@ pub const DEFAULT_HOLD_TTL: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("insufficient credits: {available} USD available, this request may cost up to {needed} USD")]
+    #[error(
+        "insufficient credits: {available} USD available, this request may cost up to {needed} USD"
+    )]
     InsufficientCredits { available: Decimal, needed: Decimal },
-    #[error("monthly spending cap of {cap} USD reached ({committed} USD spent or reserved this month, this request may cost up to {needed} USD)")]
-    MonthlyCapExceeded { cap: Decimal, committed: Decimal, needed: Decimal },
+    #[error(
+        "monthly spending cap of {cap} USD reached ({committed} USD spent or reserved this month, this request may cost up to {needed} USD)"
+    )]
+    MonthlyCapExceeded {
+        cap: Decimal,
+        committed: Decimal,
+        needed: Decimal,
+    },
     #[error("the account is not active")]
     AccountDisabled,
     #[error("no account for this user")]
@@ -68,10 +76,14 @@ impl Authorization {
 
 pub(crate) fn check_amount(amount: Decimal, what: &str) -> Result<(), LedgerError> {
     if amount.is_sign_negative() && !amount.is_zero() {
-        return Err(LedgerError::InvalidAmount(format!("{what} must not be negative")));
+        return Err(LedgerError::InvalidAmount(format!(
+            "{what} must not be negative"
+        )));
     }
     if amount.scale() > cost::MONEY_SCALE {
-        return Err(LedgerError::InvalidAmount(format!("{what} has more than 9 decimal places")));
+        return Err(LedgerError::InvalidAmount(format!(
+            "{what} has more than 9 decimal places"
+        )));
     }
     Ok(())
 }
@@ -91,7 +103,12 @@ pub async fn authorize(
         .query_typed_one(
             "SELECT verdict, balance, held, month_spend, cap
              FROM sb_authorize($1, $2, $3, $4 * interval '1 second')",
-            &[(&user_id, Type::TEXT), (&request_id, Type::TEXT), (&amount, Type::NUMERIC), (&ttl_secs, Type::INT8)],
+            &[
+                (&user_id, Type::TEXT),
+                (&request_id, Type::TEXT),
+                (&amount, Type::NUMERIC),
+                (&ttl_secs, Type::INT8),
+            ],
         )
         .await?;
     interpret_authorize(&row, amount, request_id)
@@ -109,13 +126,23 @@ pub(crate) fn interpret_authorize(
     let held: Option<Decimal> = row.get(2);
     let month_spend: Option<Decimal> = row.get(3);
     let cap: Option<Decimal> = row.get(4);
-    let (balance, held, month_spend) =
-        (balance.unwrap_or_default(), held.unwrap_or_default(), month_spend.unwrap_or_default());
+    let (balance, held, month_spend) = (
+        balance.unwrap_or_default(),
+        held.unwrap_or_default(),
+        month_spend.unwrap_or_default(),
+    );
     match verdict.as_str() {
-        "ok" | "duplicate" => Ok(Authorization { duplicate: verdict == "duplicate", balance, held, month_spend, cap }),
-        "insufficient_credits" => {
-            Err(LedgerError::InsufficientCredits { available: (balance - held).max(Decimal::ZERO), needed: amount })
-        }
+        "ok" | "duplicate" => Ok(Authorization {
+            duplicate: verdict == "duplicate",
+            balance,
+            held,
+            month_spend,
+            cap,
+        }),
+        "insufficient_credits" => Err(LedgerError::InsufficientCredits {
+            available: (balance - held).max(Decimal::ZERO),
+            needed: amount,
+        }),
         "monthly_cap_exceeded" => Err(LedgerError::MonthlyCapExceeded {
             cap: cap.unwrap_or_default(),
             committed: month_spend + held,
@@ -124,7 +151,9 @@ pub(crate) fn interpret_authorize(
         "account_disabled" => Err(LedgerError::AccountDisabled),
         "no_account" => Err(LedgerError::NoAccount),
         "request_id_reused" => Err(LedgerError::RequestIdReused(request_id.to_string())),
-        other => Err(LedgerError::Db(DbError::Corrupt(format!("sb_authorize answered `{other}`")))),
+        other => Err(LedgerError::Db(DbError::Corrupt(format!(
+            "sb_authorize answered `{other}`"
+        )))),
     }
 }
 
@@ -201,7 +230,10 @@ pub struct Captured {
 
 /// Charges the actual cost, closes the hold, writes the usage rows and the billing event —
 /// one round trip, one transaction. A second capture of the same request is a no-op.
-pub async fn capture(client: &impl GenericClient, capture: &Capture<'_>) -> Result<Captured, LedgerError> {
+pub async fn capture(
+    client: &impl GenericClient,
+    capture: &Capture<'_>,
+) -> Result<Captured, LedgerError> {
     check_amount(capture.amount, "capture amount")?;
     let logs = serde_json::to_value(capture.usage_logs)
         .map_err(|e| LedgerError::Db(DbError::Corrupt(format!("usage rows: {e}"))))?;
@@ -221,9 +253,14 @@ pub async fn capture(client: &impl GenericClient, capture: &Capture<'_>) -> Resu
     let verdict: String = row.get(0);
     let balance: Option<Decimal> = row.get(1);
     match verdict.as_str() {
-        "ok" | "duplicate" => Ok(Captured { duplicate: verdict == "duplicate", balance: balance.unwrap_or_default() }),
+        "ok" | "duplicate" => Ok(Captured {
+            duplicate: verdict == "duplicate",
+            balance: balance.unwrap_or_default(),
+        }),
         "no_account" => Err(LedgerError::NoAccount),
-        other => Err(LedgerError::Db(DbError::Corrupt(format!("sb_capture answered `{other}`")))),
+        other => Err(LedgerError::Db(DbError::Corrupt(format!(
+            "sb_capture answered `{other}`"
+        )))),
     }
 }
 
@@ -247,7 +284,10 @@ pub async fn release(
     let logs = serde_json::to_value(usage_logs)
         .map_err(|e| LedgerError::Db(DbError::Corrupt(format!("usage rows: {e}"))))?;
     let row = client
-        .query_typed_one("SELECT sb_release($1, $2)", &[(&request_id, Type::TEXT), (&logs, Type::JSONB)])
+        .query_typed_one(
+            "SELECT sb_release($1, $2)",
+            &[(&request_id, Type::TEXT), (&logs, Type::JSONB)],
+        )
         .await?;
     let verdict: String = row.get(0);
     Ok(match verdict.as_str() {
@@ -259,7 +299,9 @@ pub async fn release(
 
 /// Releases every hold past its expiry (the scheduled job). Returns how many.
 pub async fn expire_holds(client: &impl GenericClient) -> Result<u64, LedgerError> {
-    let row = client.query_typed_one("SELECT sb_expire_holds()", &[]).await?;
+    let row = client
+        .query_typed_one("SELECT sb_expire_holds()", &[])
+        .await?;
     Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
@@ -303,16 +345,23 @@ pub async fn credit(
     actor: Option<&str>,
 ) -> Result<Credited, LedgerError> {
     if amount.scale() > cost::MONEY_SCALE {
-        return Err(LedgerError::InvalidAmount("more than 9 decimal places".into()));
+        return Err(LedgerError::InvalidAmount(
+            "more than 9 decimal places".into(),
+        ));
     }
     if amount.is_zero() {
         return Err(LedgerError::InvalidAmount("must not be zero".into()));
     }
     if matches!(kind, CreditKind::TopUp | CreditKind::Refund) && amount.is_sign_negative() {
-        return Err(LedgerError::InvalidAmount(format!("a {} must be positive", kind.as_str())));
+        return Err(LedgerError::InvalidAmount(format!(
+            "a {} must be positive",
+            kind.as_str()
+        )));
     }
     if idempotency_key.is_empty() || idempotency_key.len() > 200 {
-        return Err(LedgerError::InvalidAmount("idempotency key must have 1 to 200 characters".into()));
+        return Err(LedgerError::InvalidAmount(
+            "idempotency key must have 1 to 200 characters".into(),
+        ));
     }
     let row = client
         .query_typed_one(
@@ -337,8 +386,12 @@ pub async fn credit(
             entry_id: entry_id.unwrap_or_default(),
         }),
         "no_account" => Err(LedgerError::NoAccount),
-        "idempotency_key_reused" => Err(LedgerError::IdempotencyKeyReused(idempotency_key.to_string())),
-        other => Err(LedgerError::Db(DbError::Corrupt(format!("sb_credit answered `{other}`")))),
+        "idempotency_key_reused" => Err(LedgerError::IdempotencyKeyReused(
+            idempotency_key.to_string(),
+        )),
+        other => Err(LedgerError::Db(DbError::Corrupt(format!(
+            "sb_credit answered `{other}`"
+        )))),
     }
 }
 
@@ -358,7 +411,10 @@ pub struct AccountBalance {
     pub monthly_cap: Option<Decimal>,
 }
 
-pub async fn account_balance(client: &impl GenericClient, user_id: &str) -> Result<Option<AccountBalance>, LedgerError> {
+pub async fn account_balance(
+    client: &impl GenericClient,
+    user_id: &str,
+) -> Result<Option<AccountBalance>, LedgerError> {
     let row = client
         .query_typed_opt(
             "SELECT a.user_id, a.tier, a.status, a.balance_usd,
@@ -398,7 +454,10 @@ impl InvariantReport {
     }
 }
 
-pub async fn check_invariants(client: &impl GenericClient, user_id: &str) -> Result<InvariantReport, LedgerError> {
+pub async fn check_invariants(
+    client: &impl GenericClient,
+    user_id: &str,
+) -> Result<InvariantReport, LedgerError> {
     let row = client
         .query_typed_one(
             "SELECT a.balance_usd,

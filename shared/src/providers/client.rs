@@ -126,6 +126,12 @@ impl ProviderClient {
         Ok(ProviderClient { http, timeouts })
     }
 
+    /// Shares an existing client (the process's one upstream client); it must not follow
+    /// redirects.
+    pub fn from_http(http: reqwest::Client, timeouts: Timeouts) -> ProviderClient {
+        ProviderClient { http, timeouts }
+    }
+
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
     }
