@@ -18,6 +18,13 @@ impl Secret {
     }
 }
 
+impl Drop for Secret {
+    /// The plaintext does not outlive its last use in memory we own.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret([redacted])")

@@ -669,3 +669,101 @@ async fn hundred_concurrent_requests_with_failures_keep_the_ledger_exact() {
     assert_eq!(captured, logged, "captures equal the usage-log costs");
     assert_eq!(gw.balance("busy").await, d("3") - captured);
 }
+
+async fn put_byok(gw: &Gateway, key: &str, slug: &str, provider_key: &str) {
+    let request = http::Request::builder()
+        .method("PUT")
+        .uri(format!("/v1/byok/{slug}"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            json!({"api_key": provider_key}).to_string(),
+        ))
+        .unwrap();
+    let response = gw.send(request).await;
+    assert_eq!(response.status(), 200);
+    // The key lookup (with the user's BYOK providers) is cached briefly per process.
+    gw.state.key_cache.clear();
+}
+
+#[tokio::test]
+async fn byok_calls_use_the_users_key_and_are_not_charged_the_provider_cost() {
+    let gw = Gateway::start_with(GatewayOptions {
+        env: vec![("SWITCHBOARD_BYOK_FEE_PERCENT", "10".into())],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let key = gw.user("byok-user", "starter", "1").await;
+    let users_key = "sk-proj-users-own-key-0123456789abcdef";
+    put_byok(&gw, &key, "openai", users_key).await;
+    gw.upstream
+        .set_default(Reply::text("hi").with_usage(1000, 200, 0));
+
+    let (status, _, body) = gw
+        .chat(&key, &hello("gpt-4o"), &[("x-request-id", "byok-1")])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        gw.upstream.last_request().unwrap().header("authorization"),
+        Some(format!("Bearer {users_key}").as_str())
+    );
+    let meta = &body["_metadata"];
+    assert_eq!(meta["byok"], true);
+    // Provider cost 1000 × 2.50 + 200 × 10 = 0.0045; the platform fee is 10 % of it.
+    assert_eq!(meta["provider_cost_usd"], "0.0045");
+    assert_eq!(meta["cost_usd"], "0.00045");
+    assert_eq!(gw.balance("byok-user").await, d("0.99955"));
+    let client = gw.db.connect().await;
+    let row = client
+        .query_one("SELECT used_byok, cost_total_usd, charged_usd, user_key_id IS NOT NULL FROM llm_usage_logs WHERE request_id = 'byok-1'", &[])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, Decimal>(1), d("0.0045"));
+    assert_eq!(row.get::<_, Decimal>(2), d("0.00045"));
+    assert!(row.get::<_, bool>(3));
+    let counters = client
+        .query_one("SELECT total_requests, total_tokens, total_cost_usd FROM user_api_keys WHERE user_id = 'byok-user'", &[])
+        .await
+        .unwrap();
+    assert_eq!(counters.get::<_, i64>(0), 1);
+    assert_eq!(counters.get::<_, i64>(1), 1200);
+    assert_eq!(counters.get::<_, Decimal>(2), d("0.0045"));
+    gw.assert_ledger_consistent("byok-user").await;
+}
+
+#[tokio::test]
+async fn a_byok_key_the_provider_refuses_is_marked_invalid_and_the_request_falls_back() {
+    let gw = Gateway::start().await;
+    second_gpt4o_offer(&gw).await;
+    let key = gw.user("refused", "starter", "1").await;
+    put_byok(&gw, &key, "openai", "sk-proj-revoked-by-openai-0123456789").await;
+
+    gw.upstream.push(Step::status(401));
+    let (status, _, body) = gw
+        .chat(&key, &hello("gpt-4o"), &[("x-request-id", "byok-401")])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["_metadata"]["provider_used"], "openrouter");
+    assert_eq!(body["_metadata"]["byok"], false);
+    let client = gw.db.connect().await;
+    let row = client
+        .query_one(
+            "SELECT is_validated, validation_error FROM user_api_keys WHERE user_id = 'refused'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0));
+    assert!(row.get::<_, Option<String>>(1).unwrap().contains("401"));
+
+    // The refused key is no longer preferred: OpenAI is called with the system key.
+    let (status, _, body) = gw.chat(&key, &hello("openai/gpt-4o"), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["_metadata"]["byok"], false);
+    assert_eq!(
+        gw.upstream.last_request().unwrap().header("authorization"),
+        Some(format!("Bearer {}", system_key_for("openai")).as_str())
+    );
+    gw.assert_ledger_consistent("refused").await;
+}

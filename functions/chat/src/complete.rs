@@ -33,8 +33,13 @@ pub async fn complete(mut prepared: Prepared) -> Result<Response, ApiError> {
         if index > 0 && !fallback_admitted(&prepared, candidate).await {
             continue;
         }
-        let Some((target, user_key_id)) = flow::upstream_target(&prepared, candidate).await? else {
-            continue;
+        let (target, user_key_id) = match flow::upstream_target(&prepared, candidate).await {
+            Ok(Some(found)) => found,
+            Ok(None) => continue,
+            Err(error) => {
+                flow::settle_failure(&prepared).await;
+                return Err(error);
+            }
         };
         let started = Instant::now();
         let result = tokio::time::timeout(

@@ -59,13 +59,23 @@ pub struct ApiKeyView {
     pub created_at: DateTime<Utc>,
 }
 
-/// A newly issued key: the only time the plaintext `key` is shown.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// A newly issued key: the only time the plaintext `key` is shown (in the response body;
+/// `Debug` redacts it).
+#[derive(Clone, Serialize, ToSchema)]
 pub struct IssuedApiKey {
     #[serde(flatten)]
     pub view: ApiKeyView,
     /// The key (`sk-sb-...`). Store it now: it cannot be shown again.
     pub key: String,
+}
+
+impl std::fmt::Debug for IssuedApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedApiKey")
+            .field("view", &self.view)
+            .field("key", &"[redacted]")
+            .finish()
+    }
 }
 
 /// `POST /admin/users/{id}/api-keys`.
