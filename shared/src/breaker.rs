@@ -1,6 +1,7 @@
 //! The passive circuit breaker (routing.md), shared by every instance through the provider
-//! row: consecutive failed calls ≥ the threshold open a cooldown (`breaker_open_until`,
-//! at least the upstream's `Retry-After`); a success closes it. Routing skips providers in
+//! row: consecutive failed calls ≥ the threshold, or more than half of ≥ 5 calls in the
+//! last minute (from the usage logs), open a cooldown (`breaker_open_until`, at least the
+//! upstream's `Retry-After`); a success closes it. Routing skips providers in
 //! cooldown unless every candidate is. Writes happen only on failures and on the first
 //! success after failures, never on the ordinary success path.
 
@@ -46,6 +47,13 @@ pub async fn record_failure(
                      WHEN $3::float8 IS NOT NULL
                          THEN greatest(coalesce(breaker_open_until, now()), now() + make_interval(secs => $3))
                      WHEN breaker_consecutive_failures + 1 >= $4
+                         THEN greatest(coalesce(breaker_open_until, now()), now() + make_interval(secs => $2))
+                     -- More than half of at least 5 calls in the last minute failed.
+                     WHEN (SELECT count(*) >= 5
+                                  AND 2 * count(*) FILTER (WHERE status_code IS NULL OR status_code >= 500
+                                                              OR status_code IN (408, 429)) > count(*)
+                           FROM llm_usage_logs
+                           WHERE provider_id = $1 AND created_at > now() - interval '1 minute')
                          THEN greatest(coalesce(breaker_open_until, now()), now() + make_interval(secs => $2))
                      ELSE breaker_open_until
                  END

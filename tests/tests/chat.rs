@@ -767,3 +767,97 @@ async fn a_byok_key_the_provider_refuses_is_marked_invalid_and_the_request_falls
     );
     gw.assert_ledger_consistent("refused").await;
 }
+
+async fn breaker_state(gw: &Gateway, slug: &str) -> (i32, bool) {
+    let row = gw
+        .db
+        .connect()
+        .await
+        .query_one(
+            "SELECT breaker_consecutive_failures, coalesce(breaker_open_until > now(), false) FROM llm_providers WHERE provider_slug = $1",
+            &[&slug],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn the_shared_circuit_breaker_opens_after_three_failures_and_a_success_closes_it() {
+    let gw = Gateway::start().await;
+    second_gpt4o_offer(&gw).await;
+    let key = gw.user("breaker", "starter", "10").await;
+    for round in 1..=3 {
+        gw.upstream.push(Step::status(502));
+        let (status, _, body) = gw.chat(&key, &hello("gpt-4o"), &[]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["_metadata"]["attempts"], 2);
+        assert_eq!(breaker_state(&gw, "openai").await, (round, round >= 3));
+    }
+    // Open: OpenAI is skipped without a call.
+    let before = gw.upstream.request_count();
+    let (status, _, body) = gw.chat(&key, &hello("gpt-4o"), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["_metadata"]["attempts"], 1);
+    assert_eq!(body["_metadata"]["provider_used"], "openrouter");
+    assert_eq!(gw.upstream.request_count(), before + 1);
+    // When every candidate is cooling down they are tried anyway; a success closes it.
+    let (status, _, body) = gw.chat(&key, &hello("openai/gpt-4o"), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(breaker_state(&gw, "openai").await, (0, false));
+    gw.assert_ledger_consistent("breaker").await;
+}
+
+#[tokio::test]
+async fn a_retry_after_opens_the_breaker_for_that_long_and_the_error_rate_opens_it_too() {
+    let gw = Gateway::start().await;
+    second_gpt4o_offer(&gw).await;
+    let key = gw.user("ratey", "starter", "10").await;
+    gw.upstream.push(Step::rate_limited("120"));
+    let (status, _, _) = gw.chat(&key, &hello("gpt-4o"), &[]).await;
+    assert_eq!(status, 200);
+    let open_secs: f64 = gw
+        .db
+        .connect()
+        .await
+        .query_one(
+            "SELECT extract(epoch FROM breaker_open_until - now())::float8 FROM llm_providers WHERE provider_slug = 'openai'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        (100.0..=121.0).contains(&open_secs),
+        "cooldown follows Retry-After: {open_secs}"
+    );
+
+    // OpenRouter: 6 recent calls, 4 failed → the first new failure opens it at once.
+    let client = gw.db.connect().await;
+    client
+        .batch_execute(
+            "INSERT INTO llm_usage_logs (user_id, provider_id, request_id, status_code)
+             SELECT 'ratey', id, 'old-' || n, CASE WHEN n <= 4 THEN 500 ELSE 200 END
+             FROM llm_providers, generate_series(1, 6) n WHERE provider_slug = 'openrouter'",
+        )
+        .await
+        .unwrap();
+    let opened = switchboard_core::breaker::record_failure(
+        &client,
+        client
+            .query_one(
+                "SELECT id FROM llm_providers WHERE provider_slug = 'openrouter'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0),
+        None,
+        &switchboard_core::breaker::BreakerSettings::default(),
+    )
+    .await
+    .unwrap();
+    assert!(opened);
+    assert_eq!(breaker_state(&gw, "openrouter").await, (1, true));
+    gw.assert_ledger_consistent("ratey").await;
+}
