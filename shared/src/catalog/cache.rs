@@ -20,33 +20,9 @@ use std::time::{Duration, Instant};
 use super::queries::{CatalogError, load_catalog};
 use super::snapshot::Catalog;
 
-/// The variable naming the cache's time to live in whole seconds (read by the config).
-pub const CATALOG_TTL_ENV: &str = "SWITCHBOARD_CATALOG_TTL_SECS";
-/// The default time to live of a snapshot.
+/// The default time to live of a snapshot (`SWITCHBOARD_CATALOG_TTL_SECS`, read by
+/// [`crate::config::Config`]).
 pub const DEFAULT_CATALOG_TTL: Duration = Duration::from_secs(5);
-/// The largest accepted TTL: a health or admin change must reach every instance quickly.
-pub const MAX_CATALOG_TTL_SECS: u64 = 300;
-
-/// A `SWITCHBOARD_CATALOG_TTL_SECS` value that is not a whole number of seconds in range.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{value}` is not a whole number of seconds between 0 and {MAX_CATALOG_TTL_SECS}")]
-pub struct InvalidCatalogTtl {
-    pub value: String,
-}
-
-/// Parses the TTL variable's value; unset or blank → [`DEFAULT_CATALOG_TTL`]. Zero means
-/// "reload on every call" (tests, debugging).
-pub fn catalog_ttl_from_env_value(value: Option<&str>) -> Result<Duration, InvalidCatalogTtl> {
-    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
-        return Ok(DEFAULT_CATALOG_TTL);
-    };
-    match value.parse::<u64>() {
-        Ok(secs) if secs <= MAX_CATALOG_TTL_SECS => Ok(Duration::from_secs(secs)),
-        _ => Err(InvalidCatalogTtl {
-            value: value.chars().take(64).collect(),
-        }),
-    }
-}
 
 /// Where a [`CatalogCache`] loads snapshots from: the database pool in production; tests
 /// substitute failing or counting sources.
@@ -207,30 +183,5 @@ impl CatalogCache {
 impl Default for CatalogCache {
     fn default() -> Self {
         Self::new(DEFAULT_CATALOG_TTL)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ttl_values() {
-        assert_eq!(catalog_ttl_from_env_value(None), Ok(DEFAULT_CATALOG_TTL));
-        assert_eq!(
-            catalog_ttl_from_env_value(Some(" ")),
-            Ok(DEFAULT_CATALOG_TTL)
-        );
-        assert_eq!(
-            catalog_ttl_from_env_value(Some("0")),
-            Ok(Duration::from_secs(0))
-        );
-        assert_eq!(
-            catalog_ttl_from_env_value(Some("30")),
-            Ok(Duration::from_secs(30))
-        );
-        assert!(catalog_ttl_from_env_value(Some("301")).is_err());
-        assert!(catalog_ttl_from_env_value(Some("-1")).is_err());
-        assert!(catalog_ttl_from_env_value(Some("5s")).is_err());
     }
 }

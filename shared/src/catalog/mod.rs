@@ -9,10 +9,7 @@ pub mod snapshot;
 pub mod tables;
 pub mod types;
 
-pub use cache::{
-    CATALOG_TTL_ENV, CatalogCache, CatalogSource, DEFAULT_CATALOG_TTL, InvalidCatalogTtl,
-    catalog_ttl_from_env_value,
-};
+pub use cache::{CatalogCache, CatalogSource, DEFAULT_CATALOG_TTL};
 pub use queries::{CatalogError, load_catalog};
 pub use snapshot::Catalog;
 pub use tables::{Model, Provider, RoutingRule};
