@@ -2,7 +2,7 @@
 //! call), models and routing rules. Every committed write tells the catalog cache.
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use switchboard_core::admin::providers::{
     self, DeleteOptions, NewProvider, PageParams, ProviderFilter, ProviderHealth, ProviderPatch,
     ProviderView,
@@ -13,6 +13,7 @@ use switchboard_core::admin::{
     probe::{self, ProbeResult},
     rules::{self, NewRule, RuleFilter, RulePatch, RuleView},
 };
+use switchboard_core::health::{self, HealthRunSummary, Trigger};
 use switchboard_core::http::{AdminCaller, ApiError, AppJson};
 use switchboard_core::state::AppState;
 
@@ -164,12 +165,18 @@ pub async fn test_provider(
     ))
 }
 
-/// Run the health check now (the health-check function's route; not implemented yet).
-// The health-check issue replaces this handler's body; the route and its document stay.
+/// Run the health check now: the same run as the scheduled health-check function (probe
+/// every active provider and those the monitor disabled, record status and history,
+/// disable after consecutive `down` results or enable again on recovery, release expired
+/// credit holds, prune old counters and history). Takes no body. Answers 200 with the run's
+/// summary; when another run is in progress, 200 with `skipped: true` and nothing done.
 #[utoipa::path(post, path = "/admin/health-check", tag = "providers",
-    responses((status = 501, description = "Not implemented yet", body = ErrorBody)))]
-pub async fn run_health_check(_admin: AdminCaller, method: Method, uri: Uri) -> ApiError {
-    switchboard_core::http::not_implemented(method, uri).await
+    responses((status = 200, description = "The run's summary", body = HealthRunSummary)))]
+pub async fn run_health_check(
+    _admin: AdminCaller,
+    State(state): State<AppState>,
+) -> Reply<HealthRunSummary> {
+    Ok(AppJson(health::run(&state, Trigger::Admin).await?))
 }
 
 // ---------------------------------------------------------------- models

@@ -525,7 +525,12 @@ pub async fn update(
         new.min_tier_required = v;
     }
     new.check()?;
-    if new == old {
+    // An explicit `is_active: false` on a provider the health monitor disabled makes it the
+    // admin's decision, so the monitor will not re-enable it when it recovers.
+    let admin_takes_over = patch.is_active == Some(false)
+        && !old.is_active
+        && before.disabled_reason.as_deref() == Some("health");
+    if new == old && !admin_takes_over {
         return Ok(before);
     }
     // Switching `is_active` is an admin decision: disabling records why, enabling clears the
@@ -533,6 +538,7 @@ pub async fn update(
     let activation = match (old.is_active, new.is_active) {
         (true, false) => "disable",
         (false, true) => "enable",
+        _ if admin_takes_over => "disable",
         _ => "keep",
     };
     let row = tx
