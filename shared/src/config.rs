@@ -35,6 +35,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub db_pool_size: usize,
     pub health_check_interval: Duration,
+    /// Health check: probe timeout, degraded threshold, strikes, history retention and the
+    /// passive signal (`SWITCHBOARD_HEALTH_*`).
+    pub health: crate::health::HealthSettings,
     /// How long a gateway-key lookup is cached (revocation takes effect within it).
     pub key_cache_ttl: Duration,
     /// Running inside AWS Lambda (`AWS_LAMBDA_RUNTIME_API` is set).
@@ -58,6 +61,14 @@ pub struct Config {
     pub database_secret_arn: Option<String>,
     /// Secrets Manager secret `{slug: key}` with the system provider keys.
     pub provider_keys_secret_arn: Option<String>,
+    /// Secrets Manager secret with the bootstrap admin key (`SWITCHBOARD_ADMIN_KEY_SECRET_ARN`),
+    /// the alternative to `SWITCHBOARD_ADMIN_KEY` in AWS.
+    pub admin_key_secret_arn: Option<String>,
+    /// `SWITCHBOARD_DB_HOST`: `host[:port]` replacing the host of the credentials read from
+    /// `DATABASE_SECRET_ARN` (the RDS Proxy endpoint in AWS).
+    pub db_host: Option<String>,
+    /// TLS to the database (`SWITCHBOARD_DB_TLS`, `SWITCHBOARD_DB_CA_FILE`).
+    pub db_tls: crate::db::tls::DbTlsSettings,
     /// How long plaintext BYOK data keys stay cached in process (0 disables the cache).
     pub data_key_cache_ttl: Duration,
     /// How long a secret read from Secrets Manager is cached.
@@ -96,6 +107,16 @@ impl Config {
                 variable: "SWITCHBOARD_ADMIN_KEY",
                 reason: reason.to_string(),
             })?;
+        }
+
+        let admin_key_secret_arn = get("SWITCHBOARD_ADMIN_KEY_SECRET_ARN");
+        if admin_key.is_some() && admin_key_secret_arn.is_some() {
+            return Err(ConfigError {
+                variable: "SWITCHBOARD_ADMIN_KEY_SECRET_ARN",
+                reason:
+                    "set either SWITCHBOARD_ADMIN_KEY or SWITCHBOARD_ADMIN_KEY_SECRET_ARN, not both"
+                        .into(),
+            });
         }
 
         let kms_key_id = get("SWITCHBOARD_KMS_KEY_ID");
@@ -144,6 +165,7 @@ impl Config {
                 )?
                 .unwrap_or(300) as u64,
             ),
+            health: health_settings(&get)?,
             key_cache_ttl: Duration::from_secs(
                 parse_number(
                     get("SWITCHBOARD_KEY_CACHE_TTL_SECS"),
@@ -223,6 +245,17 @@ impl Config {
             ceilings: crate::routing::PowerLevelCeilings::default(),
             database_secret_arn: get("DATABASE_SECRET_ARN"),
             provider_keys_secret_arn: get("SWITCHBOARD_PROVIDER_KEYS_SECRET_ARN"),
+            admin_key_secret_arn,
+            db_host: match get("SWITCHBOARD_DB_HOST") {
+                Some(host) => Some(crate::keys::secrets::validate_db_host(&host).map_err(
+                    |reason| ConfigError {
+                        variable: "SWITCHBOARD_DB_HOST",
+                        reason: reason.into(),
+                    },
+                )?),
+                None => None,
+            },
+            db_tls: crate::db::tls::DbTlsSettings::from_lookup(get)?,
             data_key_cache_ttl: Duration::from_secs(
                 parse_number(
                     get("SWITCHBOARD_DATA_KEY_CACHE_TTL_SECS"),
@@ -243,6 +276,48 @@ impl Config {
             ),
         })
     }
+}
+
+/// The `SWITCHBOARD_HEALTH_*` variables; the degraded threshold must be below the probe
+/// timeout (a probe that slow would have timed out as `down` first).
+fn health_settings(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::health::HealthSettings, ConfigError> {
+    let defaults = crate::health::HealthSettings::default();
+    let number =
+        |name: &'static str, min: usize, max: usize| parse_number(get(name), name, min, max);
+    let probe_timeout = number("SWITCHBOARD_HEALTH_PROBE_TIMEOUT_SECS", 1, 60)?
+        .map_or(defaults.probe_timeout, |s| Duration::from_secs(s as u64));
+    let degraded_latency = number("SWITCHBOARD_HEALTH_DEGRADED_LATENCY_MS", 1, 60_000)?
+        .map_or(defaults.degraded_latency, |ms| {
+            Duration::from_millis(ms as u64)
+        });
+    if degraded_latency >= probe_timeout {
+        return Err(ConfigError {
+            variable: "SWITCHBOARD_HEALTH_DEGRADED_LATENCY_MS",
+            reason: format!(
+                "{} ms is not below the probe timeout of {} s (SWITCHBOARD_HEALTH_PROBE_TIMEOUT_SECS)",
+                degraded_latency.as_millis(),
+                probe_timeout.as_secs()
+            ),
+        });
+    }
+    Ok(crate::health::HealthSettings {
+        probe_timeout,
+        degraded_latency,
+        probe_concurrency: number("SWITCHBOARD_HEALTH_PROBE_CONCURRENCY", 1, 64)?
+            .unwrap_or(defaults.probe_concurrency),
+        strikes_to_disable: number("SWITCHBOARD_HEALTH_DOWN_STRIKES", 1, 10)?
+            .map_or(defaults.strikes_to_disable, |n| n as i32),
+        history_retention_days: number("SWITCHBOARD_HEALTH_HISTORY_DAYS", 1, 3650)?
+            .map_or(defaults.history_retention_days, |n| n as i32),
+        passive_window: number("SWITCHBOARD_HEALTH_PASSIVE_WINDOW_SECS", 0, 86_400)?
+            .map_or(defaults.passive_window, |s| Duration::from_secs(s as u64)),
+        passive_min_attempts: number("SWITCHBOARD_HEALTH_PASSIVE_MIN_ATTEMPTS", 1, 1_000_000)?
+            .map_or(defaults.passive_min_attempts, |n| n as i64),
+        passive_error_percent: number("SWITCHBOARD_HEALTH_PASSIVE_ERROR_PERCENT", 0, 99)?
+            .map_or(defaults.passive_error_percent, |n| n as i64),
+    })
 }
 
 fn parse_bool(value: Option<String>, variable: &'static str) -> Result<Option<bool>, ConfigError> {
@@ -315,6 +390,64 @@ mod tests {
     }
 
     #[test]
+    fn health_settings_have_defaults_bounds_and_a_cross_check() {
+        let h = config(&[]).unwrap().health;
+        assert_eq!(h, crate::health::HealthSettings::default());
+        assert_eq!(h.probe_timeout, Duration::from_secs(10));
+        assert_eq!(h.degraded_latency, Duration::from_millis(2000));
+        assert_eq!(h.probe_concurrency, 8);
+        assert_eq!(h.strikes_to_disable, 2);
+        assert_eq!(h.history_retention_days, 30);
+        assert_eq!(h.passive_window, Duration::from_secs(300));
+        assert_eq!(h.passive_min_attempts, 5);
+        assert_eq!(h.passive_error_percent, 50);
+
+        let h = config(&[
+            ("SWITCHBOARD_HEALTH_PROBE_TIMEOUT_SECS", "5"),
+            ("SWITCHBOARD_HEALTH_DEGRADED_LATENCY_MS", "750"),
+            ("SWITCHBOARD_HEALTH_PROBE_CONCURRENCY", "2"),
+            ("SWITCHBOARD_HEALTH_DOWN_STRIKES", "3"),
+            ("SWITCHBOARD_HEALTH_HISTORY_DAYS", "7"),
+            ("SWITCHBOARD_HEALTH_PASSIVE_WINDOW_SECS", "0"),
+            ("SWITCHBOARD_HEALTH_PASSIVE_MIN_ATTEMPTS", "20"),
+            ("SWITCHBOARD_HEALTH_PASSIVE_ERROR_PERCENT", "25"),
+        ])
+        .unwrap()
+        .health;
+        assert_eq!(h.probe_timeout, Duration::from_secs(5));
+        assert_eq!(h.degraded_latency, Duration::from_millis(750));
+        assert_eq!(h.probe_concurrency, 2);
+        assert_eq!(h.strikes_to_disable, 3);
+        assert_eq!(h.history_retention_days, 7);
+        assert_eq!(h.passive_window, Duration::ZERO);
+        assert_eq!(h.passive_min_attempts, 20);
+        assert_eq!(h.passive_error_percent, 25);
+
+        for (variable, value) in [
+            ("SWITCHBOARD_HEALTH_PROBE_TIMEOUT_SECS", "0"),
+            ("SWITCHBOARD_HEALTH_PROBE_TIMEOUT_SECS", "61"),
+            ("SWITCHBOARD_HEALTH_DEGRADED_LATENCY_MS", "soon"),
+            ("SWITCHBOARD_HEALTH_PROBE_CONCURRENCY", "0"),
+            ("SWITCHBOARD_HEALTH_DOWN_STRIKES", "11"),
+            ("SWITCHBOARD_HEALTH_HISTORY_DAYS", "0"),
+            ("SWITCHBOARD_HEALTH_PASSIVE_WINDOW_SECS", "-1"),
+            ("SWITCHBOARD_HEALTH_PASSIVE_MIN_ATTEMPTS", "0"),
+            ("SWITCHBOARD_HEALTH_PASSIVE_ERROR_PERCENT", "100"),
+        ] {
+            let e = config(&[(variable, value)]).unwrap_err();
+            assert_eq!(e.variable, variable, "{value}");
+        }
+        // The degraded threshold must stay below the probe timeout.
+        let e = config(&[
+            ("SWITCHBOARD_HEALTH_PROBE_TIMEOUT_SECS", "2"),
+            ("SWITCHBOARD_HEALTH_DEGRADED_LATENCY_MS", "2000"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.variable, "SWITCHBOARD_HEALTH_DEGRADED_LATENCY_MS");
+        assert!(e.to_string().contains("probe timeout"), "{e}");
+    }
+
+    #[test]
     fn lambda_requires_a_kms_key() {
         let e = config(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]).unwrap_err();
         assert_eq!(e.variable, "SWITCHBOARD_KMS_KEY_ID");
@@ -325,6 +458,49 @@ mod tests {
         .unwrap();
         assert!(c.in_lambda);
         assert_eq!(c.db_pool_size, 2);
+    }
+
+    #[test]
+    fn deployment_settings() {
+        let c = config(&[
+            (
+                "SWITCHBOARD_ADMIN_KEY_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:x",
+            ),
+            (
+                "SWITCHBOARD_DB_HOST",
+                "sb-db.proxy-abc.us-east-1.rds.amazonaws.com",
+            ),
+            ("SWITCHBOARD_DB_TLS", "1"),
+            ("SWITCHBOARD_DB_CA_FILE", "/opt/switchboard/db-ca.pem"),
+        ])
+        .unwrap();
+        assert!(c.admin_key_secret_arn.is_some());
+        assert_eq!(
+            c.db_host.as_deref(),
+            Some("sb-db.proxy-abc.us-east-1.rds.amazonaws.com")
+        );
+        assert!(c.db_tls.force);
+        assert_eq!(
+            c.db_tls.ca_file,
+            Some(PathBuf::from("/opt/switchboard/db-ca.pem"))
+        );
+        let c = config(&[]).unwrap();
+        assert!(!c.db_tls.force && c.db_tls.ca_file.is_none() && c.db_host.is_none());
+
+        let e = config(&[
+            (
+                "SWITCHBOARD_ADMIN_KEY",
+                "sk-sb-0123456789abcdef0123456789abcdef",
+            ),
+            ("SWITCHBOARD_ADMIN_KEY_SECRET_ARN", "arn:x"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.variable, "SWITCHBOARD_ADMIN_KEY_SECRET_ARN");
+        let e = config(&[("SWITCHBOARD_DB_HOST", "db/../x")]).unwrap_err();
+        assert_eq!(e.variable, "SWITCHBOARD_DB_HOST");
+        let e = config(&[("SWITCHBOARD_DB_TLS", "maybe")]).unwrap_err();
+        assert_eq!(e.variable, "SWITCHBOARD_DB_TLS");
     }
 
     #[test]

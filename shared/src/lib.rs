@@ -10,6 +10,7 @@ pub mod breaker;
 pub mod catalog;
 pub mod config;
 pub mod db;
+pub mod health;
 pub mod http;
 pub mod keys;
 pub mod ledger;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::db::{DbError, DbPool, connect_pool};
+use crate::db::{DbError, DbPool, connect_pool_with};
 use crate::http::KeyCache;
 use crate::keys::secrets::SecretsError;
 use crate::keys::{AwsContext, KeyServices, KeySetupError, KeyVault, SystemKeys};
@@ -88,7 +88,7 @@ impl AppState {
     /// Builds the pool from `DATABASE_URL` only (no AWS, no key services).
     pub fn from_config(config: Config) -> Result<Self, StateError> {
         let url = config.database_url.clone().ok_or(StateError::NoDatabase)?;
-        let pool = connect_pool(&url, config.db_pool_size)?;
+        let pool = connect_pool_with(&url, config.db_pool_size, &config.db_tls)?;
         Ok(Self::new(config, pool))
     }
 
@@ -100,7 +100,7 @@ impl AppState {
         let url = crate::keys::database_url(&config, &aws)
             .await?
             .ok_or(StateError::NoDatabase)?;
-        let pool = connect_pool(&url, config.db_pool_size)?;
+        let pool = connect_pool_with(&url, config.db_pool_size, &config.db_tls)?;
         let services = KeyServices::from_config(&config, &aws).await?;
         Ok(Self::new(config, pool).with_key_services(services))
     }

@@ -2,6 +2,7 @@
 //! the embedded default database, and the migration command.
 
 pub mod embedded_pg;
+pub mod migrate_step;
 pub mod rewrap;
 pub mod serve;
 

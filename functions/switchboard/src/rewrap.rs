@@ -3,7 +3,7 @@
 //! local master key are moved under KMS too when the key file is present.
 
 use switchboard_core::config::Config;
-use switchboard_core::db::{DbError, connect_pool};
+use switchboard_core::db::{DbError, connect_pool_with};
 use switchboard_core::keys::kms::KmsCipher;
 use switchboard_core::keys::local::LocalCipher;
 use switchboard_core::keys::master_key::ensure_master_key_file;
@@ -42,7 +42,7 @@ pub async fn rewrap_keys(config: Config, to_kms_key: &str) -> Result<RewrapRepor
         } else {
             None
         };
-        let pool = connect_pool(database.url(), 1)?;
+        let pool = connect_pool_with(database.url(), 1, &config.db_tls)?;
         let client = pool.get().await.map_err(DbError::from)?;
         let report = rewrap_all(&**client, &kms, local.as_ref(), to_kms_key).await?;
         tracing::info!(

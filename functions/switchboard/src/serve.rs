@@ -1,12 +1,13 @@
 //! `switchboard serve` and `switchboard migrate`: resolve the database (configured, or the
 //! embedded private cluster), apply migrations and the seed, make sure the local master key
-//! and a bootstrap admin key exist, then serve every route until Ctrl-C / SIGTERM.
+//! and a bootstrap admin key exist, then serve every route until Ctrl-C / SIGTERM, running
+//! the provider health check on a timer meanwhile.
 
 use std::io::Write;
 
-use switchboard_core::auth::{self, BootstrapAdmin};
 use switchboard_core::config::Config;
-use switchboard_core::db::{DbError, DbPool, connect_pool, migrate};
+use switchboard_core::db::{DbError, DbPool, connect_pool_with, migrate};
+use switchboard_core::keys::admin_key::{AdminKeyError, AdminKeyOutcome, bootstrap_admin_key};
 use switchboard_core::keys::master_key::MasterKeyError;
 use switchboard_core::keys::secrets::SecretsError;
 use switchboard_core::keys::{AwsContext, KeyServices, KeySetupError};
@@ -27,6 +28,8 @@ pub enum ServeError {
     KeySetup(#[from] KeySetupError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    AdminKey(#[from] AdminKeyError),
     #[error("cannot listen on {address}: {source} (set SWITCHBOARD_LISTEN to another address)")]
     Listen {
         address: String,
@@ -82,7 +85,7 @@ async fn migrate_pool(pool: &DbPool) -> Result<migrate::MigrationReport, ServeEr
 pub async fn migrate(config: Config) -> Result<migrate::MigrationReport, ServeError> {
     let database = Database::resolve(&config).await?;
     let result = async {
-        let pool = connect_pool(&database.url, 1)?;
+        let pool = connect_pool_with(&database.url, 1, &config.db_tls)?;
         migrate_pool(&pool).await
     }
     .await;
@@ -99,19 +102,23 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 }
 
 async fn serve_on(config: Config, url: &Secret) -> Result<(), ServeError> {
-    let pool = connect_pool(url, config.db_pool_size)?;
+    let pool = connect_pool_with(url, config.db_pool_size, &config.db_tls)?;
     let report = migrate_pool(&pool).await?;
     tracing::info!(applied = ?report.applied, already_applied = report.already_applied.len(), "database schema up to date");
 
-    let key_services = KeyServices::from_config(&config, &AwsContext::default()).await?;
+    let aws = AwsContext::default();
+    let key_services = KeyServices::from_config(&config, &aws).await?;
 
-    let client = pool.get().await.map_err(DbError::from)?;
-    match auth::ensure_bootstrap_admin(&**client, config.admin_key.as_ref()).await? {
-        BootstrapAdmin::Generated(key) => announce_admin_key(&key),
-        BootstrapAdmin::InsertedConfigured => {
-            tracing::info!("bootstrap admin key from SWITCHBOARD_ADMIN_KEY stored")
-        }
-        BootstrapAdmin::ConfiguredPresent | BootstrapAdmin::Existing => {}
+    let mut client = pool.get().await.map_err(DbError::from)?;
+    match bootstrap_admin_key(&mut client, &config, &aws).await? {
+        AdminKeyOutcome::Generated(key) => announce_admin_key(&key),
+        AdminKeyOutcome::Inserted => tracing::info!("configured bootstrap admin key stored"),
+        AdminKeyOutcome::GeneratedIntoSecret => tracing::info!(
+            "generated a bootstrap admin key and stored it in SWITCHBOARD_ADMIN_KEY_SECRET_ARN"
+        ),
+        AdminKeyOutcome::Present
+        | AdminKeyOutcome::Existing
+        | AdminKeyOutcome::SecretEmptyAdminExists => {}
     }
     drop(client);
 
@@ -122,12 +129,53 @@ async fn serve_on(config: Config, url: &Secret) -> Result<(), ServeError> {
             address: listen.to_string(),
             source,
         })?;
-    let app = crate::app(AppState::new(config, pool).with_key_services(key_services));
+    let state = AppState::new(config, pool).with_key_services(key_services);
+    let health_timer = spawn_health_timer(&state);
+    let app = crate::app(state);
     tracing::info!(address = %listen, "Switchboard is listening on http://{listen}");
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(switchboard_core::http::shutdown_signal())
         .await
-        .map_err(ServeError::Server)
+        .map_err(ServeError::Server);
+    health_timer.stop().await;
+    served
+}
+
+/// The health check on a timer (`SWITCHBOARD_HEALTH_CHECK_INTERVAL_SECS`): in Lambda the
+/// EventBridge schedule runs it; `serve` is a long-running process, so it runs it itself.
+struct HealthTimer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn spawn_health_timer(state: &AppState) -> HealthTimer {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let interval = state.config.health_check_interval;
+    tracing::info!(
+        interval_secs = interval.as_secs(),
+        "health check runs every {} s",
+        interval.as_secs()
+    );
+    let task = tokio::spawn(switchboard_core::health::run_every(
+        state.clone(),
+        interval,
+        async move {
+            // A dropped sender stops the timer too.
+            let _ = stopped.await;
+        },
+    ));
+    HealthTimer { stop, task }
+}
+
+impl HealthTimer {
+    /// Stops the timer (cancelling a run in flight) and waits for it, before the database
+    /// it uses is stopped.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(error) = self.task.await {
+            tracing::warn!(%error, "health check timer ended abnormally");
+        }
+    }
 }
 
 /// The one place a secret is printed: a generated admin key, once, to the operator.

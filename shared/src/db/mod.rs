@@ -1,7 +1,9 @@
-//! Database access: the connection pool, the migration runner, and the error type of the
-//! SQL layer. SQL for each aggregate lives in its own module beside this one.
+//! Database access: the connection pool (plain or verified TLS, [`tls`]), the migration
+//! runner, and the error type of the SQL layer. SQL for each aggregate lives in its own
+//! module beside this one.
 
 pub mod migrate;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use crate::secret::Secret;
+use tls::DbTlsSettings;
 
 pub use deadpool_postgres::Pool as DbPool;
 
@@ -20,6 +23,9 @@ pub enum DbError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database URL is invalid: {0}")]
     InvalidUrl(String),
+    /// TLS to the database cannot be set up (CA file missing or unusable, no roots).
+    #[error("database TLS: {0}")]
+    Tls(String),
     /// A row that violates what the schema guarantees (a bug or a hand-edited database).
     #[error("unexpected data in the database: {0}")]
     Corrupt(String),
@@ -45,28 +51,34 @@ impl DbError {
 }
 
 /// Builds a pool; connections are opened lazily, so this succeeds without a reachable
-/// database (a Lambda cold start does not wait on Postgres until the first query).
+/// database (a Lambda cold start does not wait on Postgres until the first query). TLS
+/// only when the URL asks for it (`sslmode=require|verify-ca|verify-full`).
 pub fn connect_pool(url: &Secret, max_size: usize) -> Result<Pool, DbError> {
-    let mut pg: tokio_postgres::Config = url
-        .expose()
-        .parse()
-        // The parser's message can quote the URL (and its password): keep only its kind.
-        .map_err(|_| {
-            DbError::InvalidUrl("expected postgres://user[:password]@host[:port]/database".into())
-        })?;
+    connect_pool_with(url, max_size, &DbTlsSettings::default())
+}
+
+/// [`connect_pool`] with the configured TLS settings (`SWITCHBOARD_DB_TLS`,
+/// `SWITCHBOARD_DB_CA_FILE`). A CA file that cannot be used fails here, at start.
+pub fn connect_pool_with(
+    url: &Secret,
+    max_size: usize,
+    tls_settings: &DbTlsSettings,
+) -> Result<Pool, DbError> {
+    let plan = tls::plan(url.expose(), tls_settings)?;
+    let mut pg = plan.config;
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(Duration::from_secs(5));
     }
     if pg.get_application_name().is_none() {
         pg.application_name("switchboard");
     }
-    let manager = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match &plan.tls {
+        None => Manager::from_config(pg, NoTls, manager_config),
+        Some(roots) => Manager::from_config(pg, tls::connector(roots)?, manager_config),
+    };
     Pool::builder(manager)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)

@@ -9,9 +9,11 @@
 //!   ([`byok::byok_key_for_use`], [`byok::active_byok_provider_ids`],
 //!   [`byok::mark_byok_key_invalid`]); [`format`] the key shape checks and hints;
 //!   [`validate`] the live check against the provider.
-//! - [`gateway`]: `/v1/api-keys`. [`secrets`]: [`SystemKeys`] and the RDS secret.
+//! - [`gateway`]: `/v1/api-keys`. [`secrets`]: [`SystemKeys`], the RDS secret and the
+//!   admin key secret; [`admin_key`]: the bootstrap admin key from its configured source.
 //! - [`rewrap`]: key rotation. [`store`]: the SQL of all of the above.
 
+pub mod admin_key;
 pub mod byok;
 pub mod envelope;
 pub mod error;
@@ -48,6 +50,13 @@ pub struct AwsContext {
 }
 
 impl AwsContext {
+    /// A context with a configuration built elsewhere (tests point it at an emulator).
+    pub fn with_sdk_config(config: SdkConfig) -> Self {
+        Self {
+            config: OnceCell::new_with(Some(config)),
+        }
+    }
+
     pub async fn sdk_config(&self) -> &SdkConfig {
         self.config
             .get_or_init(|| aws_config::defaults(BehaviorVersion::latest()).load())
@@ -129,7 +138,8 @@ pub async fn database_url(
         return Ok(None);
     };
     let client = aws_sdk_secretsmanager::Client::new(aws.sdk_config().await);
-    let url = secrets::database_url_from_secret(&client, arn).await?;
-    tracing::info!(secret = %arn, "database credentials read from Secrets Manager");
+    let url =
+        secrets::database_url_from_secret_via(&client, arn, config.db_host.as_deref()).await?;
+    tracing::info!(secret = %arn, host_override = ?config.db_host, "database credentials read from Secrets Manager");
     Ok(Some(url))
 }

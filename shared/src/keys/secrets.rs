@@ -152,6 +152,17 @@ async fn fetch_json(
     client: &aws_sdk_secretsmanager::Client,
     arn: &str,
 ) -> Result<Value, SecretsError> {
+    let text = fetch_string(client, arn).await?;
+    serde_json::from_str(text.expose()).map_err(|_| SecretsError::Format {
+        arn: arn.to_owned(),
+        reason: "is not JSON",
+    })
+}
+
+async fn fetch_string(
+    client: &aws_sdk_secretsmanager::Client,
+    arn: &str,
+) -> Result<Secret, SecretsError> {
     let output = client
         .get_secret_value()
         .secret_id(arn)
@@ -168,10 +179,7 @@ async fn fetch_json(
         arn: arn.to_owned(),
         reason: "has no SecretString (binary secrets are not supported)",
     })?;
-    serde_json::from_str(text).map_err(|_| SecretsError::Format {
-        arn: arn.to_owned(),
-        reason: "is not JSON",
-    })
+    Ok(Secret::new(text))
 }
 
 fn parse_provider_keys(arn: &str, json: &Value) -> Result<HashMap<String, Secret>, SecretsError> {
@@ -199,8 +207,123 @@ pub async fn database_url_from_secret(
     client: &aws_sdk_secretsmanager::Client,
     arn: &str,
 ) -> Result<Secret, SecretsError> {
-    let json = fetch_json(client, arn).await?;
+    database_url_from_secret_via(client, arn, None).await
+}
+
+/// [`database_url_from_secret`], connecting to `host` (`host[:port]`, e.g. the RDS Proxy
+/// endpoint, `SWITCHBOARD_DB_HOST`) instead of the secret's own host when given.
+pub async fn database_url_from_secret_via(
+    client: &aws_sdk_secretsmanager::Client,
+    arn: &str,
+    host: Option<&str>,
+) -> Result<Secret, SecretsError> {
+    let mut json = fetch_json(client, arn).await?;
+    if let (Some(host), Some(object)) = (host, json.as_object_mut()) {
+        let (name, port) = split_host_port(host);
+        object.insert("host".into(), Value::String(name.to_owned()));
+        if let Some(port) = port {
+            object.insert("port".into(), Value::String(port.to_owned()));
+        }
+    }
     database_url_from_json(arn, &json)
+}
+
+/// Checks `SWITCHBOARD_DB_HOST`: a host name or address with an optional port.
+pub fn validate_db_host(value: &str) -> Result<String, &'static str> {
+    let value = value.trim();
+    let (host, port) = split_host_port(value);
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
+    if !host_ok {
+        return Err("expected a host name or address, optionally with :port");
+    }
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return Err("the port is not a port number");
+    }
+    Ok(value.to_owned())
+}
+
+/// `host:port` → (`host`, `port`); `[v6]:port` and bare hosts too.
+fn split_host_port(value: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = value.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':')),
+            None => (value, None),
+        };
+    }
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, Some(port)),
+        _ => (value, None),
+    }
+}
+
+/// The bootstrap admin key held in the secret `arn` (`SWITCHBOARD_ADMIN_KEY_SECRET_ARN`):
+/// `None` while it is empty (the stack creates it as `{"admin_key": ""}`).
+pub async fn read_admin_key(
+    client: &aws_sdk_secretsmanager::Client,
+    arn: &str,
+) -> Result<Option<Secret>, SecretsError> {
+    let text = fetch_string(client, arn).await?;
+    admin_key_from_secret_string(arn, text.expose())
+}
+
+/// Stores a generated bootstrap admin key in the secret `arn`, as `{"admin_key": "..."}`.
+pub async fn store_admin_key(
+    client: &aws_sdk_secretsmanager::Client,
+    arn: &str,
+    key: &Secret,
+) -> Result<(), SecretsError> {
+    let value = serde_json::json!({ "admin_key": key.expose() }).to_string();
+    client
+        .put_secret_value()
+        .secret_id(arn)
+        .secret_string(value)
+        .send()
+        .await
+        .map_err(|error| SecretsError::Fetch {
+            arn: arn.to_owned(),
+            reason: match error.code() {
+                Some(code) => format!(
+                    "cannot store the admin key: {code}: {}",
+                    error.message().unwrap_or_default()
+                ),
+                None => format!(
+                    "cannot store the admin key: {}",
+                    DisplayErrorContext(&error)
+                ),
+            },
+        })?;
+    Ok(())
+}
+
+/// The admin key in a secret's text: the key itself (`sk-sb-...`) or JSON
+/// `{"admin_key": "sk-sb-..."}`; empty means none yet. Errors never quote the value.
+pub fn admin_key_from_secret_string(arn: &str, text: &str) -> Result<Option<Secret>, SecretsError> {
+    let format = |reason| SecretsError::Format {
+        arn: arn.to_owned(),
+        reason,
+    };
+    let text = text.trim();
+    let key = if text.starts_with('{') {
+        let json: Value = serde_json::from_str(text).map_err(|_| format("is not valid JSON"))?;
+        match json.get("admin_key") {
+            None | Some(Value::Null) => "",
+            Some(Value::String(key)) => key.trim(),
+            Some(_) => return Err(format("has an `admin_key` that is not a string")),
+        }
+        .to_owned()
+    } else {
+        text.to_owned()
+    };
+    if key.is_empty() {
+        return Ok(None);
+    }
+    crate::auth::validate_key_format(&key).map_err(|_| {
+        format("does not hold a gateway key (sk-sb- and at least 32 letters, digits, - or _)")
+    })?;
+    Ok(Some(Secret::new(key)))
 }
 
 /// The connection URL for an RDS secret's JSON. Errors never contain its values.
@@ -344,6 +467,52 @@ mod tests {
             assert!(!err.to_string().contains("hunter2"), "{err}");
             assert!(err.to_string().contains("arn:x"));
         }
+    }
+
+    #[test]
+    fn admin_key_secrets_hold_a_key_or_nothing() {
+        let key = "sk-sb-0123456789abcdef0123456789abcdef";
+        for text in [
+            key.to_owned(),
+            format!(" {key}\n"),
+            format!("{{\"admin_key\": \"{key}\"}}"),
+        ] {
+            let found = admin_key_from_secret_string("arn:x", &text)
+                .unwrap()
+                .unwrap();
+            assert_eq!(found.expose(), key);
+        }
+        for empty in ["", "{}", "{\"admin_key\": \"\"}", "{\"admin_key\": null}"] {
+            assert!(
+                admin_key_from_secret_string("arn:x", empty)
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        for bad in [
+            "hunter2-not-a-key",
+            "{\"admin_key\": \"hunter2\"}",
+            "{\"admin_key\": 5}",
+            "{hunter2",
+        ] {
+            let err = admin_key_from_secret_string("arn:x", bad).unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn db_host_overrides_are_checked_and_split() {
+        assert_eq!(
+            split_host_port("proxy.example.com"),
+            ("proxy.example.com", None)
+        );
+        assert_eq!(split_host_port("proxy:6432"), ("proxy", Some("6432")));
+        assert_eq!(split_host_port("[::1]:6432"), ("::1", Some("6432")));
+        assert_eq!(split_host_port("::1"), ("::1", None));
+        assert!(validate_db_host("proxy.example.com:5432").is_ok());
+        assert!(validate_db_host("proxy.example.com:http").is_err());
+        assert!(validate_db_host("a/b").is_err());
+        assert!(validate_db_host("").is_err());
     }
 
     #[test]

@@ -1,0 +1,469 @@
+//! cargo-lambda smoke test: `cargo lambda watch` serves every function of the workspace
+//! under its Lambda runtime emulator, and `cargo lambda invoke <fn> --data-file events/...`
+//! runs each on its sample event against a fresh database, moto (KMS) and the fake
+//! upstream, exactly as a developer would by hand:
+//!
+//! - `migrate` on `{}`: applies every migration to an empty database and inserts the
+//!   admin key of `events/admin-list-providers.json` (from `SWITCHBOARD_ADMIN_KEY`);
+//! - `chat` on the REST proxy event and the Function URL events (streamed and not);
+//! - `admin` on `GET /admin/providers`; `keys` on `PUT /v1/byok/groq` (KMS envelope);
+//! - `health-check` on the scheduled event.
+//!
+//! Skipped with a message when cargo-lambda is not installed, unless
+//! `SWITCHBOARD_REQUIRE_CARGO_LAMBDA` is set (scripts/test sets it and installs
+//! cargo-lambda into .venv). The function binaries are built once, in debug, beforehand.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+use switchboard_core::auth::hash_api_key;
+use switchboard_core::ledger::{self, CreditKind};
+use switchboard_tests::fake_upstream::FakeUpstream;
+use switchboard_tests::gateway::system_key_for;
+use switchboard_tests::moto::{MotoServer, workspace_root};
+use switchboard_tests::test_db::TestDb;
+
+/// The keys written into the sample events.
+const CHAT_KEY: &str = "sk-sb-e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0";
+const ADMIN_KEY: &str = "sk-sb-a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0";
+const BYOK_USER_KEY: &str = "sk-sb-b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
+
+const FUNCTIONS: [&str; 5] = ["migrate", "chat", "admin", "keys", "health-check"];
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// `$CARGO_LAMBDA`, else `.venv/bin/cargo-lambda`, else `cargo-lambda` on PATH.
+fn find_cargo_lambda() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CARGO_LAMBDA").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let venv = workspace_root().join(".venv/bin/cargo-lambda");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("cargo-lambda"))
+            .find(|p| p.is_file())
+    })
+}
+
+fn required() -> bool {
+    std::env::var_os("SWITCHBOARD_REQUIRE_CARGO_LAMBDA").is_some_and(|v| !v.is_empty())
+}
+
+/// `cargo lambda watch` in its own process group, ended (with the functions it started)
+/// when dropped.
+struct Watch {
+    child: std::process::Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Watch {
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // The whole group: cargo-lambda and the function processes it spawned.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.child.id())])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// This process's environment for cargo (RUSTFLAGS and the like stay, so nothing is
+/// rebuilt), less everything that would configure the functions: they get exactly the
+/// `--env-var`s, as a deployed function gets exactly the template's variables.
+fn toolchain_env(command: &mut std::process::Command) {
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if [
+            "SWITCHBOARD_",
+            "DATABASE_",
+            "AWS_",
+            "TEST_DATABASE",
+            "MOTO_",
+            "RUST_LOG",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        {
+            command.env_remove(name);
+        }
+    }
+}
+
+fn build_functions(root: &Path) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    toolchain_env(&mut command);
+    command
+        .current_dir(root)
+        .args(["build", "--locked", "--quiet"]);
+    for f in FUNCTIONS {
+        command.args(["--bin", f]);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "building the functions failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn start_watch(cargo_lambda: &Path, root: &Path, env: &[(String, String)]) -> Watch {
+    use std::os::unix::process::CommandExt;
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("switchboard-cargo-lambda-{port}.log"));
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut command = std::process::Command::new(cargo_lambda);
+    toolchain_env(&mut command);
+    command
+        .current_dir(root)
+        .args([
+            "lambda",
+            "watch",
+            "--invoke-address",
+            "127.0.0.1",
+            "--invoke-port",
+        ])
+        .arg(port.to_string())
+        .arg("--ignore-changes");
+    for (key, value) in env {
+        command.arg("--env-var").arg(format!("{key}={value}"));
+    }
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let watch = Watch { child, port, log };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "cargo lambda watch did not listen on {port}:\n{}",
+            watch.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    watch
+}
+
+/// `cargo lambda invoke <function> --data-file events/<event>`: the function's answer.
+async fn invoke(cargo_lambda: &Path, watch: &Watch, function: &str, event: &str) -> String {
+    let mut command = tokio::process::Command::new(cargo_lambda);
+    command
+        .current_dir(workspace_root())
+        .args([
+            "lambda",
+            "invoke",
+            "--invoke-address",
+            "127.0.0.1",
+            "--invoke-port",
+        ])
+        .arg(watch.port.to_string())
+        .arg("--data-file")
+        .arg(format!("events/{event}"))
+        .arg("--color")
+        .arg("never")
+        .arg(function)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(INVOKE_TIMEOUT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{function} did not answer:\n{}", watch.log_tail()))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "cargo lambda invoke {function} --data-file events/{event} failed:\n{stdout}\n{}\n--- watch log ---\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        watch.log_tail()
+    );
+    stdout
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// An API Gateway proxy answer: status, and the body as JSON.
+fn proxy_answer(text: &str) -> (u64, Value, Value) {
+    let answer = json(text);
+    let status = answer["statusCode"].as_u64().unwrap();
+    let body = json(answer["body"].as_str().unwrap());
+    (status, answer["multiValueHeaders"].clone(), body)
+}
+
+#[tokio::test]
+async fn every_function_answers_its_sample_event_under_cargo_lambda() {
+    let Some(cargo_lambda) = find_cargo_lambda() else {
+        assert!(
+            !required(),
+            "SWITCHBOARD_REQUIRE_CARGO_LAMBDA is set but cargo-lambda was not found (pip install cargo-lambda into .venv, or set CARGO_LAMBDA)"
+        );
+        eprintln!(
+            "skipped: cargo-lambda not found (run ./scripts/test, or pip install cargo-lambda into .venv)"
+        );
+        return;
+    };
+    let moto = match MotoServer::start().await {
+        Ok(moto) => moto,
+        Err(error) if !required() => {
+            eprintln!("skipped: the cargo-lambda smoke test needs moto for KMS ({error})");
+            return;
+        }
+        Err(error) => panic!("the cargo-lambda smoke test needs moto for KMS: {error}"),
+    };
+    let root = workspace_root();
+    let build = tokio::task::spawn_blocking({
+        let root = root.clone();
+        move || build_functions(&root)
+    });
+
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::Config::builder()
+            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+            .region(aws_sdk_kms::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .endpoint_url(moto.endpoint_url())
+            .build(),
+    );
+    let key_arn = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .arn
+        .unwrap();
+    let db = TestDb::empty().await;
+    let upstream = FakeUpstream::start().await;
+
+    let mut env: Vec<(String, String)> = vec![
+        ("DATABASE_URL".into(), db.url().to_owned()),
+        ("SWITCHBOARD_KMS_KEY_ID".into(), key_arn.clone()),
+        ("SWITCHBOARD_ADMIN_KEY".into(), ADMIN_KEY.into()),
+        ("SWITCHBOARD_ALLOW_PRIVATE_UPSTREAMS".into(), "1".into()),
+        ("AWS_ENDPOINT_URL".into(), moto.endpoint_url()),
+        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH".into(), "true".into()),
+        ("RUST_LOG".into(), "info".into()),
+    ];
+    for slug in ["openai", "anthropic", "google", "openrouter"] {
+        env.push((
+            format!("SWITCHBOARD_PROVIDER_KEY_{}", slug.to_uppercase()),
+            system_key_for(slug),
+        ));
+    }
+    build.await.unwrap();
+    let watch = start_watch(&cargo_lambda, &root, &env);
+
+    // migrate: the empty database gets every migration and the events' admin key.
+    let summary = json(&invoke(&cargo_lambda, &watch, "migrate", "migrate-direct.json").await);
+    assert!(
+        !summary["applied"].as_array().unwrap().is_empty(),
+        "{summary}"
+    );
+    assert_eq!(summary["admin_key"], "inserted", "{summary}");
+    let summary = json(&invoke(&cargo_lambda, &watch, "migrate", "migrate-direct.json").await);
+    assert_eq!(
+        summary["applied"],
+        serde_json::json!([]),
+        "a second run changes nothing"
+    );
+    assert_eq!(summary["admin_key"], "present");
+
+    // The events' users, and the providers pointed at the fake upstream.
+    let client = db.connect().await;
+    for (slug, url) in [
+        ("openai", upstream.openai_base_url()),
+        ("anthropic", upstream.anthropic_base_url()),
+        ("google", upstream.gemini_base_url()),
+        ("openrouter", upstream.openai_base_url()),
+        ("together", upstream.openai_base_url()),
+        ("groq", upstream.openai_base_url()),
+        ("fireworks", upstream.openai_base_url()),
+    ] {
+        client
+            .execute(
+                "UPDATE llm_providers SET base_url = $2, health_url = $2 || '/models' WHERE provider_slug = $1",
+                &[&slug, &url],
+            )
+            .await
+            .unwrap();
+    }
+    for (user, key) in [("lambda-user", CHAT_KEY), ("byok-user", BYOK_USER_KEY)] {
+        client
+            .execute(
+                "INSERT INTO accounts (user_id, tier) VALUES ($1, 'starter')",
+                &[&user],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO gateway_api_keys (id, user_id, name, key_hash, key_prefix) VALUES ($1, $2, 'events', $3, $4)",
+                &[&uuid::Uuid::new_v4(), &user, &hash_api_key(key).as_slice(), &&key[..10]],
+            )
+            .await
+            .unwrap();
+    }
+    ledger::credit(
+        &client,
+        "lambda-user",
+        Decimal::from_str("5").unwrap(),
+        CreditKind::TopUp,
+        "cargo-lambda-smoke",
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+
+    // chat, through API Gateway REST (stage in the path) and the Function URL.
+    for (event, request_id) in [
+        ("chat-apigw-rest.json", "evt-rest-0001"),
+        ("chat-function-url.json", "evt-url-0001"),
+    ] {
+        let body = json(&invoke(&cargo_lambda, &watch, "chat", event).await);
+        assert_eq!(body["object"], "chat.completion", "{event}: {body}");
+        assert_eq!(body["_metadata"]["provider_used"], "openai", "{event}");
+        assert_eq!(body["_metadata"]["request_id"], request_id, "{event}");
+        assert!(
+            !body["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let stream = invoke(
+        &cargo_lambda,
+        &watch,
+        "chat",
+        "chat-function-url-stream.json",
+    )
+    .await;
+    assert!(stream.contains("data: "), "{stream}");
+    assert!(stream.trim_end().ends_with("data: [DONE]"), "{stream}");
+    assert!(
+        stream.contains("evt-url-0002"),
+        "_metadata on the last chunk: {stream}"
+    );
+    let authorization = upstream.last_request().unwrap();
+    assert_eq!(
+        authorization.header("authorization"),
+        Some(format!("Bearer {}", system_key_for("openai")).as_str())
+    );
+    let usage_rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM llm_usage_logs WHERE user_id = 'lambda-user'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(usage_rows, 3);
+    let report = ledger::check_invariants(&client, "lambda-user")
+        .await
+        .unwrap();
+    assert_eq!(report.balance, report.sum_of_entries, "{report:?}");
+    assert!(
+        report.balance < Decimal::from(5),
+        "the calls were charged: {report:?}"
+    );
+
+    // admin: GET /admin/providers with the admin key the migration step inserted.
+    let (status, headers, body) =
+        proxy_answer(&invoke(&cargo_lambda, &watch, "admin", "admin-list-providers.json").await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-request-id"][0], "evt-admin-0001");
+    let slugs: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["provider_slug"].as_str().unwrap())
+        .collect();
+    assert!(
+        slugs.contains(&"openai") && slugs.contains(&"groq"),
+        "{body}"
+    );
+
+    // keys: PUT /v1/byok/groq, sealed under the KMS key (moto).
+    let (status, _, body) =
+        proxy_answer(&invoke(&cargo_lambda, &watch, "keys", "keys-byok-put.json").await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["provider_slug"], "groq");
+    assert_eq!(body["key_hint"], "gsk_...WXYZ");
+    assert!(body.get("api_key").is_none(), "never the plaintext");
+    let sealed_under: String = client
+        .query_one(
+            "SELECT k.kms_key_id FROM user_api_keys k JOIN llm_providers p ON p.id = k.provider_id
+             WHERE k.user_id = 'byok-user' AND p.provider_slug = 'groq'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sealed_under, key_arn);
+
+    // health-check: the scheduled event probes the providers it holds keys for.
+    let summary = json(
+        &invoke(
+            &cargo_lambda,
+            &watch,
+            "health-check",
+            "health-check-scheduled.json",
+        )
+        .await,
+    );
+    assert!(summary.is_object(), "{summary}");
+    let checked: i64 = client
+        .query_one(
+            "SELECT count(*) FROM llm_providers WHERE health_last_checked IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(checked >= 1, "no provider was checked: {summary}");
+    drop(watch);
+}

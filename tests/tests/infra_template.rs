@@ -1,0 +1,623 @@
+//! The SAM template (`infra/template.yaml`) says what the deployment promises: arm64
+//! functions built by cargo-lambda, chat streamed through API Gateway REST and a Function
+//! URL, the 5-minute schedule, the KMS key and its policy (only keys may create data keys,
+//! Decrypt bound to the encryption context), the secrets, least-privilege roles, log
+//! retention, a private database behind a TLS-only proxy, the migration step and the
+//! outputs. cfn-lint (run by scripts/test) checks the syntax; this test checks content.
+//!
+//! CloudFormation's short tags (`!Ref`, `!GetAtt`, `!Sub`, `!If` ...) are turned into
+//! their long forms (`{"Ref": ..}`, `{"Fn::GetAtt": [..]}`) before asserting.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+use serde_yaml_ng::value::TaggedValue;
+
+fn template() -> Value {
+    let path = switchboard_tests::moto::workspace_root().join("infra/template.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    to_json(yaml)
+}
+
+/// YAML → JSON, with CloudFormation's short tags in their long form.
+fn to_json(value: serde_yaml_ng::Value) -> Value {
+    use serde_yaml_ng::Value as Y;
+    match value {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => serde_json::to_value(n).unwrap(),
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        Y::Mapping(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k.as_str().expect("string keys").to_owned(), to_json(v)))
+                .collect(),
+        ),
+        Y::Tagged(tagged) => {
+            let TaggedValue { tag, value } = *tagged;
+            let name = tag.to_string().trim_start_matches('!').to_owned();
+            let inner = to_json(value);
+            match name.as_str() {
+                "Ref" | "Condition" => json!({ name: inner }),
+                "GetAtt" => match inner {
+                    Value::String(s) => {
+                        let (resource, attribute) = s.split_once('.').unwrap();
+                        json!({"Fn::GetAtt": [resource, attribute]})
+                    }
+                    other => json!({"Fn::GetAtt": other}),
+                },
+                _ => json!({ format!("Fn::{name}"): inner }),
+            }
+        }
+    }
+}
+
+fn resources(t: &Value) -> &serde_json::Map<String, Value> {
+    t["Resources"].as_object().unwrap()
+}
+
+fn of_type<'a>(t: &'a Value, kind: &str) -> Vec<(&'a String, &'a Value)> {
+    resources(t)
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .collect()
+}
+
+/// Every statement of every inline policy of a role.
+fn role_statements(t: &Value, role: &str) -> Vec<Value> {
+    let role = &resources(t)[role];
+    assert_eq!(role["Type"], "AWS::IAM::Role");
+    role["Properties"]["Policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["PolicyDocument"]["Statement"].as_array().unwrap().clone())
+        .collect()
+}
+
+fn actions(statement: &Value) -> Vec<String> {
+    match &statement["Action"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().to_owned()).collect(),
+        other => panic!("unexpected Action {other}"),
+    }
+}
+
+fn refs_in(value: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    fn walk(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(name)) = map.get("Ref") {
+                    out.insert(name.clone());
+                }
+                if let Some(Value::Array(parts)) = map.get("Fn::GetAtt")
+                    && let Some(Value::String(name)) = parts.first()
+                {
+                    out.insert(name.clone());
+                }
+                map.values().for_each(|v| walk(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    walk(value, &mut out);
+    out
+}
+
+const FUNCTIONS: [(&str, &str); 5] = [
+    ("ChatFunction", "chat"),
+    ("AdminFunction", "admin"),
+    ("KeysFunction", "keys"),
+    ("HealthCheckFunction", "health-check"),
+    ("MigrateFunction", "migrate"),
+];
+
+#[test]
+fn functions_are_arm64_provided_al2023_built_by_cargo_lambda() {
+    let t = template();
+    assert_eq!(t["Transform"], "AWS::Serverless-2016-10-31");
+    let globals = &t["Globals"]["Function"];
+    assert_eq!(globals["Runtime"], "provided.al2023");
+    assert_eq!(globals["Architectures"], json!(["arm64"]));
+    assert_eq!(globals["Handler"], "bootstrap");
+    assert_eq!(globals["CodeUri"], "../", "the Cargo workspace");
+    assert!(globals["VpcConfig"]["SubnetIds"] == json!({"Ref": "PrivateSubnetIds"}));
+    let functions = of_type(&t, "AWS::Serverless::Function");
+    assert_eq!(functions.len(), FUNCTIONS.len());
+    for (name, binary) in FUNCTIONS {
+        let f = &resources(&t)[name];
+        assert_eq!(f["Type"], "AWS::Serverless::Function", "{name}");
+        assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda", "{name}");
+        assert_eq!(f["Metadata"]["BuildProperties"]["Binary"], binary, "{name}");
+        // Each binary exists in the workspace.
+        let root = switchboard_tests::moto::workspace_root();
+        let manifests = [
+            "functions/chat",
+            "functions/admin",
+            "functions/keys",
+            "functions/health-check",
+            "functions/switchboard",
+        ]
+        .iter()
+        .map(|dir| std::fs::read_to_string(root.join(dir).join("Cargo.toml")).unwrap())
+        .collect::<String>();
+        assert!(
+            manifests.contains(&format!("name = \"{binary}\"")),
+            "no [[bin]] {binary}"
+        );
+        // Its own role and log group.
+        let role = f["Properties"]["Role"]["Fn::GetAtt"][0].as_str().unwrap();
+        assert_eq!(role, format!("{name}Role"));
+        let log_group = f["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+            .as_str()
+            .unwrap();
+        let group = &resources(&t)[log_group];
+        assert_eq!(group["Type"], "AWS::Logs::LogGroup");
+        assert_eq!(
+            group["Properties"]["RetentionInDays"],
+            json!({"Ref": "LogRetentionDays"})
+        );
+    }
+    // Every log group has a retention.
+    for (name, group) in of_type(&t, "AWS::Logs::LogGroup") {
+        assert!(!group["Properties"]["RetentionInDays"].is_null(), "{name}");
+    }
+}
+
+#[test]
+fn chat_streams_through_rest_api_and_function_url() {
+    let t = template();
+    let chat = &resources(&t)["ChatFunction"]["Properties"];
+    assert_eq!(chat["FunctionUrlConfig"]["InvokeMode"], "RESPONSE_STREAM");
+    assert_eq!(
+        chat["FunctionUrlConfig"]["AuthType"], "NONE",
+        "the gateway's own API keys authenticate"
+    );
+    let api = &chat["Events"]["ChatApi"];
+    assert_eq!(api["Type"], "Api", "REST API (HTTP APIs cannot stream)");
+    assert_eq!(api["Properties"]["ResponseTransferMode"], "RESPONSE_STREAM");
+    assert_eq!(api["Properties"]["Path"], "/v1/{proxy+}");
+    assert_eq!(api["Properties"]["RestApiId"], json!({"Ref": "GatewayApi"}));
+    assert_eq!(
+        chat["Environment"]["Variables"]["AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"],
+        "true"
+    );
+
+    let gateway = &resources(&t)["GatewayApi"];
+    assert_eq!(gateway["Type"], "AWS::Serverless::Api");
+    assert_eq!(gateway["Properties"]["StageName"], json!({"Ref": "Stage"}));
+
+    // Admin and keys are behind the same REST API, buffered.
+    let admin = &resources(&t)["AdminFunction"]["Properties"]["Events"]["AdminApi"];
+    assert_eq!(admin["Properties"]["Path"], "/admin/{proxy+}");
+    assert!(admin["Properties"]["ResponseTransferMode"].is_null());
+    let keys = &resources(&t)["KeysFunction"]["Properties"]["Events"];
+    let paths: BTreeSet<&str> = keys
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|e| {
+            assert_eq!(e["Properties"]["RestApiId"], json!({"Ref": "GatewayApi"}));
+            e["Properties"]["Path"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        BTreeSet::from([
+            "/v1/byok",
+            "/v1/byok/{proxy+}",
+            "/v1/api-keys",
+            "/v1/api-keys/{proxy+}"
+        ])
+    );
+}
+
+#[test]
+fn health_check_runs_every_five_minutes() {
+    let t = template();
+    let events = &resources(&t)["HealthCheckFunction"]["Properties"]["Events"];
+    let schedules: Vec<&Value> = events
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|e| e["Type"] == "Schedule")
+        .collect();
+    assert_eq!(schedules.len(), 1);
+    assert_eq!(schedules[0]["Properties"]["Schedule"], "rate(5 minutes)");
+    assert_ne!(schedules[0]["Properties"]["Enabled"], json!(false));
+}
+
+#[test]
+fn kms_key_has_alias_rotation_and_a_least_privilege_policy() {
+    let t = template();
+    let key = &resources(&t)["ByokKey"];
+    assert_eq!(key["Type"], "AWS::KMS::Key");
+    assert_eq!(
+        key["DeletionPolicy"], "Retain",
+        "losing the key loses every BYOK key"
+    );
+    assert_eq!(key["Properties"]["EnableKeyRotation"], true);
+    let alias = &resources(&t)["ByokKeyAlias"];
+    assert_eq!(alias["Type"], "AWS::KMS::Alias");
+    assert_eq!(
+        alias["Properties"]["TargetKeyId"],
+        json!({"Ref": "ByokKey"})
+    );
+    // Every function is told the key (Lambda refuses to start without one).
+    assert_eq!(
+        t["Globals"]["Function"]["Environment"]["Variables"]["SWITCHBOARD_KMS_KEY_ID"],
+        json!({"Fn::GetAtt": ["ByokKey", "Arn"]})
+    );
+
+    let statements = key["Properties"]["KeyPolicy"]["Statement"]
+        .as_array()
+        .unwrap();
+    let mut generate = Vec::new();
+    let mut decrypt = Vec::new();
+    for s in statements {
+        // The optional operator statement sits in an Fn::If.
+        let s = match s.get("Fn::If") {
+            Some(branches) => &branches[1],
+            None => s,
+        };
+        assert_eq!(s["Effect"], "Allow");
+        let acts = actions(s);
+        assert!(
+            !acts.iter().any(|a| a == "kms:*"),
+            "no kms:* for anyone: {s}"
+        );
+        let principal = s["Principal"]["AWS"].clone();
+        let context_bound = || {
+            let c = &s["Condition"];
+            assert_eq!(
+                c["ForAllValues:StringEquals"]["kms:EncryptionContextKeys"],
+                json!(["user_id", "provider"]),
+                "{s}"
+            );
+            assert_eq!(c["Null"]["kms:EncryptionContext:user_id"], "false", "{s}");
+            assert_eq!(c["Null"]["kms:EncryptionContext:provider"], "false", "{s}");
+        };
+        if acts.iter().any(|a| a.starts_with("kms:GenerateDataKey")) {
+            context_bound();
+            generate.push(principal.clone());
+        }
+        if acts.iter().any(|a| a == "kms:Decrypt") {
+            context_bound();
+            decrypt.push(principal.clone());
+        }
+        if acts
+            .iter()
+            .any(|a| a.starts_with("kms:ReEncrypt") || a == "kms:Encrypt")
+        {
+            assert_eq!(
+                s["Condition"]["ForAllValues:StringEquals"]["kms:EncryptionContextKeys"],
+                json!(["user_id", "provider"])
+            );
+            assert_eq!(principal, json!({"Ref": "KeyOperatorRoleArn"}));
+        }
+        // The account root administers the key but cannot use it.
+        if principal.get("Fn::Sub").is_some() {
+            assert!(
+                acts.iter().all(|a| !matches!(
+                    a.as_str(),
+                    "kms:Decrypt"
+                        | "kms:Encrypt"
+                        | "kms:GenerateDataKey"
+                        | "kms:ReEncryptFrom"
+                        | "kms:ReEncryptTo"
+                ) && !a.starts_with("kms:GenerateDataKey")),
+                "{s}"
+            );
+        }
+    }
+    assert_eq!(
+        generate,
+        vec![json!({"Fn::GetAtt": ["KeysFunctionRole", "Arn"]})]
+    );
+    assert_eq!(
+        decrypt,
+        vec![
+            json!({"Fn::GetAtt": ["KeysFunctionRole", "Arn"]}),
+            json!({"Fn::GetAtt": ["ChatFunctionRole", "Arn"]}),
+        ]
+    );
+    // No IAM policy in the template grants KMS actions at all: the key policy is the gate.
+    for (name, _) in of_type(&t, "AWS::IAM::Role") {
+        for s in role_statements(&t, name) {
+            assert!(
+                actions(&s).iter().all(|a| !a.starts_with("kms:")),
+                "{name}: {s}"
+            );
+        }
+    }
+}
+
+#[test]
+fn secrets_exist_hold_no_values_and_each_role_reads_only_its_own() {
+    let t = template();
+    let secrets = of_type(&t, "AWS::SecretsManager::Secret");
+    let names: BTreeSet<&str> = secrets.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["AdminKeySecret", "ProviderKeysSecret", "DatabaseSecret"])
+    );
+    assert_eq!(
+        resources(&t)["AdminKeySecret"]["Properties"]["SecretString"],
+        r#"{"admin_key": ""}"#
+    );
+    assert_eq!(
+        resources(&t)["ProviderKeysSecret"]["Properties"]["SecretString"],
+        "{}"
+    );
+    let db = &resources(&t)["DatabaseSecret"]["Properties"]["GenerateSecretString"];
+    assert_eq!(
+        db["GenerateStringKey"], "password",
+        "generated by Secrets Manager"
+    );
+
+    // Which secret references each role may read.
+    let expected: [(&str, &[&str]); 5] = [
+        (
+            "ChatFunctionRole",
+            &[
+                "DatabaseSecret",
+                "ExistingDatabaseSecretArn",
+                "ProviderKeysSecret",
+            ],
+        ),
+        (
+            "AdminFunctionRole",
+            &[
+                "DatabaseSecret",
+                "ExistingDatabaseSecretArn",
+                "ProviderKeysSecret",
+            ],
+        ),
+        (
+            "KeysFunctionRole",
+            &["DatabaseSecret", "ExistingDatabaseSecretArn"],
+        ),
+        (
+            "HealthCheckFunctionRole",
+            &[
+                "DatabaseSecret",
+                "ExistingDatabaseSecretArn",
+                "ProviderKeysSecret",
+            ],
+        ),
+        (
+            "MigrateFunctionRole",
+            &[
+                "AdminKeySecret",
+                "DatabaseSecret",
+                "ExistingDatabaseSecretArn",
+            ],
+        ),
+    ];
+    for (role, secrets) in expected {
+        let statements = role_statements(&t, role);
+        let readable: BTreeSet<String> = statements
+            .iter()
+            .filter(|s| actions(s).contains(&"secretsmanager:GetSecretValue".to_owned()))
+            .flat_map(|s| refs_in(&s["Resource"]))
+            .collect();
+        let expected: BTreeSet<String> = secrets.iter().map(|s| s.to_string()).collect();
+        assert_eq!(readable, expected, "{role}");
+        for s in &statements {
+            assert_eq!(s["Effect"], "Allow");
+            for action in actions(s) {
+                assert!(!action.ends_with(":*") && action != "*", "{role}: {action}");
+                if action.starts_with("secretsmanager:") || action.starts_with("logs:") {
+                    assert_ne!(s["Resource"], "*", "{role}: {action} on *");
+                }
+                if action == "secretsmanager:PutSecretValue" {
+                    assert_eq!(role, "MigrateFunctionRole");
+                    assert_eq!(s["Resource"], json!({"Ref": "AdminKeySecret"}));
+                }
+            }
+        }
+    }
+    // Functions are told where the secrets are, never their values.
+    let env = |f: &str| resources(&t)[f]["Properties"]["Environment"]["Variables"].clone();
+    assert_eq!(
+        env("ChatFunction")["SWITCHBOARD_PROVIDER_KEYS_SECRET_ARN"],
+        json!({"Ref": "ProviderKeysSecret"})
+    );
+    assert_eq!(
+        env("MigrateFunction")["SWITCHBOARD_ADMIN_KEY_SECRET_ARN"],
+        json!({"Ref": "AdminKeySecret"})
+    );
+    assert!(
+        env("KeysFunction")
+            .get("SWITCHBOARD_PROVIDER_KEYS_SECRET_ARN")
+            .is_none()
+    );
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert!(
+        globals.get("DATABASE_URL").is_none() && globals.get("SWITCHBOARD_ADMIN_KEY").is_none()
+    );
+    assert!(refs_in(&globals["DATABASE_SECRET_ARN"]).contains("DatabaseSecret"));
+}
+
+#[test]
+fn database_is_private_encrypted_and_reached_over_verified_tls_through_the_proxy() {
+    let t = template();
+    let db = &resources(&t)["DatabaseInstance"];
+    assert_eq!(
+        db["Condition"], "CreateDatabase",
+        "or an existing database by parameter"
+    );
+    let p = &db["Properties"];
+    assert_eq!(p["Engine"], "postgres");
+    assert_eq!(p["PubliclyAccessible"], false);
+    assert_eq!(p["StorageEncrypted"], true);
+    assert_eq!(
+        p["DBSubnetGroupName"],
+        json!({"Ref": "DatabaseSubnetGroup"})
+    );
+    assert!(
+        p["MasterUserPassword"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .starts_with("{{resolve:secretsmanager:")
+    );
+    assert_eq!(
+        resources(&t)["DatabaseSubnetGroup"]["Properties"]["SubnetIds"],
+        json!({"Ref": "PrivateSubnetIds"})
+    );
+    assert_eq!(
+        resources(&t)["DatabaseParameterGroup"]["Properties"]["Parameters"]["rds.force_ssl"],
+        "1"
+    );
+    let proxy = &resources(&t)["DatabaseProxy"]["Properties"];
+    assert_eq!(proxy["EngineFamily"], "POSTGRESQL");
+    assert_eq!(proxy["RequireTLS"], true);
+    assert_eq!(
+        proxy["Auth"][0]["SecretArn"],
+        json!({"Ref": "DatabaseSecret"})
+    );
+    assert_eq!(
+        resources(&t)["DatabaseProxyTargetGroup"]["Properties"]["DBInstanceIdentifiers"],
+        json!([{"Ref": "DatabaseInstance"}])
+    );
+    // Security groups: database from the proxy only, proxy from the functions only.
+    let db_ingress = &resources(&t)["DatabaseSecurityGroup"]["Properties"]["SecurityGroupIngress"];
+    assert_eq!(db_ingress.as_array().unwrap().len(), 1);
+    assert_eq!(
+        db_ingress[0]["SourceSecurityGroupId"],
+        json!({"Ref": "ProxySecurityGroup"})
+    );
+    let proxy_ingress = &resources(&t)["ProxySecurityGroup"]["Properties"]["SecurityGroupIngress"];
+    assert_eq!(
+        proxy_ingress[0]["SourceSecurityGroupId"],
+        json!({"Ref": "FunctionSecurityGroup"})
+    );
+    assert!(resources(&t)["FunctionSecurityGroup"]["Properties"]["SecurityGroupIngress"].is_null());
+
+    // The functions: TLS forced, verified against the CA bundle of the layer.
+    let env = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(env["SWITCHBOARD_DB_TLS"], "1");
+    assert_eq!(env["SWITCHBOARD_DB_CA_FILE"], "/opt/switchboard/db-ca.pem");
+    assert!(refs_in(&env["SWITCHBOARD_DB_HOST"]).contains("DatabaseProxy"));
+    assert_eq!(
+        t["Globals"]["Function"]["Layers"],
+        json!([{"Ref": "DatabaseCaLayer"}])
+    );
+    let layer = &resources(&t)["DatabaseCaLayer"];
+    assert_eq!(layer["Metadata"]["BuildMethod"], "makefile");
+    let makefile = std::fs::read_to_string(
+        switchboard_tests::moto::workspace_root().join("infra/ca-bundle/Makefile"),
+    )
+    .unwrap();
+    assert!(makefile.contains("build-DatabaseCaLayer:"));
+    assert!(makefile.contains("switchboard/db-ca.pem"));
+    assert!(makefile.contains("global-bundle.pem"), "the RDS CA bundle");
+}
+
+#[test]
+fn migrations_run_on_deploy_before_the_functions_change() {
+    let t = template();
+    let step = &resources(&t)["MigrateOnDeploy"];
+    assert!(step["Type"].as_str().unwrap().starts_with("Custom::"));
+    assert_eq!(
+        step["Properties"]["ServiceToken"],
+        json!({"Fn::GetAtt": ["MigrateFunction", "Arn"]})
+    );
+    // A new function version (new code, new migrations) means an Update, i.e. a run.
+    assert_eq!(
+        step["Properties"]["FunctionVersion"],
+        json!({"Ref": "MigrateFunction.Version"})
+    );
+    assert_eq!(
+        resources(&t)["MigrateFunction"]["Properties"]["AutoPublishAlias"],
+        "live"
+    );
+    assert!(refs_in(&step["Properties"]).contains("DatabaseProxyTargetGroup"));
+    for name in [
+        "ChatFunction",
+        "AdminFunction",
+        "KeysFunction",
+        "HealthCheckFunction",
+    ] {
+        assert_eq!(
+            resources(&t)[name]["DependsOn"],
+            "MigrateOnDeploy",
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn parameters_and_outputs() {
+    let t = template();
+    let params = t["Parameters"].as_object().unwrap();
+    for p in [
+        "Stage",
+        "VpcId",
+        "PrivateSubnetIds",
+        "ExistingDatabaseSecretArn",
+        "DatabaseInstanceClass",
+        "DatabaseAllocatedStorage",
+        "ChatMemorySize",
+        "FunctionMemorySize",
+        "LogRetentionDays",
+    ] {
+        assert!(params.contains_key(p), "parameter {p}");
+    }
+    assert_eq!(
+        params["PrivateSubnetIds"]["Type"],
+        "List<AWS::EC2::Subnet::Id>"
+    );
+    assert_eq!(params["ExistingDatabaseSecretArn"]["Default"], "");
+    let outputs = t["Outputs"].as_object().unwrap();
+    for o in [
+        "ApiUrl",
+        "OpenAiBaseUrl",
+        "ChatFunctionUrl",
+        "AdminUrl",
+        "AdminKeySecretArn",
+        "ProviderKeysSecretArn",
+        "ByokKeyArn",
+    ] {
+        assert!(outputs.contains_key(o), "output {o}");
+    }
+    assert_eq!(
+        outputs["ChatFunctionUrl"]["Value"],
+        json!({"Fn::GetAtt": ["ChatFunctionUrl", "FunctionUrl"]})
+    );
+    assert!(
+        outputs["ApiUrl"]["Value"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .contains("${GatewayApi}.execute-api")
+    );
+}
+
+#[test]
+fn no_secret_values_in_the_template() {
+    let text = std::fs::read_to_string(
+        switchboard_tests::moto::workspace_root().join("infra/template.yaml"),
+    )
+    .unwrap();
+    for needle in [
+        "sk-proj",
+        "sk-ant-",
+        "AKIA",
+        "postgres://",
+        "BEGIN PRIVATE KEY",
+    ] {
+        assert!(!text.contains(needle), "{needle} in the template");
+    }
+    // Gateway keys are only ever described (`sk-sb-...`), never written out.
+    for (at, _) in text.match_indices("sk-sb-") {
+        assert!(
+            text[at + 6..].starts_with("..."),
+            "a gateway key in the template"
+        );
+    }
+}
