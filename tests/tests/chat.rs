@@ -242,26 +242,47 @@ async fn falls_back_on_timeout_and_gives_504_when_the_deadline_passes() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["_metadata"]["attempts"], 2);
 
-    // Both candidates too slow for the whole deadline: 504, nothing charged.
+    // Every candidate times out: 504, nothing charged.
     let before = gw.balance("dave").await;
-    for _ in 0..3 {
+    for _ in 0..2 {
         gw.upstream.push(Step::delayed_reply(
             Duration::from_secs(5),
             Reply::default(),
         ));
     }
-    let (status, _, body) = gw.chat(&key, &hello("gpt-4o"), &[]).await;
-    assert!(status == 504 || status == 502, "{status} {body}");
-    assert_eq!(
-        body["error"]["type"],
-        if status == 504 {
-            "upstream_timeout"
-        } else {
-            "upstream_error"
-        }
-    );
+    let (status, _, body) = gw
+        .chat(&key, &hello("gpt-4o"), &[("x-request-id", "all-timeout")])
+        .await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["type"], "upstream_timeout");
+    assert_eq!(usage_rows(&gw, "all-timeout").await.len(), 2);
     assert_eq!(gw.balance("dave").await, before);
     gw.assert_ledger_consistent("dave").await;
+}
+
+#[tokio::test]
+async fn the_overall_deadline_ends_the_request_with_504() {
+    // One attempt may take 25 s, but the request as a whole only 1 s.
+    let gw = Gateway::start_with(GatewayOptions {
+        env: vec![("SWITCHBOARD_REQUEST_TIMEOUT_SECS", "1".into())],
+        ..GatewayOptions::default()
+    })
+    .await;
+    let key = gw.user("hasty", "starter", "10").await;
+    gw.upstream.push(Step::delayed_reply(
+        Duration::from_secs(3),
+        Reply::default(),
+    ));
+    let started = std::time::Instant::now();
+    let (status, _, body) = gw.chat(&key, &hello("gpt-4o"), &[]).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "answered at the deadline"
+    );
+    assert_eq!(gw.balance("hasty").await, d("10"));
+    gw.assert_ledger_consistent("hasty").await;
 }
 
 #[tokio::test]
