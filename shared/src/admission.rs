@@ -10,6 +10,7 @@ use tokio_postgres::types::Type;
 
 use crate::catalog::Tier;
 use crate::db::DbError;
+use crate::db::hot::HotClient;
 use crate::ledger::{self, Authorization, LedgerError};
 
 /// Default requests per minute of a gateway key whose own `rpm_limit` is unset.
@@ -73,7 +74,7 @@ impl From<tokio_postgres::Error> for AdmissionError {
 
 /// Rate limits, then the hold — one round trip.
 pub async fn admit(
-    client: &impl GenericClient,
+    client: &impl HotClient,
     request: &AdmissionRequest<'_>,
 ) -> Result<Authorization, AdmissionError> {
     ledger::check_amount(request.hold, "hold amount")?;
@@ -86,7 +87,7 @@ pub async fn admit(
     let provider_tpm = request.provider.and_then(|p| p.tpm).map(i64::from);
     let provider_tokens = request.provider.map(|p| p.tokens).unwrap_or(0);
     let row = client
-        .query_typed_one(
+        .query_hot_one(
             "SELECT verdict, balance, held, month_spend, cap, retry_after_secs
              FROM sb_admit($1, $2, $3, $4 * interval '1 second', $5, $6, $7, $8, $9, $10)",
             &[

@@ -133,7 +133,7 @@ async fn serve_on(config: Config, url: &Secret) -> Result<(), ServeError> {
     let health_timer = spawn_health_timer(&state);
     let app = crate::app(state);
     tracing::info!(address = %listen, "Switchboard is listening on http://{listen}");
-    let served = axum::serve(listener, app)
+    let served = axum::serve(switchboard_core::http::without_nagle(listener), app)
         .with_graceful_shutdown(switchboard_core::http::shutdown_signal())
         .await
         .map_err(ServeError::Server);

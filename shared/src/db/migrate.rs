@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_seed_catalog"),
     migration!(5, "0005_ledger_functions"),
     migration!(6, "0006_admission"),
+    migration!(8, "0008_perf"),
 ];
 
 /// Arbitrary constant naming the migration lock.

@@ -2,6 +2,7 @@
 //! runner, and the error type of the SQL layer. SQL for each aggregate lives in its own
 //! module beside this one.
 
+pub mod hot;
 pub mod migrate;
 pub mod tls;
 

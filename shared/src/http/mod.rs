@@ -105,6 +105,20 @@ pub async fn not_implemented(method: Method, uri: Uri) -> ApiError {
     ApiError::NotImplemented(format!("{method} {} is not implemented yet", uri.path()))
 }
 
+/// A local listener whose connections have Nagle's algorithm off. Without it, a small write
+/// that follows another (each SSE frame of a stream) waits for the client's delayed ACK, up
+/// to 40 ms: measured with `scripts/bench`, a whole streamed answer took 44 ms instead of 2.
+pub fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    fn no_delay(stream: &mut tokio::net::TcpStream) {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY on a connection");
+        }
+    }
+    axum::serve::ListenerExt::tap_io(listener, no_delay as fn(&mut tokio::net::TcpStream))
+}
+
 /// Runs `app` under the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set, else on a
 /// local listener until Ctrl-C / SIGTERM.
 pub async fn run_function(
@@ -141,7 +155,7 @@ pub async fn run_function_with(
     } else {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         tracing::info!(address = %listen, "listening");
-        axum::serve(listener, app)
+        axum::serve(without_nagle(listener), app)
             .with_graceful_shutdown(shutdown_signal())
             .await?;
         Ok(())

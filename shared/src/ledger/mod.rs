@@ -15,6 +15,7 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::types::Type;
 
 use crate::db::DbError;
+use crate::db::hot::HotClient;
 
 pub use cost::{Cost, TokenBuckets, TokenPrices, byok_fee, cost_of, max_cost, round_up_money};
 
@@ -231,14 +232,14 @@ pub struct Captured {
 /// Charges the actual cost, closes the hold, writes the usage rows and the billing event —
 /// one round trip, one transaction. A second capture of the same request is a no-op.
 pub async fn capture(
-    client: &impl GenericClient,
+    client: &impl HotClient,
     capture: &Capture<'_>,
 ) -> Result<Captured, LedgerError> {
     check_amount(capture.amount, "capture amount")?;
     let logs = serde_json::to_value(capture.usage_logs)
         .map_err(|e| LedgerError::Db(DbError::Corrupt(format!("usage rows: {e}"))))?;
     let row = client
-        .query_typed_one(
+        .query_hot_one(
             "SELECT verdict, balance FROM sb_capture($1, $2, $3, $4, $5, $6)",
             &[
                 (&capture.request_id, Type::TEXT),
