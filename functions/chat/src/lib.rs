@@ -3,6 +3,7 @@
 
 mod complete;
 pub mod flow;
+mod openapi;
 mod stream;
 
 use axum::extract::State;
@@ -26,10 +27,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The complete application of the chat Lambda function.
+/// The chat function's OpenAPI document (`serve` merges it into its own).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi::document()
+}
+
+/// The complete application of the chat Lambda function, with its own `/openapi.json`.
 pub fn app(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
-    finish_router(router(state), limit)
+    let router = router(state).route("/openapi.json", get(openapi_json));
+    finish_router(router, limit)
+}
+
+async fn openapi_json() -> Json<Value> {
+    static DOCUMENT: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| serde_json::to_value(openapi()).unwrap_or_default());
+    Json(DOCUMENT.clone())
 }
 
 async fn chat_completions(

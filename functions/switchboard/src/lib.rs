@@ -46,8 +46,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 .build(),
         )
         .build();
-    // One line per function: `doc.merge(switchboard_chat::openapi())` joins here when
-    // that crate has one.
+    // One line per function.
+    doc.merge(switchboard_chat::openapi());
     doc.merge(switchboard_admin::openapi());
     doc.merge(switchboard_keys::openapi());
     doc

@@ -270,3 +270,37 @@ async fn bad_json_is_a_400_in_the_error_shape_and_big_bodies_a_413() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["error"]["code"], "request_too_large");
 }
+
+#[tokio::test]
+async fn chat_describes_its_routes_in_openapi_and_serve_merges_them() {
+    let db = TestDb::new().await;
+    let (status, _, doc) = send(
+        switchboard_chat::app(state_for(db.url())),
+        request("GET", "/openapi.json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    for (path, method) in [
+        ("/v1/chat/completions", "post"),
+        ("/v1/models", "get"),
+        ("/v1/account", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{path} {method} missing: {doc}"
+        );
+    }
+    assert!(doc["paths"]["/v1/chat/completions"]["post"]["responses"]["402"].is_object());
+    let (status, _, merged) = send(
+        switchboard::app(state_for(db.url())),
+        request("GET", "/openapi.json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    for path in ["/v1/chat/completions", "/v1/byok", "/admin/providers"] {
+        assert!(
+            merged["paths"][path].is_object(),
+            "{path} missing from serve's document"
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! The chat function's OpenAPI document. The request and answer bodies are OpenAI's Chat
+//! Completions schema (plus `_metadata`), so the document describes the routes, headers,
+//! auth and error statuses and points to OpenAI's schema for the bodies.
+
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Required,
+};
+
+const SCHEME: &str = "user_key";
+
+fn json_object(description: &str) -> ContentBuilder {
+    ContentBuilder::new().schema(Some(
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(description)),
+    ))
+}
+
+fn error(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        "application/json",
+        json_object("OpenAI's error shape: {\"error\": {message, type, code, param}}").build(),
+    )
+}
+
+fn header(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build()
+}
+
+/// Every chat route: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/account`.
+pub fn document() -> OpenApi {
+    let errors = |builder: ResponsesBuilder| {
+        builder
+            .response("401", error("missing, unknown or revoked key"))
+            .response(
+                "503",
+                error("no candidate passes the filters, or the database is unavailable"),
+            )
+    };
+    let completions = OperationBuilder::new()
+        .tag("chat")
+        .summary(Some("OpenAI Chat Completions, routed, billed and with fallbacks"))
+        .description(Some(
+            "`model` is `auto`, a catalog `model_id` or `provider_slug/model_id`. With `stream: true` the answer is \
+             SSE (`data: {chat.completion.chunk}` … `data: [DONE]`); the last chunk carries `_metadata`.",
+        ))
+        .parameter(header("X-Power-Level", "eco | balanced | precision (default: the user's, else balanced)"))
+        .parameter(header("X-Task-Type", "code | chat | rag | creative (default chat)"))
+        .parameter(header("x-request-id", "echoed back when it is a sane token"))
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .required(Some(Required::True))
+                .content("application/json", json_object("OpenAI's CreateChatCompletionRequest").build())
+                .build(),
+        ))
+        .responses(
+            errors(ResponsesBuilder::new())
+                .response(
+                    "200",
+                    ResponseBuilder::new()
+                        .description("chat.completion with `_metadata`, or an SSE stream")
+                        .content("application/json", json_object("OpenAI's chat.completion plus `_metadata`").build())
+                        .content("text/event-stream", ContentBuilder::new().build()),
+                )
+                .response("400", error("malformed request, or the upstream refused it"))
+                .response("402", error("insufficient_credits or monthly_cap_exceeded"))
+                .response("403", error("the model is above the caller's tier"))
+                .response("404", error("model_not_found"))
+                .response("413", error("body over the limit"))
+                .response("429", error("rate limit; see Retry-After"))
+                .response("502", error("every candidate failed"))
+                .response("504", error("the request deadline passed"))
+                .build(),
+        )
+        .security(SecurityRequirement::new(SCHEME, Vec::<String>::new()))
+        .build();
+    let models = OperationBuilder::new()
+        .tag("chat")
+        .summary(Some(
+            "Models the caller's tier may use, in OpenAI's list format",
+        ))
+        .responses(
+            errors(ResponsesBuilder::new())
+                .response(
+                    "200",
+                    ResponseBuilder::new()
+                        .description("{object: list, data: [model]}")
+                        .content(
+                            "application/json",
+                            json_object("OpenAI's model list").build(),
+                        ),
+                )
+                .build(),
+        )
+        .security(SecurityRequirement::new(SCHEME, Vec::<String>::new()))
+        .build();
+    let account = OperationBuilder::new()
+        .tag("chat")
+        .summary(Some("The caller's account: tier and money"))
+        .responses(
+            errors(ResponsesBuilder::new())
+                .response("200", ResponseBuilder::new().description("the account").content(
+                    "application/json",
+                    json_object("{user_id, tier, status, credits_balance, credits_held, month_spend, monthly_cap}").build(),
+                ))
+                .build(),
+        )
+        .security(SecurityRequirement::new(SCHEME, Vec::<String>::new()))
+        .build();
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Switchboard chat API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        )
+        .paths(
+            PathsBuilder::new()
+                .path(
+                    "/v1/chat/completions",
+                    PathItem::new(HttpMethod::Post, completions),
+                )
+                .path("/v1/models", PathItem::new(HttpMethod::Get, models))
+                .path("/v1/account", PathItem::new(HttpMethod::Get, account)),
+        )
+        .components(Some(
+            ComponentsBuilder::new()
+                .security_scheme(
+                    SCHEME,
+                    SecurityScheme::Http(
+                        HttpBuilder::new()
+                            .scheme(HttpAuthScheme::Bearer)
+                            .bearer_format("sk-sb-...")
+                            .build(),
+                    ),
+                )
+                .build(),
+        ))
+        .build()
+}
