@@ -78,10 +78,8 @@ pub async fn admit(
     request: &AdmissionRequest<'_>,
 ) -> Result<Authorization, AdmissionError> {
     ledger::check_amount(request.hold, "hold amount")?;
-    let ttl_secs = i64::try_from(request.hold_ttl.as_secs())
-        .unwrap_or(i64::MAX)
-        .max(1);
-    let key_bucket = format!("key:{}", request.key_id);
+    let ttl_secs = ttl_secs(request.hold_ttl);
+    let key_bucket = key_bucket(request.key_id);
     let provider_bucket = request.provider.as_ref().and_then(ProviderLimit::bucket);
     let provider_rpm = request.provider.and_then(|p| p.rpm);
     let provider_tpm = request.provider.and_then(|p| p.tpm).map(i64::from);
@@ -104,13 +102,125 @@ pub async fn admit(
             ],
         )
         .await?;
-    let verdict: String = row.get(0);
+    interpret_admit(&row, request)
+}
+
+/// Admits a batch of requests in one round trip (`sb_admit_many`, group commit): each gets
+/// the outcome [`admit`] would give it if the batch were admitted one request after another,
+/// in order. A batch of one is [`admit`]. The outer error is the batch statement's own
+/// failure, when nothing of the batch was written.
+pub async fn admit_many(
+    client: &impl HotClient,
+    requests: &[AdmissionRequest<'_>],
+) -> Result<Vec<Result<Authorization, AdmissionError>>, tokio_postgres::Error> {
+    if let [request] = requests {
+        return match admit(client, request).await {
+            Err(AdmissionError::Ledger(LedgerError::Db(DbError::Postgres(error)))) => Err(error),
+            outcome => Ok(vec![outcome]),
+        };
+    }
+    // Amounts the ledger refuses are answered here and left out of the statement.
+    let mut outcomes: Vec<Option<Result<Authorization, AdmissionError>>> = requests
+        .iter()
+        .map(|r| {
+            ledger::check_amount(r.hold, "hold amount")
+                .err()
+                .map(|e| Err(e.into()))
+        })
+        .collect();
+    let sent: Vec<&AdmissionRequest<'_>> = requests
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| outcome.is_none())
+        .map(|(request, _)| request)
+        .collect();
+    if !sent.is_empty() {
+        let user_ids: Vec<&str> = sent.iter().map(|r| r.user_id).collect();
+        let request_ids: Vec<&str> = sent.iter().map(|r| r.request_id).collect();
+        let amounts: Vec<Decimal> = sent.iter().map(|r| r.hold).collect();
+        let ttls: Vec<i64> = sent.iter().map(|r| ttl_secs(r.hold_ttl)).collect();
+        let key_buckets: Vec<String> = sent.iter().map(|r| key_bucket(r.key_id)).collect();
+        let key_rpms: Vec<i32> = sent.iter().map(|r| r.key_rpm).collect();
+        let provider_buckets: Vec<Option<String>> = sent
+            .iter()
+            .map(|r| r.provider.as_ref().and_then(ProviderLimit::bucket))
+            .collect();
+        let provider_rpms: Vec<Option<i32>> = sent
+            .iter()
+            .map(|r| r.provider.and_then(|p| p.rpm))
+            .collect();
+        let provider_tokens: Vec<i64> = sent
+            .iter()
+            .map(|r| r.provider.map(|p| p.tokens).unwrap_or(0))
+            .collect();
+        let provider_tpms: Vec<Option<i64>> = sent
+            .iter()
+            .map(|r| r.provider.and_then(|p| p.tpm).map(i64::from))
+            .collect();
+        let rows = client
+            .query_hot(
+                "SELECT verdict, balance, held, month_spend, cap, retry_after_secs
+                 FROM sb_admit_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    (&user_ids, Type::TEXT_ARRAY),
+                    (&request_ids, Type::TEXT_ARRAY),
+                    (&amounts, Type::NUMERIC_ARRAY),
+                    (&ttls, Type::INT8_ARRAY),
+                    (&key_buckets, Type::TEXT_ARRAY),
+                    (&key_rpms, Type::INT4_ARRAY),
+                    (&provider_buckets, Type::TEXT_ARRAY),
+                    (&provider_rpms, Type::INT4_ARRAY),
+                    (&provider_tokens, Type::INT8_ARRAY),
+                    (&provider_tpms, Type::INT8_ARRAY),
+                ],
+            )
+            .await?;
+        let mut rows = rows.iter();
+        for (request, outcome) in requests.iter().zip(outcomes.iter_mut()) {
+            if outcome.is_some() {
+                continue;
+            }
+            *outcome = Some(match rows.next() {
+                Some(row) => interpret_admit(row, request),
+                None => Err(AdmissionError::Ledger(LedgerError::Db(DbError::Corrupt(
+                    "sb_admit_many answered fewer rows than requests".into(),
+                )))),
+            });
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                Err(AdmissionError::Ledger(LedgerError::Db(DbError::Corrupt(
+                    "sb_admit_many: an admission without an outcome".into(),
+                ))))
+            })
+        })
+        .collect())
+}
+
+fn ttl_secs(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1)
+}
+
+fn key_bucket(key_id: uuid::Uuid) -> String {
+    format!("key:{key_id}")
+}
+
+/// Maps a row `(verdict, balance, held, month_spend, cap, retry_after_secs)` of `sb_admit`
+/// or `sb_admit_many` to the outcome.
+fn interpret_admit(
+    row: &tokio_postgres::Row,
+    request: &AdmissionRequest<'_>,
+) -> Result<Authorization, AdmissionError> {
+    let verdict: &str = row.get(0);
     let retry_after = Duration::from_secs(row.get::<_, Option<i32>>(5).unwrap_or(1).max(1) as u64);
-    match verdict.as_str() {
+    match verdict {
         "key_rate_limited" => Err(AdmissionError::KeyRateLimited { retry_after }),
         "provider_rate_limited" => Err(AdmissionError::ProviderRateLimited { retry_after }),
         _ => Ok(ledger::interpret_authorize(
-            &row,
+            row,
             request.hold,
             request.request_id,
         )?),

@@ -15,6 +15,13 @@ pub trait HotClient: Sync {
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> impl Future<Output = Result<Row, Error>> + Send;
+
+    /// Same, for a statement that returns any number of rows (the batch functions).
+    fn query_hot(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> impl Future<Output = Result<Vec<Row>, Error>> + Send;
 }
 
 /// A pooled connection: the statement is prepared on first use and cached with the
@@ -30,6 +37,17 @@ impl HotClient for deadpool_postgres::ClientWrapper {
         let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(value, _)| *value).collect();
         self.query_one(&statement, &values).await
     }
+
+    async fn query_hot(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, Error> {
+        let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
+        let statement = self.prepare_typed_cached(sql, &types).await?;
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(value, _)| *value).collect();
+        self.query(&statement, &values).await
+    }
 }
 
 /// A plain connection or transaction: an unnamed statement (parsed each time).
@@ -41,6 +59,14 @@ impl HotClient for tokio_postgres::Client {
     ) -> Result<Row, Error> {
         self.query_typed_one(sql, params).await
     }
+
+    async fn query_hot(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, Error> {
+        self.query_typed(sql, params).await
+    }
 }
 
 impl HotClient for tokio_postgres::Transaction<'_> {
@@ -50,5 +76,13 @@ impl HotClient for tokio_postgres::Transaction<'_> {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Row, Error> {
         self.query_typed_one(sql, params).await
+    }
+
+    async fn query_hot(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, Error> {
+        self.query_typed(sql, params).await
     }
 }

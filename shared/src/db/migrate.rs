@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_ledger_functions"),
     migration!(6, "0006_admission"),
     migration!(8, "0008_perf"),
+    migration!(9, "0009_group_commit"),
 ];
 
 /// Arbitrary constant naming the migration lock.

@@ -2,6 +2,7 @@
 //! runner, and the error type of the SQL layer. SQL for each aggregate lives in its own
 //! module beside this one.
 
+pub mod group;
 pub mod hot;
 pub mod migrate;
 pub mod tls;
@@ -22,6 +23,9 @@ pub enum DbError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// No connection could be had (the server is down or refuses us).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("database URL is invalid: {0}")]
     InvalidUrl(String),
     /// TLS to the database cannot be set up (CA file missing or unusable, no roots).
@@ -41,6 +45,17 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// The error of a pool that could not give a connection, once for each of several
+    /// requests waiting on the same attempt (a batch): a timeout stays a timeout.
+    pub fn from_pool_ref(error: &deadpool_postgres::PoolError) -> DbError {
+        match error {
+            deadpool_postgres::PoolError::Timeout(kind) => {
+                DbError::Pool(deadpool_postgres::PoolError::Timeout(*kind))
+            }
+            other => DbError::Unavailable(other.to_string()),
+        }
+    }
+
     /// The SQLSTATE code when the error came from Postgres (e.g. `23505` unique violation).
     pub fn sql_state(&self) -> Option<&str> {
         match self {

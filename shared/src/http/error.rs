@@ -158,7 +158,7 @@ impl IntoResponse for ApiError {
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         match &error {
-            DbError::Pool(deadpool_postgres::PoolError::Timeout(_)) => {
+            DbError::Pool(deadpool_postgres::PoolError::Timeout(_)) | DbError::Unavailable(_) => {
                 tracing::error!(error = %error, "database unavailable");
                 Self::ServiceUnavailable("the database is unavailable, try again shortly".into())
             }

@@ -251,9 +251,92 @@ pub async fn capture(
             ],
         )
         .await?;
-    let verdict: String = row.get(0);
+    interpret_capture(&row)
+}
+
+/// Captures a batch in one round trip (`sb_capture_many`, group commit): each capture gets
+/// the outcome [`capture`] would give it. A batch of one is [`capture`]. The outer error is
+/// the batch statement's own failure, when nothing of the batch was written.
+pub async fn capture_many(
+    client: &impl HotClient,
+    captures: &[Capture<'_>],
+) -> Result<Vec<Result<Captured, LedgerError>>, tokio_postgres::Error> {
+    if let [one] = captures {
+        return match capture(client, one).await {
+            Err(LedgerError::Db(DbError::Postgres(error))) => Err(error),
+            outcome => Ok(vec![outcome]),
+        };
+    }
+    // What the ledger refuses is answered here and left out of the statement.
+    let mut logs: Vec<serde_json::Value> = Vec::with_capacity(captures.len());
+    let mut outcomes: Vec<Option<Result<Captured, LedgerError>>> = captures
+        .iter()
+        .map(|c| {
+            let checked = check_amount(c.amount, "capture amount").and_then(|()| {
+                serde_json::to_value(c.usage_logs)
+                    .map_err(|e| LedgerError::Db(DbError::Corrupt(format!("usage rows: {e}"))))
+            });
+            match checked {
+                Ok(value) => {
+                    logs.push(value);
+                    None
+                }
+                Err(error) => Some(Err(error)),
+            }
+        })
+        .collect();
+    let sent: Vec<&Capture<'_>> = captures
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| outcome.is_none())
+        .map(|(capture, _)| capture)
+        .collect();
+    if !sent.is_empty() {
+        let request_ids: Vec<&str> = sent.iter().map(|c| c.request_id).collect();
+        let user_ids: Vec<&str> = sent.iter().map(|c| c.user_id).collect();
+        let amounts: Vec<Decimal> = sent.iter().map(|c| c.amount).collect();
+        let kinds: Vec<&str> = sent.iter().map(|c| c.kind.as_str()).collect();
+        let properties: Vec<&serde_json::Value> =
+            sent.iter().map(|c| &c.billing_properties).collect();
+        let rows = client
+            .query_hot(
+                "SELECT verdict, balance FROM sb_capture_many($1, $2, $3, $4, $5, $6)",
+                &[
+                    (&request_ids, Type::TEXT_ARRAY),
+                    (&user_ids, Type::TEXT_ARRAY),
+                    (&amounts, Type::NUMERIC_ARRAY),
+                    (&kinds, Type::TEXT_ARRAY),
+                    (&logs, Type::JSONB_ARRAY),
+                    (&properties, Type::JSONB_ARRAY),
+                ],
+            )
+            .await?;
+        let mut rows = rows.iter();
+        for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
+            *outcome = Some(match rows.next() {
+                Some(row) => interpret_capture(row),
+                None => Err(LedgerError::Db(DbError::Corrupt(
+                    "sb_capture_many answered fewer rows than captures".into(),
+                ))),
+            });
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                Err(LedgerError::Db(DbError::Corrupt(
+                    "sb_capture_many: a capture without an outcome".into(),
+                )))
+            })
+        })
+        .collect())
+}
+
+fn interpret_capture(row: &tokio_postgres::Row) -> Result<Captured, LedgerError> {
+    let verdict: &str = row.get(0);
     let balance: Option<Decimal> = row.get(1);
-    match verdict.as_str() {
+    match verdict {
         "ok" | "duplicate" => Ok(Captured {
             duplicate: verdict == "duplicate",
             balance: balance.unwrap_or_default(),
