@@ -44,6 +44,9 @@ pub struct Config {
     pub in_lambda: bool,
     /// Chat: candidates tried per request at most (`SWITCHBOARD_MAX_ATTEMPTS`).
     pub max_attempts: usize,
+    /// Chat: batches of admissions, and separately of captures, one process has in
+    /// PostgreSQL at once (`SWITCHBOARD_LEDGER_BATCHES`, group commit).
+    pub ledger_batches: usize,
     /// Chat: one overall deadline per non-streamed request, under API Gateway's 29 s.
     pub request_timeout: Duration,
     /// Chat: platform fee on BYOK calls, percent of the provider cost (default 0).
@@ -183,6 +186,13 @@ impl Config {
                 10,
             )?
             .unwrap_or(3),
+            ledger_batches: parse_number(
+                get("SWITCHBOARD_LEDGER_BATCHES"),
+                "SWITCHBOARD_LEDGER_BATCHES",
+                1,
+                16,
+            )?
+            .unwrap_or(2),
             request_timeout: Duration::from_secs(
                 parse_number(
                     get("SWITCHBOARD_REQUEST_TIMEOUT_SECS"),

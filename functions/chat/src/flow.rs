@@ -27,17 +27,17 @@ use switchboard_core::routing::{
 use switchboard_core::state::AppState;
 use switchboard_core::{breaker, tokens};
 
-/// How many batches of admissions, and separately of captures, this process has in
-/// PostgreSQL at once. Every request of an account (and of a key, and of a provider) writes
-/// the same few rows; PostgreSQL serialises those writes, and each extra waiter queued
-/// inside it costs lock-manager work. Measured with `scripts/bench` (one hot account,
-/// concurrency 32, 2 cores) before group commit: with all of the pool's 16 connections in
-/// play, PostgreSQL burnt 2.9 ms of CPU per request and served 540 requests/s; with 3 of
-/// each in flight, 1.0 ms and 1,100–1,250 requests/s. Requests beyond them wait in the
-/// group-commit queue, holding no connection, and go together in the next batch.
-const LEDGER_WRITERS: usize = 3;
-
-/// The most requests one batch statement carries.
+/// The most requests one batch statement carries (group commit, `GroupCommit`). How many
+/// batches of admissions, and separately of captures, a process has in PostgreSQL at once
+/// is `SWITCHBOARD_LEDGER_BATCHES` (default 2: at concurrency 32 on the 2-core benchmark machine,
+/// 1, 2, 3 and 4 in flight served 3,069, 2,678, 2,359 and 2,024 requests/s; more in flight
+/// batch less, and one slow commit would hold up every admission of the process). Every request of an account (and of a key,
+/// and of a provider) writes the same few rows; PostgreSQL serialises those writes, and
+/// each waiter queued inside it costs lock-manager work. Measured with `scripts/bench`
+/// before group commit (one hot account, concurrency 32, 2 cores): with all 16 pooled
+/// connections in play PostgreSQL burnt 2.9 ms of CPU per request for 540 requests/s; with
+/// 3 of each in flight, 1.0 ms for 1,100–1,250 requests/s. Requests beyond them wait in the
+/// queue, holding no connection, and go together in the next batch.
 const MAX_BATCH: usize = 64;
 
 /// An admission waiting for its batch (owned: the batch runs in its own task).
@@ -96,12 +96,12 @@ struct LedgerQueues {
     captures: GroupCommit<CaptureItem, Captured>,
 }
 
-fn ledger_queues() -> &'static LedgerQueues {
-    static QUEUES: std::sync::LazyLock<LedgerQueues> = std::sync::LazyLock::new(|| LedgerQueues {
-        admissions: GroupCommit::new(LEDGER_WRITERS, MAX_BATCH),
-        captures: GroupCommit::new(LEDGER_WRITERS, MAX_BATCH),
-    });
-    &QUEUES
+fn ledger_queues(state: &AppState) -> &'static LedgerQueues {
+    static QUEUES: std::sync::OnceLock<LedgerQueues> = std::sync::OnceLock::new();
+    QUEUES.get_or_init(|| LedgerQueues {
+        admissions: GroupCommit::new(state.config.ledger_batches, MAX_BATCH),
+        captures: GroupCommit::new(state.config.ledger_batches, MAX_BATCH),
+    })
 }
 
 /// Admits a batch: one statement, or, if that statement fails, one request at a time (so
@@ -318,7 +318,7 @@ pub async fn prepare(
             hold,
             hold_ttl: state.config.hold_ttl,
         };
-        let admitted = ledger_queues()
+        let admitted = ledger_queues(&state)
             .admissions
             .submit(item, |batch| admit_batch(state.pool.clone(), batch))
             .await
@@ -663,7 +663,7 @@ pub async fn settle_success_with_note(
             "charged_usd": settlement.charged.to_string(),
         }),
     };
-    let captured = ledger_queues()
+    let captured = ledger_queues(&state)
         .captures
         .submit(item, |batch| capture_batch(state.pool.clone(), batch))
         .await

@@ -7,20 +7,29 @@
 //! There is no background task and no timer: a request queues its item, then either finds
 //! its result already delivered or becomes the leader of the next batch, which takes every
 //! item queued by then. At most `in_flight` batches run at once; items that arrive while
-//! they run form the next batch. The leader runs the batch in a spawned task, so a
-//! cancelled request (a client gone) never drops the results of the others in its batch,
-//! and every waiting request is finished before its own response is (no work after it).
+//! they run form the next batch. The leader runs a batch of several in a spawned task, so
+//! a cancelled request (a client gone) never drops the results of the others in its batch;
+//! a request alone writes its own item inline. Every request waits for its own write, so
+//! nothing is left to do after its response.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Semaphore, oneshot};
 
 /// A per-process queue of `T` waiting to be written, each answered with an `R`.
 pub struct GroupCommit<T, R> {
-    queue: Mutex<Vec<(T, oneshot::Sender<R>)>>,
+    queue: Mutex<Vec<Queued<T, R>>>,
+    next_ticket: AtomicU64,
     slots: Arc<Semaphore>,
     max_batch: usize,
+}
+
+struct Queued<T, R> {
+    ticket: u64,
+    item: T,
+    reply: oneshot::Sender<R>,
 }
 
 /// The batch runner died (a panic) or returned fewer results than items: the item's
@@ -34,6 +43,7 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
     pub fn new(in_flight: usize, max_batch: usize) -> Self {
         GroupCommit {
             queue: Mutex::new(Vec::new()),
+            next_ticket: AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(in_flight.max(1))),
             max_batch: max_batch.max(1),
         }
@@ -48,7 +58,12 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
         Fut: Future<Output = Vec<R>> + Send + 'static,
     {
         let (reply, mut result) = oneshot::channel();
-        self.lock_queue().push((item, reply));
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        self.lock_queue().push(Queued {
+            ticket,
+            item,
+            reply,
+        });
         loop {
             tokio::select! {
                 biased;
@@ -65,8 +80,18 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
                         drop(slot);
                         return result.await.map_err(|_| BatchLost);
                     }
+                    if let [only] = batch.as_slice()
+                        && only.ticket == ticket
+                    {
+                        // Alone: written here, with no task and no hand-off (every Lambda
+                        // invocation). If this request is cancelled, so is its write.
+                        let items = batch.into_iter().map(|queued| queued.item).collect();
+                        let answer = run(items).await.into_iter().next();
+                        drop(slot);
+                        return answer.ok_or(BatchLost);
+                    }
                     let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) =
-                        batch.into_iter().unzip();
+                        batch.into_iter().map(|queued| (queued.item, queued.reply)).unzip();
                     let work = run(items);
                     tokio::spawn(async move {
                         let results = work.await;
@@ -80,7 +105,7 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
         }
     }
 
-    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<(T, oneshot::Sender<R>)>> {
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<Queued<T, R>>> {
         self.queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -193,14 +218,35 @@ mod tests {
         assert_eq!(sizes.lock().unwrap().iter().sum::<usize>(), 10);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_runner_that_panics_or_answers_short_reports_the_items_lost() {
-        let group = GroupCommit::<u32, u32>::new(1, 64);
-        let panics = |_: Vec<u32>| async { panic!("the batch runner failed") };
-        assert_eq!(group.submit(1, panics).await, Err(BatchLost));
+        let group = Arc::new(GroupCommit::<u32, u32>::new(1, 64));
+        let panics = |_: Vec<u32>| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            panic!("the batch runner failed")
+        };
+        // The first is alone: its own task carries the panic. The others queue behind it
+        // and share a batch, whose task panics: each of them learns its write is lost.
+        let mut tasks = Vec::new();
+        for i in 0..5 {
+            let group = group.clone();
+            tasks.push(tokio::spawn(async move { group.submit(i, panics).await }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut lost = 0;
+        for task in tasks {
+            match task.await {
+                Err(join) => assert!(join.is_panic()),
+                Ok(answer) => {
+                    assert_eq!(answer, Err(BatchLost));
+                    lost += 1;
+                }
+            }
+        }
+        assert_eq!(lost, 4);
         let short = |_: Vec<u32>| async { Vec::new() };
         assert_eq!(group.submit(2, short).await, Err(BatchLost));
-        // The slot came back both times: the next item still runs.
+        // The slot came back every time: the next item still runs.
         let fine = |items: Vec<u32>| async move { items };
         assert_eq!(group.submit(3, fine).await, Ok(3));
     }
