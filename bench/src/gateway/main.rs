@@ -86,6 +86,8 @@ struct Options {
     upstream_latency: Duration,
     /// With `--profile`: an open loop at this rate instead of the closed loop.
     profile_rate: Option<u32>,
+    /// With `--profile`: the upstream answers after `--upstream-latency`.
+    profile_slow_upstream: bool,
 }
 
 const HELP: &str = "gateway-bench [options]
@@ -106,6 +108,7 @@ const HELP: &str = "gateway-bench [options]
   --profile SECS         only warm up, then a closed loop at concurrency 32 for SECS (to profile
                          beside it: the pids are printed first)
   --profile-rate RATE    with --profile: an open loop at RATE requests/s instead
+  --profile-slow-upstream  with --profile: the upstream answers after --upstream-latency
 Environment: BENCH_DATABASE_URL (use that server's maintenance database instead of a private
 cluster), OHA (path of oha).";
 
@@ -125,6 +128,7 @@ fn options() -> Options {
         serve_bin: None,
         upstream_latency: Duration::from_millis(50),
         profile_rate: None,
+        profile_slow_upstream: false,
     };
     let mut args = std::env::args().skip(1);
     let secs = |v: Option<String>| Duration::from_secs_f64(v.unwrap().parse().unwrap());
@@ -159,6 +163,7 @@ fn options() -> Options {
             "--skip-info" => o.skip_info = true,
             "--profile" => o.profile = Some(secs(args.next())),
             "--profile-rate" => o.profile_rate = Some(args.next().unwrap().parse().unwrap()),
+            "--profile-slow-upstream" => o.profile_slow_upstream = true,
             "--serve-bin" => o.serve_bin = Some(PathBuf::from(args.next().unwrap())),
             "--upstream-latency" => {
                 o.upstream_latency = Duration::from_millis(args.next().unwrap().parse().unwrap())
@@ -667,6 +672,9 @@ async fn main() {
     b.line("");
 
     if let Some(window) = b.options.profile {
+        if b.options.profile_slow_upstream {
+            b.set_upstream_delay(Some(b.options.upstream_latency)).await;
+        }
         let (serve, _, _) = b.start_serve("warn", "profile").await;
         let warm = Shape {
             concurrency: 32,
