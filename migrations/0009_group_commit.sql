@@ -79,14 +79,18 @@ BEGIN
         ) s
     ) d;
     IF b_names IS NOT NULL THEN
-        INSERT INTO rate_limit_counters (bucket, window_start, requests, tokens)
-        SELECT b, w, 0, 0 FROM unnest(b_names) b ORDER BY b
-        ON CONFLICT (bucket, window_start) DO NOTHING;
-        SELECT array_agg(c.requests ORDER BY c.bucket), array_agg(c.tokens ORDER BY c.bucket)
+        -- One pass in bucket order, each window created or locked (by a no-op update)
+        -- before the next, as sb_admit does: a window is never held while waiting for an
+        -- earlier one.
+        WITH l AS (
+            INSERT INTO rate_limit_counters AS c (bucket, window_start, requests, tokens)
+            SELECT b, w, 0, 0 FROM unnest(b_names) b ORDER BY b
+            ON CONFLICT (bucket, window_start) DO UPDATE SET requests = c.requests
+            RETURNING c.bucket, c.requests, c.tokens
+        )
+        SELECT array_agg(l.requests ORDER BY l.bucket), array_agg(l.tokens ORDER BY l.bucket)
         INTO b_req, b_tok
-        FROM (SELECT bucket, requests, tokens FROM rate_limit_counters
-              WHERE bucket = ANY (b_names) AND window_start = w
-              ORDER BY bucket FOR UPDATE) c;
+        FROM l;
         b_dirty := array_fill(false, ARRAY[cardinality(b_names)]);
     END IF;
 

@@ -613,3 +613,53 @@ async fn concurrent_requests_sharing_batches_keep_the_ledger_exact() {
         .get(0);
     assert_eq!(windows, 200);
 }
+
+/// Batches and single admissions racing for the same new windows (the first requests of a
+/// minute) never deadlock: every call answers, none fails with a database error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_and_single_admissions_racing_for_new_windows_never_deadlock() {
+    let db = Arc::new(TestDb::new().await);
+    accounts(&db).await;
+    let keys: Arc<Vec<Uuid>> = Arc::new((0..3).map(|_| Uuid::new_v4()).collect());
+    for round in 0..6i32 {
+        let mut tasks = Vec::new();
+        for task in 0..16usize {
+            let (db, keys) = (db.clone(), keys.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut rng = Lcg((round as u64) * 1000 + task as u64);
+                let owned: Vec<Owned> = (0..if task % 2 == 0 { 1 } else { 5 })
+                    .map(|i| Owned {
+                        user: "rich",
+                        id: format!("race-{round}-{task}-{i}"),
+                        key: keys[rng.next(keys.len())],
+                        rpm: 1000,
+                        // New provider windows every round: each is created by the race.
+                        provider: Some(ProviderLimit {
+                            provider_id: 100 + round * 3 + rng.next(3) as i32,
+                            rpm: Some(1000),
+                            tpm: Some(1_000_000),
+                            tokens: 10,
+                        }),
+                        hold: d("0.001"),
+                    })
+                    .collect();
+                let requests: Vec<AdmissionRequest<'_>> =
+                    owned.iter().map(Owned::request).collect();
+                let client = db.pool().get().await.unwrap();
+                let outcomes = if requests.len() == 1 {
+                    vec![admission::admit(&**client, &requests[0]).await]
+                } else {
+                    admission::admit_many(&**client, &requests)
+                        .await
+                        .unwrap_or_else(|e| panic!("batch failed: {e:?}"))
+                };
+                for outcome in outcomes {
+                    outcome.unwrap_or_else(|e| panic!("admission failed: {e:?}"));
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+}
