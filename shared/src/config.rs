@@ -47,6 +47,9 @@ pub struct Config {
     /// Chat: batches of admissions, and separately of captures, one process has in
     /// PostgreSQL at once (`SWITCHBOARD_LEDGER_BATCHES`, group commit).
     pub ledger_batches: usize,
+    /// Chat: the most requests one group-commit batch carries
+    /// (`SWITCHBOARD_LEDGER_MAX_BATCH`; 1 turns group commit off).
+    pub ledger_max_batch: usize,
     /// Chat: one overall deadline per non-streamed request, under API Gateway's 29 s.
     pub request_timeout: Duration,
     /// Chat: platform fee on BYOK calls, percent of the provider cost (default 0).
@@ -193,6 +196,13 @@ impl Config {
                 16,
             )?
             .unwrap_or(2),
+            ledger_max_batch: parse_number(
+                get("SWITCHBOARD_LEDGER_MAX_BATCH"),
+                "SWITCHBOARD_LEDGER_MAX_BATCH",
+                1,
+                1000,
+            )?
+            .unwrap_or(64),
             request_timeout: Duration::from_secs(
                 parse_number(
                     get("SWITCHBOARD_REQUEST_TIMEOUT_SECS"),
@@ -391,6 +401,23 @@ mod tests {
         assert_eq!(e.variable, "SWITCHBOARD_ALLOW_PRIVATE_UPSTREAMS");
         let e = config(&[("SWITCHBOARD_DB_POOL_SIZE", "0")]).unwrap_err();
         assert_eq!(e.variable, "SWITCHBOARD_DB_POOL_SIZE");
+        for (variable, bad) in [
+            ("SWITCHBOARD_LEDGER_BATCHES", "0"),
+            ("SWITCHBOARD_LEDGER_BATCHES", "17"),
+            ("SWITCHBOARD_LEDGER_MAX_BATCH", "0"),
+            ("SWITCHBOARD_LEDGER_MAX_BATCH", "lots"),
+        ] {
+            let e = config(&[(variable, bad)]).unwrap_err();
+            assert_eq!(e.variable, variable);
+        }
+        let c = config(&[
+            ("SWITCHBOARD_LEDGER_BATCHES", "1"),
+            ("SWITCHBOARD_LEDGER_MAX_BATCH", "1"),
+        ])
+        .unwrap();
+        assert_eq!((c.ledger_batches, c.ledger_max_batch), (1, 1));
+        let c = config(&[]).unwrap();
+        assert_eq!((c.ledger_batches, c.ledger_max_batch), (2, 64));
         let e = config(&[("SWITCHBOARD_ADMIN_KEY", "short")]).unwrap_err();
         assert_eq!(e.variable, "SWITCHBOARD_ADMIN_KEY");
         assert!(

@@ -27,7 +27,8 @@ use switchboard_core::routing::{
 use switchboard_core::state::AppState;
 use switchboard_core::{breaker, tokens};
 
-/// The most requests one batch statement carries (group commit, `GroupCommit`). How many
+/// Group commit (`GroupCommit`): one batch statement carries at most
+/// `SWITCHBOARD_LEDGER_MAX_BATCH` requests (default 64; 1 turns grouping off). How many
 /// batches of admissions, and separately of captures, a process has in PostgreSQL at once
 /// is `SWITCHBOARD_LEDGER_BATCHES` (default 2: at concurrency 32 on the 2-core benchmark machine,
 /// 1, 2, 3 and 4 in flight served 3,069, 2,678, 2,359 and 2,024 requests/s; more in flight
@@ -38,8 +39,6 @@ use switchboard_core::{breaker, tokens};
 /// connections in play PostgreSQL burnt 2.9 ms of CPU per request for 540 requests/s; with
 /// 3 of each in flight, 1.0 ms for 1,100–1,250 requests/s. Requests beyond them wait in the
 /// queue, holding no connection, and go together in the next batch.
-const MAX_BATCH: usize = 64;
-
 /// An admission waiting for its batch (owned: the batch runs in its own task).
 struct AdmissionItem {
     user_id: String,
@@ -99,8 +98,8 @@ struct LedgerQueues {
 fn ledger_queues(state: &AppState) -> &'static LedgerQueues {
     static QUEUES: std::sync::OnceLock<LedgerQueues> = std::sync::OnceLock::new();
     QUEUES.get_or_init(|| LedgerQueues {
-        admissions: GroupCommit::new(state.config.ledger_batches, MAX_BATCH),
-        captures: GroupCommit::new(state.config.ledger_batches, MAX_BATCH),
+        admissions: GroupCommit::new(state.config.ledger_batches, state.config.ledger_max_batch),
+        captures: GroupCommit::new(state.config.ledger_batches, state.config.ledger_max_batch),
     })
 }
 
