@@ -120,21 +120,19 @@ pub async fn admit_many(
         };
     }
     // Amounts the ledger refuses are answered here and left out of the statement.
-    let mut outcomes: Vec<Option<Result<Authorization, AdmissionError>>> = requests
+    let checked: Vec<Result<(), LedgerError>> = requests
         .iter()
-        .map(|r| {
-            ledger::check_amount(r.hold, "hold amount")
-                .err()
-                .map(|e| Err(e.into()))
-        })
+        .map(|r| ledger::check_amount(r.hold, "hold amount"))
         .collect();
     let sent: Vec<&AdmissionRequest<'_>> = requests
         .iter()
-        .zip(&outcomes)
-        .filter(|(_, outcome)| outcome.is_none())
+        .zip(&checked)
+        .filter(|(_, checked)| checked.is_ok())
         .map(|(request, _)| request)
         .collect();
-    if !sent.is_empty() {
+    let rows = if sent.is_empty() {
+        Vec::new()
+    } else {
         let user_ids: Vec<&str> = sent.iter().map(|r| r.user_id).collect();
         let request_ids: Vec<&str> = sent.iter().map(|r| r.request_id).collect();
         let amounts: Vec<Decimal> = sent.iter().map(|r| r.hold).collect();
@@ -157,7 +155,7 @@ pub async fn admit_many(
             .iter()
             .map(|r| r.provider.and_then(|p| p.tpm).map(i64::from))
             .collect();
-        let rows = client
+        client
             .query_hot(
                 "SELECT verdict, balance, held, month_spend, cap, retry_after_secs
                  FROM sb_admit_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -174,28 +172,22 @@ pub async fn admit_many(
                     (&provider_tpms, Type::INT8_ARRAY),
                 ],
             )
-            .await?;
-        let mut rows = rows.iter();
-        for (request, outcome) in requests.iter().zip(outcomes.iter_mut()) {
-            if outcome.is_some() {
-                continue;
-            }
-            *outcome = Some(match rows.next() {
-                Some(row) => interpret_admit(row, request),
-                None => Err(AdmissionError::Ledger(LedgerError::Db(DbError::Corrupt(
-                    "sb_admit_many answered fewer rows than requests".into(),
-                )))),
-            });
-        }
-    }
-    Ok(outcomes
-        .into_iter()
-        .map(|o| {
-            o.unwrap_or_else(|| {
-                Err(AdmissionError::Ledger(LedgerError::Db(DbError::Corrupt(
-                    "sb_admit_many: an admission without an outcome".into(),
-                ))))
-            })
+            .await?
+    };
+    let mut rows = rows.iter();
+    Ok(requests
+        .iter()
+        .zip(checked)
+        .map(|(request, checked)| {
+            checked?;
+            rows.next().map_or_else(
+                || {
+                    Err(AdmissionError::Ledger(LedgerError::Db(DbError::Corrupt(
+                        "sb_admit_many answered fewer rows than requests".into(),
+                    ))))
+                },
+                |row| interpret_admit(row, request),
+            )
         })
         .collect())
 }

@@ -27,18 +27,20 @@ use switchboard_core::routing::{
 use switchboard_core::state::AppState;
 use switchboard_core::{breaker, tokens};
 
-/// Group commit (`GroupCommit`): one batch statement carries at most
-/// `SWITCHBOARD_LEDGER_MAX_BATCH` requests (default 64; 1 turns grouping off). How many
-/// batches of admissions, and separately of captures, a process has in PostgreSQL at once
-/// is `SWITCHBOARD_LEDGER_BATCHES` (default 2: at concurrency 32 on the 2-core benchmark machine,
-/// 1, 2, 3 and 4 in flight served 3,069, 2,678, 2,359 and 2,024 requests/s; more in flight
-/// batch less, and one slow commit would hold up every admission of the process). Every request of an account (and of a key,
-/// and of a provider) writes the same few rows; PostgreSQL serialises those writes, and
-/// each waiter queued inside it costs lock-manager work. Measured with `scripts/bench`
-/// before group commit (one hot account, concurrency 32, 2 cores): with all 16 pooled
-/// connections in play PostgreSQL burnt 2.9 ms of CPU per request for 540 requests/s; with
-/// 3 of each in flight, 1.0 ms for 1,100–1,250 requests/s. Requests beyond them wait in the
-/// queue, holding no connection, and go together in the next batch.
+// Group commit (`GroupCommit`): one batch statement carries at most
+// `SWITCHBOARD_LEDGER_MAX_BATCH` requests (default 64; 1 turns grouping off). How many
+// batches of admissions, and separately of captures, a process has in PostgreSQL at once is
+// `SWITCHBOARD_LEDGER_BATCHES` (default 2: at concurrency 32 on the 2-core benchmark
+// machine, 1, 2, 3 and 4 in flight served 3,069, 2,678, 2,359 and 2,024 requests/s; more in
+// flight batch less, and one slow commit would hold up every admission of the process).
+// Every request of an account (and of a key, and of a provider) writes the same few rows;
+// PostgreSQL serialises those writes, and each waiter queued inside it costs lock-manager
+// work. Measured with `scripts/bench` before group commit (one hot account, concurrency 32,
+// 2 cores): with all 16 pooled connections in play PostgreSQL burnt 2.9 ms of CPU per
+// request for 540 requests/s; with 3 of each in flight, 1.0 ms for 1,100–1,250 requests/s.
+// Requests beyond them wait in the queue, holding no connection, and go together in the
+// next batch.
+
 /// An admission waiting for its batch (owned: the batch runs in its own task).
 struct AdmissionItem {
     user_id: String,
@@ -668,10 +670,10 @@ pub async fn settle_success_with_note(
         .await
         .map_err(ApiError::internal)?
         .map_err(ledger_error)?;
-    let rare = candidate.provider.breaker_consecutive_failures > 0
-        || candidate.provider.breaker_open_until.is_some()
-        || user_key_id.is_some();
-    if !rare {
+    // Rare paths, off the common one: close a breaker that had failures, count BYOK use.
+    let close_breaker = candidate.provider.breaker_consecutive_failures > 0
+        || candidate.provider.breaker_open_until.is_some();
+    if !close_breaker && user_key_id.is_none() {
         return Ok(captured.balance);
     }
     let client = state
@@ -679,10 +681,7 @@ pub async fn settle_success_with_note(
         .get()
         .await
         .map_err(switchboard_core::db::DbError::from)?;
-    // Rare paths, off the common one: close a breaker that had failures, count BYOK use.
-    if candidate.provider.breaker_consecutive_failures > 0
-        || candidate.provider.breaker_open_until.is_some()
-    {
+    if close_breaker {
         if let Err(e) = breaker::record_success(&**client, candidate.provider.id).await {
             tracing::warn!(error = %e, "could not close the circuit breaker");
         }

@@ -268,37 +268,30 @@ pub async fn capture_many(
         };
     }
     // What the ledger refuses is answered here and left out of the statement.
-    let mut logs: Vec<serde_json::Value> = Vec::with_capacity(captures.len());
-    let mut outcomes: Vec<Option<Result<Captured, LedgerError>>> = captures
+    let checked: Vec<Result<serde_json::Value, LedgerError>> = captures
         .iter()
         .map(|c| {
-            let checked = check_amount(c.amount, "capture amount").and_then(|()| {
-                serde_json::to_value(c.usage_logs)
-                    .map_err(|e| LedgerError::Db(DbError::Corrupt(format!("usage rows: {e}"))))
-            });
-            match checked {
-                Ok(value) => {
-                    logs.push(value);
-                    None
-                }
-                Err(error) => Some(Err(error)),
-            }
+            check_amount(c.amount, "capture amount")?;
+            serde_json::to_value(c.usage_logs)
+                .map_err(|e| LedgerError::Db(DbError::Corrupt(format!("usage rows: {e}"))))
         })
         .collect();
-    let sent: Vec<&Capture<'_>> = captures
+    let sent: Vec<(&Capture<'_>, &serde_json::Value)> = captures
         .iter()
-        .zip(&outcomes)
-        .filter(|(_, outcome)| outcome.is_none())
-        .map(|(capture, _)| capture)
+        .zip(&checked)
+        .filter_map(|(capture, logs)| Some((capture, logs.as_ref().ok()?)))
         .collect();
-    if !sent.is_empty() {
-        let request_ids: Vec<&str> = sent.iter().map(|c| c.request_id).collect();
-        let user_ids: Vec<&str> = sent.iter().map(|c| c.user_id).collect();
-        let amounts: Vec<Decimal> = sent.iter().map(|c| c.amount).collect();
-        let kinds: Vec<&str> = sent.iter().map(|c| c.kind.as_str()).collect();
+    let rows = if sent.is_empty() {
+        Vec::new()
+    } else {
+        let request_ids: Vec<&str> = sent.iter().map(|(c, _)| c.request_id).collect();
+        let user_ids: Vec<&str> = sent.iter().map(|(c, _)| c.user_id).collect();
+        let amounts: Vec<Decimal> = sent.iter().map(|(c, _)| c.amount).collect();
+        let kinds: Vec<&str> = sent.iter().map(|(c, _)| c.kind.as_str()).collect();
+        let logs: Vec<&serde_json::Value> = sent.iter().map(|(_, logs)| *logs).collect();
         let properties: Vec<&serde_json::Value> =
-            sent.iter().map(|c| &c.billing_properties).collect();
-        let rows = client
+            sent.iter().map(|(c, _)| &c.billing_properties).collect();
+        client
             .query_hot(
                 "SELECT verdict, balance FROM sb_capture_many($1, $2, $3, $4, $5, $6)",
                 &[
@@ -310,25 +303,21 @@ pub async fn capture_many(
                     (&properties, Type::JSONB_ARRAY),
                 ],
             )
-            .await?;
-        let mut rows = rows.iter();
-        for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
-            *outcome = Some(match rows.next() {
-                Some(row) => interpret_capture(row),
-                None => Err(LedgerError::Db(DbError::Corrupt(
-                    "sb_capture_many answered fewer rows than captures".into(),
-                ))),
-            });
-        }
-    }
-    Ok(outcomes
+            .await?
+    };
+    let mut rows = rows.iter();
+    Ok(checked
         .into_iter()
-        .map(|o| {
-            o.unwrap_or_else(|| {
-                Err(LedgerError::Db(DbError::Corrupt(
-                    "sb_capture_many: a capture without an outcome".into(),
-                )))
-            })
+        .map(|checked| {
+            checked?;
+            rows.next().map_or_else(
+                || {
+                    Err(LedgerError::Db(DbError::Corrupt(
+                        "sb_capture_many answered fewer rows than captures".into(),
+                    )))
+                },
+                interpret_capture,
+            )
         })
         .collect())
 }
