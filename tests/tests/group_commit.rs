@@ -14,7 +14,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde_json::json;
 use switchboard_core::admission::{self, AdmissionError, AdmissionRequest, ProviderLimit};
-use switchboard_core::db::group::GroupCommit;
+use switchboard_core::db::group::{GroupCommit, OnCancel};
 use switchboard_core::ledger::{
     self, Authorization, Capture, CaptureKind, Captured, CreditKind, LedgerError, UsageLogRow,
 };
@@ -487,9 +487,15 @@ async fn concurrent_requests_sharing_batches_keep_the_ledger_exact() {
         .unwrap();
     }
     type Admitted = Result<Authorization, AdmissionError>;
-    let admissions = Arc::new(GroupCommit::<(String, Uuid), Admitted>::new(2, 64));
+    let admissions = Arc::new(GroupCommit::<(String, Uuid), Admitted>::new(
+        2,
+        64,
+        OnCancel::Withdraw,
+    ));
     let captures = Arc::new(GroupCommit::<String, Result<Captured, LedgerError>>::new(
-        2, 64,
+        2,
+        64,
+        OnCancel::Write,
     ));
     let batches = Arc::new(AtomicUsize::new(0));
     let key = Uuid::new_v4();

@@ -7,10 +7,14 @@
 //! There is no background task and no timer: a request queues its item, then either finds
 //! its result already delivered or becomes the leader of the next batch, which takes every
 //! item queued by then. At most `in_flight` batches run at once; items that arrive while
-//! they run form the next batch. The leader runs a batch of several in a spawned task, so
-//! a cancelled request (a client gone) never drops the results of the others in its batch;
-//! a request alone writes its own item inline. Every request waits for its own write, so
-//! nothing is left to do after its response.
+//! they run form the next batch. Every batch, a batch of one included, runs in a spawned
+//! task, so a cancelled submitter (a client gone) never cancels a write half-way: the
+//! write completes and its result is delivered or, when nobody waits for it any more,
+//! dropped — a result with an obligation (an admitted hold) settles itself on drop. An item
+//! still queued when its submitter is cancelled is withdrawn, never written
+//! ([`OnCancel::Withdraw`]), or written all the same ([`OnCancel::Write`]), as the queue
+//! was built. Every request waits for its own write, so nothing is left to do after its
+//! response.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,12 +22,23 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Semaphore, oneshot};
 
+/// What happens to a queued item whose submitter is cancelled before a batch took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnCancel {
+    /// Taken out of the queue: never written (admissions: no hold nobody would release, no
+    /// rate-limit slot used for nothing).
+    Withdraw,
+    /// Written by the next batch all the same (captures: a charge is never dropped).
+    Write,
+}
+
 /// A per-process queue of `T` waiting to be written, each answered with an `R`.
 pub struct GroupCommit<T, R> {
     queue: Mutex<Vec<Queued<T, R>>>,
     next_ticket: AtomicU64,
     slots: Arc<Semaphore>,
     max_batch: usize,
+    on_cancel: OnCancel,
 }
 
 struct Queued<T, R> {
@@ -38,14 +53,33 @@ struct Queued<T, R> {
 #[error("the batch this write was part of did not report its outcome")]
 pub struct BatchLost;
 
+/// Withdraws a submitter's item from the queue if it is still there when the submitter
+/// is dropped (cancelled) before its answer.
+struct Withdraw<'a, T, R> {
+    group: &'a GroupCommit<T, R>,
+    ticket: u64,
+    armed: bool,
+}
+
+impl<T, R> Drop for Withdraw<'_, T, R> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.group
+                .lock_queue()
+                .retain(|queued| queued.ticket != self.ticket);
+        }
+    }
+}
+
 impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
     /// At most `in_flight` batches at once, each of at most `max_batch` items.
-    pub fn new(in_flight: usize, max_batch: usize) -> Self {
+    pub fn new(in_flight: usize, max_batch: usize, on_cancel: OnCancel) -> Self {
         GroupCommit {
             queue: Mutex::new(Vec::new()),
             next_ticket: AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(in_flight.max(1))),
             max_batch: max_batch.max(1),
+            on_cancel,
         }
     }
 
@@ -64,6 +98,11 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
             item,
             reply,
         });
+        let _withdraw = Withdraw {
+            group: self,
+            ticket,
+            armed: self.on_cancel == OnCancel::Withdraw,
+        };
         loop {
             tokio::select! {
                 biased;
@@ -80,16 +119,6 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
                         drop(slot);
                         return result.await.map_err(|_| BatchLost);
                     }
-                    if let [only] = batch.as_slice()
-                        && only.ticket == ticket
-                    {
-                        // Alone: written here, with no task and no hand-off (every Lambda
-                        // invocation). If this request is cancelled, so is its write.
-                        let items = batch.into_iter().map(|queued| queued.item).collect();
-                        let answer = run(items).await.into_iter().next();
-                        drop(slot);
-                        return answer.ok_or(BatchLost);
-                    }
                     let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) =
                         batch.into_iter().map(|queued| (queued.item, queued.reply)).unzip();
                     let work = run(items);
@@ -97,6 +126,7 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
                         let results = work.await;
                         drop(slot);
                         for (reply, result) in replies.into_iter().zip(results) {
+                            // A submitter gone meanwhile: its result is dropped here.
                             let _ = reply.send(result);
                         }
                     });
@@ -104,7 +134,9 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
             }
         }
     }
+}
 
+impl<T, R> GroupCommit<T, R> {
     fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<Queued<T, R>>> {
         self.queue
             .lock()
@@ -139,7 +171,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_items_share_batches_and_each_gets_its_own_answer() {
-        let group = Arc::new(GroupCommit::<u32, u32>::new(1, 64));
+        let group = Arc::new(GroupCommit::<u32, u32>::new(1, 64, OnCancel::Withdraw));
         let calls = Arc::new(AtomicUsize::new(0));
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
@@ -172,7 +204,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_item_alone_is_a_batch_of_one_with_no_wait() {
-        let group = GroupCommit::<u32, u32>::new(3, 64);
+        let group = GroupCommit::<u32, u32>::new(3, 64, OnCancel::Withdraw);
         let calls = Arc::new(AtomicUsize::new(0));
         let sizes = Arc::new(Mutex::new(Vec::new()));
         for i in 0..5 {
@@ -184,7 +216,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cancelled_leader_does_not_lose_the_answers_of_its_batch() {
-        let group = Arc::new(GroupCommit::<u32, u32>::new(1, 64));
+        let group = Arc::new(GroupCommit::<u32, u32>::new(1, 64, OnCancel::Withdraw));
         let calls = Arc::new(AtomicUsize::new(0));
         let sizes = Arc::new(Mutex::new(Vec::new()));
         // A slow first batch holds the only slot while the others queue behind it.
@@ -220,34 +252,114 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_runner_that_panics_or_answers_short_reports_the_items_lost() {
-        let group = Arc::new(GroupCommit::<u32, u32>::new(1, 64));
+        let group = Arc::new(GroupCommit::<u32, u32>::new(1, 64, OnCancel::Withdraw));
         let panics = |_: Vec<u32>| async {
             tokio::time::sleep(Duration::from_millis(50)).await;
             panic!("the batch runner failed")
         };
-        // The first is alone: its own task carries the panic. The others queue behind it
-        // and share a batch, whose task panics: each of them learns its write is lost.
+        // The first is alone, the others queue behind it and share a batch; every batch
+        // runs in its own task, whose panic loses its items: each submitter learns it.
         let mut tasks = Vec::new();
         for i in 0..5 {
             let group = group.clone();
             tasks.push(tokio::spawn(async move { group.submit(i, panics).await }));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let mut lost = 0;
         for task in tasks {
-            match task.await {
-                Err(join) => assert!(join.is_panic()),
-                Ok(answer) => {
-                    assert_eq!(answer, Err(BatchLost));
-                    lost += 1;
-                }
-            }
+            assert_eq!(task.await.unwrap(), Err(BatchLost));
         }
-        assert_eq!(lost, 4);
         let short = |_: Vec<u32>| async { Vec::new() };
         assert_eq!(group.submit(2, short).await, Err(BatchLost));
         // The slot came back every time: the next item still runs.
         let fine = |items: Vec<u32>| async move { items };
         assert_eq!(group.submit(3, fine).await, Ok(3));
+    }
+
+    /// Counts the results dropped without being received.
+    struct Tracked(u32, Arc<AtomicUsize>);
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Holds the only slot with a slow batch of `0`, queues `1` behind it, cancels the
+    /// submitter of `1`, and reports which items were written.
+    async fn cancel_a_queued_submitter(on_cancel: OnCancel) -> Vec<u32> {
+        let group = Arc::new(GroupCommit::<u32, u32>::new(1, 64, on_cancel));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let run = {
+            let written = written.clone();
+            move |items: Vec<u32>| {
+                written.lock().unwrap().extend(items.iter().copied());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(60)).await;
+                    items
+                }
+            }
+        };
+        let first = {
+            let (group, run) = (group.clone(), run.clone());
+            tokio::spawn(async move { group.submit(0, run).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = {
+            let (group, run) = (group.clone(), run.clone());
+            tokio::spawn(async move { group.submit(1, run).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        second.abort();
+        assert!(second.await.unwrap_err().is_cancelled());
+        assert_eq!(first.await.unwrap(), Ok(0));
+        // A later submitter leads the next batch: it carries `1` only if it was kept.
+        assert_eq!(group.submit(2, run).await, Ok(2));
+        written.lock().unwrap().clone()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queued_item_whose_submitter_is_cancelled_is_withdrawn_or_kept() {
+        assert_eq!(
+            cancel_a_queued_submitter(OnCancel::Withdraw).await,
+            vec![0, 2]
+        );
+        assert_eq!(
+            cancel_a_queued_submitter(OnCancel::Write).await,
+            vec![0, 1, 2]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_under_way_completes_and_its_orphaned_result_is_dropped() {
+        let group = Arc::new(GroupCommit::<u32, Tracked>::new(1, 64, OnCancel::Withdraw));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let completed = Arc::new(AtomicUsize::new(0));
+        let run = {
+            let (dropped, completed) = (dropped.clone(), completed.clone());
+            move |items: Vec<u32>| {
+                let (dropped, completed) = (dropped.clone(), completed.clone());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    completed.fetch_add(items.len(), Ordering::SeqCst);
+                    items
+                        .into_iter()
+                        .map(|i| Tracked(i, dropped.clone()))
+                        .collect()
+                }
+            }
+        };
+        // Alone, then cancelled while its write runs: the write still completes (it runs in
+        // its own task) and the result nobody receives is dropped, where an obligation it
+        // carries (a hold) settles itself.
+        let alone = {
+            let (group, run) = (group.clone(), run.clone());
+            tokio::spawn(async move { group.submit(7, run).await.map(|t| t.0) })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        alone.abort();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(completed.load(Ordering::SeqCst), 1);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        assert_eq!(group.submit(8, run).await.map(|t| t.0), Ok(8));
     }
 }
