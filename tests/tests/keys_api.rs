@@ -58,6 +58,7 @@ async fn byok_round_trip_keeps_the_plaintext_out_of_the_database_and_responses()
     let (key_id, used) = byok::byok_key_for_use(&client, &h.state.vault, "alice", openai)
         .await
         .unwrap()
+        .ready()
         .unwrap();
     assert_eq!(used.expose(), first);
     assert_eq!(
@@ -80,6 +81,7 @@ async fn byok_round_trip_keeps_the_plaintext_out_of_the_database_and_responses()
         byok::byok_key_for_use(&client, &h.state.vault, "alice", openai)
             .await
             .unwrap()
+            .ready()
             .is_none()
     );
     assert!(
@@ -128,6 +130,7 @@ async fn byok_round_trip_keeps_the_plaintext_out_of_the_database_and_responses()
     let (_, used) = byok::byok_key_for_use(&client, &h.state.vault, "alice", openai)
         .await
         .unwrap()
+        .ready()
         .unwrap();
     assert_eq!(used.expose(), second);
 
@@ -218,6 +221,7 @@ async fn another_user_can_neither_see_change_delete_nor_use_a_key() {
         byok::byok_key_for_use(&client, &h.state.vault, "bob", openai)
             .await
             .unwrap()
+            .ready()
             .is_none()
     );
     assert!(
@@ -229,6 +233,7 @@ async fn another_user_can_neither_see_change_delete_nor_use_a_key() {
     let (alice_row, _) = byok::byok_key_for_use(&client, &h.state.vault, "alice", openai)
         .await
         .unwrap()
+        .ready()
         .unwrap();
     assert!(
         !byok::mark_byok_key_invalid(&client, "bob", alice_row, 401)

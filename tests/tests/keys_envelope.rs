@@ -53,13 +53,14 @@ async fn copy_envelope(db: &TestDb, from: (&str, i32), to: (&str, i32)) {
     assert_eq!(changed, 1);
 }
 
-fn assert_undecryptable(
-    result: Result<Option<(i32, switchboard_core::secret::Secret)>, KeysError>,
-) {
+fn assert_undecryptable(result: Result<switchboard_core::keys::byok::ByokUse, KeysError>) {
     match result {
         Err(KeysError::Envelope(error)) => assert!(error.is_data_error(), "{error:?}"),
         Err(other) => panic!("expected a decryption failure, got {other:?}"),
-        Ok(found) => panic!("a copied ciphertext decrypted: {:?}", found.map(|f| f.0)),
+        Ok(found) => panic!(
+            "a copied ciphertext decrypted: {:?}",
+            found.ready().map(|f| f.0)
+        ),
     }
 }
 
@@ -80,6 +81,7 @@ async fn a_ciphertext_copied_to_another_row_does_not_decrypt() {
     let (_, opened) = byok_key_for_use(&client, &h.state.vault, "alice", openai)
         .await
         .unwrap()
+        .ready()
         .unwrap();
     assert_eq!(opened.expose(), alice_key);
 
@@ -106,6 +108,7 @@ async fn a_ciphertext_copied_to_another_row_does_not_decrypt() {
     let (_, opened) = byok_key_for_use(&client, &h.cold_vault(), "alice", openai)
         .await
         .unwrap()
+        .ready()
         .unwrap();
     assert_eq!(opened.expose(), alice_key);
 }
@@ -131,7 +134,7 @@ async fn a_wrong_missing_or_unreachable_kms_key_fails_cleanly() {
     assert!(
         matches!(result, Err(KeysError::Envelope(_))),
         "{:?}",
-        result.map(|r| r.map(|k| k.0))
+        result.map(|r| r.ready().map(|k| k.0))
     );
     let (status, body) = h
         .call("POST", "/v1/byok/openai/validate", Some(&alice), None)
@@ -156,7 +159,7 @@ async fn a_wrong_missing_or_unreachable_kms_key_fails_cleanly() {
         Err(KeysError::Envelope(EnvelopeError::KeyUnavailable { code, .. })) => {
             assert_eq!(code, "NotFoundException")
         }
-        other => panic!("{:?}", other.map(|r| r.map(|k| k.0))),
+        other => panic!("{:?}", other.map(|r| r.ready().map(|k| k.0))),
     }
     let (status, body) = h
         .call("POST", "/v1/byok/openai/validate", Some(&alice), None)
@@ -191,7 +194,7 @@ async fn a_wrong_missing_or_unreachable_kms_key_fails_cleanly() {
     assert!(
         matches!(result, Err(KeysError::Envelope(EnvelopeError::Service(_)))),
         "{:?}",
-        result.map(|r| r.map(|k| k.0))
+        result.map(|r| r.ready().map(|k| k.0))
     );
     let fresh = state_with_cipher(&h.db, test_config(), unreachable);
     let (status, body) = call(
@@ -233,12 +236,14 @@ async fn the_data_key_cache_spares_kms_on_a_warm_instance() {
     let first = byok_key_for_use(&client, &vault, "alice", openai)
         .await
         .unwrap()
+        .ready()
         .unwrap();
     assert_eq!(h.kms.kms_calls(), 3, "a cold instance decrypts once");
     for _ in 0..5 {
         let again = byok_key_for_use(&client, &vault, "alice", openai)
             .await
             .unwrap()
+            .ready()
             .unwrap();
         assert_eq!(again.1, first.1);
     }
@@ -246,6 +251,7 @@ async fn the_data_key_cache_spares_kms_on_a_warm_instance() {
     byok_key_for_use(&client, &vault, "alice", anthropic)
         .await
         .unwrap()
+        .ready()
         .unwrap();
     assert_eq!(h.kms.kms_calls(), 4, "each data key is cached on its own");
 
@@ -357,6 +363,7 @@ async fn rewrap_moves_every_data_key_and_leaves_every_key_usable() {
         let (_, opened) = byok_key_for_use(&client, &h.cold_vault(), user, provider)
             .await
             .unwrap()
+            .ready()
             .unwrap();
         assert_eq!(opened.expose(), key.as_str(), "{user}/{slug}");
     }
@@ -405,6 +412,7 @@ async fn rewrap_moves_every_data_key_and_leaves_every_key_usable() {
     let (_, opened) = byok_key_for_use(&client, &local_vault, "alice", openai)
         .await
         .unwrap()
+        .ready()
         .unwrap();
     assert_eq!(opened.expose(), local_key2);
 }
@@ -452,6 +460,7 @@ async fn the_local_master_key_cipher_round_trips_through_the_api() {
     let (_, opened) = byok_key_for_use(&client, &vault, "alice", anthropic)
         .await
         .unwrap()
+        .ready()
         .unwrap();
     assert_eq!(opened.expose(), key);
     // Another master key cannot.

@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_admission"),
     migration!(8, "0008_perf"),
     migration!(9, "0009_group_commit"),
+    migration!(10, "0010_byok_cooldown"),
 ];
 
 /// Arbitrary constant naming the migration lock.

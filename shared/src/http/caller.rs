@@ -51,6 +51,16 @@ impl KeyCache {
         entries.insert(hash, (Instant::now(), value));
     }
 
+    /// Forgets the cached lookups of one user's keys, so that a change this process made
+    /// to what the lookup loads (the user's active BYOK providers) shows on the next
+    /// request. Other processes see it when their entries expire (the TTL).
+    pub fn forget_user(&self, user_id: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries
+                .retain(|_, (_, value)| !matches!(value, Ok(caller) if caller.user_id == user_id));
+        }
+    }
+
     /// Forgets everything (after a revocation in this process).
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.lock() {

@@ -3,6 +3,8 @@
 //! decrypted for use by the chat path through the vault's data-key cache. Every query is
 //! scoped to the caller's user id; another user's key is simply not found (404).
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -62,6 +64,9 @@ pub struct MaskedByokKey {
     /// USD as a decimal string.
     #[schema(example = "0.0005")]
     pub total_cost_usd: String,
+    /// Set while the provider rate limits the key (429): until then requests use the
+    /// platform key or another provider instead. `null` when not cooling down.
+    pub cooldown_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -79,6 +84,7 @@ impl From<ByokRow> for MaskedByokKey {
             total_requests: row.total_requests,
             total_tokens: row.total_tokens,
             total_cost_usd: money(row.total_cost_usd),
+            cooldown_until: row.cooldown_until,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -216,6 +222,8 @@ pub async fn put_key(
         tx.commit().await?;
         view
     };
+    // The next request from this user, in this process, routes with the new key.
+    state.key_cache.forget_user(user_id);
 
     if request.validate.unwrap_or(false) {
         let check = check_key_live(
@@ -315,6 +323,7 @@ pub async fn set_active(
         )
         .await?;
     tx.commit().await?;
+    state.key_cache.forget_user(user_id);
     Ok(view)
 }
 
@@ -339,6 +348,7 @@ pub async fn delete_key(state: &AppState, actor: &Actor<'_>, slug: &str) -> Resu
         )
         .await?;
     tx.commit().await?;
+    state.key_cache.forget_user(user_id);
     Ok(())
 }
 
@@ -373,21 +383,82 @@ pub async fn validate_key(
     store_check(state, user_id, &provider, &envelope.sealed.nonce, &check).await
 }
 
+/// What the chat path can do with a user's key for one provider.
+pub enum ByokUse {
+    /// The active key, decrypted, with its row id to report usage or a refusal against.
+    Ready { key_id: i32, key: Secret },
+    /// No active key for this provider (removed or deactivated).
+    Missing,
+    /// The provider rate limited this key (429) and it cools down for this long; the
+    /// request skips it (other tenants and the platform key are not affected).
+    CoolingDown { retry_after: Duration },
+}
+
+impl ByokUse {
+    /// The key when it is ready, for callers that do not care why it is not.
+    pub fn ready(self) -> Option<(i32, Secret)> {
+        match self {
+            ByokUse::Ready { key_id, key } => Some((key_id, key)),
+            ByokUse::Missing | ByokUse::CoolingDown { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ByokUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // `Secret`'s own Debug is redacted; spelled out so no future field leaks.
+            ByokUse::Ready { key_id, .. } => f
+                .debug_struct("Ready")
+                .field("key_id", key_id)
+                .field("key", &"[redacted]")
+                .finish(),
+            ByokUse::Missing => f.write_str("Missing"),
+            ByokUse::CoolingDown { retry_after } => f
+                .debug_struct("CoolingDown")
+                .field("retry_after", retry_after)
+                .finish(),
+        }
+    }
+}
+
 /// For the chat path: the user's active key for a provider, decrypted (through the
-/// vault's data-key cache: no KMS call on a warm instance), with the row id to report
-/// usage or a refusal against. `None` when the user has no active key for it.
+/// vault's data-key cache: no KMS call on a warm instance), in one query. A key that is
+/// cooling down is not decrypted.
 pub async fn byok_key_for_use(
     client: &impl GenericClient,
     vault: &KeyVault,
     user_id: &str,
     provider_id: i32,
-) -> Result<Option<(i32, Secret)>, KeysError> {
+) -> Result<ByokUse, KeysError> {
     let Some(envelope) = store::byok_envelope(client, user_id, provider_id, true).await? else {
-        return Ok(None);
+        return Ok(ByokUse::Missing);
     };
+    if let Some(retry_after) = envelope.cooling_for {
+        return Ok(ByokUse::CoolingDown { retry_after });
+    }
     let context = EncryptionContext::new(user_id, provider_id);
     let key = vault.open(&envelope.sealed, &context).await?;
-    Ok(Some((envelope.key_id, key)))
+    Ok(ByokUse::Ready {
+        key_id: envelope.key_id,
+        key,
+    })
+}
+
+/// The longest cooldown a provider's `Retry-After` can impose on a user's key.
+pub const MAX_BYOK_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
+
+/// After the provider rate limited a user's own key (429): that key, and only it, is
+/// skipped until the cooldown ends (capped at [`MAX_BYOK_COOLDOWN`]; a longer cooldown
+/// already set is kept). `false` when the key no longer exists.
+pub async fn cool_down_byok_key(
+    client: &impl GenericClient,
+    user_id: &str,
+    key_id: i32,
+    cooldown: Duration,
+) -> Result<bool, KeysError> {
+    let cooldown = cooldown.min(MAX_BYOK_COOLDOWN);
+    Ok(store::cool_down_byok(client, user_id, key_id, cooldown).await?)
 }
 
 /// For routing: the providers for which the user has an active key (one query).

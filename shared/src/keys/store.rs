@@ -87,6 +87,7 @@ pub struct ByokRow {
     pub total_requests: i64,
     pub total_tokens: i64,
     pub total_cost_usd: Decimal,
+    pub cooldown_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -94,7 +95,8 @@ pub struct ByokRow {
 /// Columns of [`ByokRow`], for a query over `user_api_keys k JOIN llm_providers p`.
 const BYOK_COLUMNS: &str = "k.id, k.provider_id, p.provider_slug, k.key_prefix, k.key_suffix, \
      k.is_active, k.is_validated, k.validation_error, k.last_validated_at, k.last_used_at, \
-     k.total_requests, k.total_tokens, k.total_cost_usd, k.created_at, k.updated_at";
+     k.total_requests, k.total_tokens, k.total_cost_usd, k.created_at, k.updated_at, \
+     CASE WHEN k.cooldown_until > now() THEN k.cooldown_until END";
 
 fn byok_from_row(row: &Row) -> ByokRow {
     ByokRow {
@@ -113,6 +115,7 @@ fn byok_from_row(row: &Row) -> ByokRow {
         total_cost_usd: row.get(12),
         created_at: row.get(13),
         updated_at: row.get(14),
+        cooldown_until: row.get(15),
     }
 }
 
@@ -150,6 +153,7 @@ pub async fn upsert_byok(
              is_validated = false,
              validation_error = NULL,
              last_validated_at = NULL,
+             cooldown_until = NULL,
              last_rotated_at = now()",
     );
     let row = client
@@ -234,6 +238,8 @@ pub async fn delete_byok(
 pub struct StoredEnvelope {
     pub key_id: i32,
     pub sealed: SealedKey,
+    /// How long the key still cools down after a provider 429; `None`: usable now.
+    pub cooling_for: Option<std::time::Duration>,
 }
 
 fn envelope_from_row(row: &Row) -> Result<StoredEnvelope, DbError> {
@@ -251,6 +257,10 @@ fn envelope_from_row(row: &Row) -> Result<StoredEnvelope, DbError> {
             ciphertext: row.get(4),
             alg_version: row.get(5),
         },
+        cooling_for: row
+            .get::<_, Option<i64>>(6)
+            .filter(|ms| *ms > 0)
+            .map(|ms| std::time::Duration::from_millis(ms as u64)),
     })
 }
 
@@ -263,7 +273,8 @@ pub async fn byok_envelope(
 ) -> Result<Option<StoredEnvelope>, DbError> {
     let row = client
         .query_opt(
-            "SELECT id, kms_key_id, wrapped_data_key, nonce, encrypted_api_key, alg_version
+            "SELECT id, kms_key_id, wrapped_data_key, nonce, encrypted_api_key, alg_version,
+                 ceil(extract(epoch FROM cooldown_until - now()) * 1000)::bigint
              FROM user_api_keys
              WHERE user_id = $1 AND provider_id = $2 AND (is_active OR NOT $3)",
             &[&user_id, &provider_id, &only_active],
@@ -315,6 +326,27 @@ pub async fn mark_byok_invalid(
              SET is_validated = false, validation_error = $3, last_validated_at = now()
              WHERE id = $2 AND user_id = $1",
             &[&user_id, &key_id, &validation_error],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
+/// Cools a key down until `now() + cooldown` (never shortening a longer cooldown).
+pub async fn cool_down_byok(
+    client: &impl GenericClient,
+    user_id: &str,
+    key_id: i32,
+    cooldown: std::time::Duration,
+) -> Result<bool, DbError> {
+    let millis = i64::try_from(cooldown.as_millis()).unwrap_or(i64::MAX);
+    let changed = client
+        .execute(
+            "UPDATE user_api_keys
+             SET cooldown_until = greatest(
+                 coalesce(cooldown_until, now()),
+                 now() + make_interval(secs => $3::bigint / 1000.0))
+             WHERE id = $2 AND user_id = $1",
+            &[&user_id, &key_id, &millis],
         )
         .await?;
     Ok(changed == 1)
