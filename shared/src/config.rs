@@ -52,6 +52,10 @@ pub struct Config {
     pub ledger_max_batch: usize,
     /// Chat: one overall deadline per non-streamed request, under API Gateway's 29 s.
     pub request_timeout: Duration,
+    /// Chat: the longest a stream may last from its request (`SWITCHBOARD_MAX_STREAM_SECS`,
+    /// default 600, below the hold TTL). Under Lambda a stream also ends
+    /// `chat::LAMBDA_DEADLINE_MARGIN` before the invocation deadline, whichever is first.
+    pub max_stream_duration: Duration,
     /// Chat: platform fee on BYOK calls, percent of the provider cost (default 0).
     pub byok_fee_percent: rust_decimal::Decimal,
     /// Ledger: a hold left by a crashed or frozen instance expires after this.
@@ -135,7 +139,7 @@ impl Config {
             });
         }
 
-        Ok(Self {
+        let config = Self {
             database_url: get("DATABASE_URL").map(Secret::new),
             listen,
             admin_key,
@@ -211,6 +215,15 @@ impl Config {
                     900,
                 )?
                 .unwrap_or(25) as u64,
+            ),
+            max_stream_duration: Duration::from_secs(
+                parse_number(
+                    get("SWITCHBOARD_MAX_STREAM_SECS"),
+                    "SWITCHBOARD_MAX_STREAM_SECS",
+                    1,
+                    86_400,
+                )?
+                .unwrap_or(600) as u64,
             ),
             byok_fee_percent: match get("SWITCHBOARD_BYOK_FEE_PERCENT") {
                 None => rust_decimal::Decimal::ZERO,
@@ -294,7 +307,18 @@ impl Config {
                 )?
                 .unwrap_or(300) as u64,
             ),
-        })
+        };
+        if config.max_stream_duration >= config.hold_ttl {
+            return Err(ConfigError {
+                variable: "SWITCHBOARD_MAX_STREAM_SECS",
+                reason: format!(
+                    "{} s is not below the hold lifetime of {} s (SWITCHBOARD_HOLD_TTL_SECS): a stream must settle before its hold expires",
+                    config.max_stream_duration.as_secs(),
+                    config.hold_ttl.as_secs()
+                ),
+            });
+        }
+        Ok(config)
     }
 }
 
@@ -418,6 +442,15 @@ mod tests {
         assert_eq!((c.ledger_batches, c.ledger_max_batch), (1, 1));
         let c = config(&[]).unwrap();
         assert_eq!((c.ledger_batches, c.ledger_max_batch), (2, 64));
+        assert_eq!(c.max_stream_duration, Duration::from_secs(600));
+        let e = config(&[("SWITCHBOARD_MAX_STREAM_SECS", "900")]).unwrap_err();
+        assert_eq!(e.variable, "SWITCHBOARD_MAX_STREAM_SECS");
+        let c = config(&[
+            ("SWITCHBOARD_MAX_STREAM_SECS", "1800"),
+            ("SWITCHBOARD_HOLD_TTL_SECS", "3600"),
+        ])
+        .unwrap();
+        assert_eq!(c.max_stream_duration, Duration::from_secs(1800));
         let e = config(&[("SWITCHBOARD_ADMIN_KEY", "short")]).unwrap_err();
         assert_eq!(e.variable, "SWITCHBOARD_ADMIN_KEY");
         assert!(

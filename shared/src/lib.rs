@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod breaker;
 pub mod catalog;
+pub mod chat;
 pub mod config;
 pub mod db;
 pub mod health;

@@ -26,6 +26,9 @@ pub struct AppState {
     pub catalog: Arc<crate::catalog::CatalogCache>,
     /// Calls upstream providers in their own wire formats.
     pub providers: crate::providers::ProviderClient,
+    /// This process's group-commit queues of admissions and captures (one per state, so
+    /// that states built for other databases never share them).
+    pub ledger: Arc<crate::chat::LedgerQueues>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +70,14 @@ impl AppState {
             http.clone(),
             crate::providers::Timeouts::default(),
         );
+        let ledger = Arc::new(crate::chat::LedgerQueues::new(
+            pool.clone(),
+            config.ledger_batches,
+            config.ledger_max_batch,
+        ));
         Self {
             config: Arc::new(config),
+            ledger,
             pool,
             key_cache,
             http,

@@ -552,6 +552,44 @@ fn migrations_run_on_deploy_before_the_functions_change() {
     }
 }
 
+/// The longest stream is the chat timeout less the deadline margin: every stream ends,
+/// settled, before Lambda stops the function, and before its hold could expire.
+#[test]
+fn the_chat_timeout_bounds_streams_consistently() {
+    let t = template();
+    let timeout = &t["Parameters"]["ChatTimeoutSeconds"];
+    let chat = &resources(&t)["ChatFunction"]["Properties"];
+    assert_eq!(chat["Timeout"], json!({"Ref": "ChatTimeoutSeconds"}));
+    assert_eq!(
+        chat["Environment"]["Variables"]["SWITCHBOARD_MAX_STREAM_SECS"],
+        json!({"Ref": "ChatTimeoutSeconds"}),
+        "serve's stream limit never ends a Lambda stream before its deadline does"
+    );
+    let margin = switchboard_core::chat::LAMBDA_DEADLINE_MARGIN.as_secs();
+    let min = timeout["MinValue"].as_u64().unwrap();
+    let max = timeout["MaxValue"].as_u64().unwrap();
+    let default = timeout["Default"].as_u64().unwrap();
+    assert!(
+        min > margin + 20,
+        "a useful stream fits the shortest timeout"
+    );
+    assert!((min..=max).contains(&default));
+    // Each value of the parameter makes a configuration the chat function accepts.
+    for secs in [min, default, max] {
+        let config = switchboard_core::config::Config::from_lookup(|name| {
+            (name == "SWITCHBOARD_MAX_STREAM_SECS").then(|| secs.to_string())
+        });
+        assert!(config.is_ok(), "ChatTimeoutSeconds = {secs}: {config:?}");
+    }
+    assert!(
+        timeout["Description"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{margin} s")),
+        "the description names the margin"
+    );
+}
+
 #[test]
 fn parameters_and_outputs() {
     let t = template();

@@ -1,18 +1,18 @@
-//! The chat function: `POST /v1/chat/completions` (routing, ledger, fallbacks, streaming),
-//! `GET /v1/models` (filtered by the caller's tier) and `GET /v1/account`.
+//! The chat function: `POST /v1/chat/completions` (a thin door over `switchboard_core::chat`,
+//! which routes, admits, calls, falls back and settles), `GET /v1/models` (filtered by the
+//! caller's tier) and `GET /v1/account`.
 
-mod complete;
-pub mod flow;
 mod openapi;
-mod stream;
+mod sse;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 use switchboard_core::auth::Caller;
+use switchboard_core::chat::{self, ChatAnswer, ChatInput, RequestOptions, Routed};
 use switchboard_core::http::{ApiError, AppJson, RequestId, finish_router};
 use switchboard_core::ledger;
 use switchboard_core::providers::ChatRequest;
@@ -49,15 +49,45 @@ async fn chat_completions(
     State(state): State<AppState>,
     caller: Caller,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    lambda: Option<Extension<lambda_http::Context>>,
     headers: HeaderMap,
     AppJson(request): AppJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    request.validate()?;
-    let prepared = flow::prepare(state, caller, request, request_id, &headers).await?;
-    if prepared.request.is_stream() {
-        stream::stream(prepared).await
-    } else {
-        complete::complete(prepared).await
+    let mut options = RequestOptions::from_headers(&headers)?;
+    options.invocation_deadline =
+        lambda.and_then(|Extension(context)| chat::invocation_deadline(context.deadline));
+    let wants_usage = request.client_wants_stream_usage();
+    let input = ChatInput {
+        caller,
+        request,
+        request_id,
+        options,
+    };
+    Ok(match chat::run(&state, input).await? {
+        ChatAnswer::Complete(completed) => {
+            let mut body = serde_json::to_value(&completed.response).map_err(ApiError::internal)?;
+            body["_metadata"] = completed.metadata;
+            let mut answer = Json(body).into_response();
+            routed_headers(&mut answer, &completed.routed);
+            answer
+        }
+        ChatAnswer::Stream(stream) => {
+            let routed = stream.routed.clone();
+            let mut answer = sse::response(stream, wants_usage);
+            routed_headers(&mut answer, &routed);
+            answer
+        }
+    })
+}
+
+/// `x-switchboard-provider` / `x-switchboard-model`: which offer answered.
+fn routed_headers(response: &mut Response, routed: &Routed) {
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&routed.provider_slug) {
+        headers.insert(HeaderName::from_static("x-switchboard-provider"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&routed.model_id) {
+        headers.insert(HeaderName::from_static("x-switchboard-model"), v);
     }
 }
 
@@ -94,8 +124,7 @@ async fn account(State(state): State<AppState>, caller: Caller) -> Result<Json<V
         .await
         .map_err(switchboard_core::db::DbError::from)?;
     let balance = ledger::account_balance(&**client, &caller.user_id)
-        .await
-        .map_err(flow::ledger_error)?
+        .await?
         .ok_or_else(|| ApiError::NotFound("no account for this key".into()))?;
     Ok(Json(json!({
         "user_id": balance.user_id,

@@ -167,6 +167,38 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl From<crate::ledger::LedgerError> for ApiError {
+    fn from(error: crate::ledger::LedgerError) -> Self {
+        use crate::ledger::LedgerError;
+        match error {
+            LedgerError::InsufficientCredits { .. } => Self::InsufficientCredits(error.to_string()),
+            LedgerError::MonthlyCapExceeded { .. } => Self::MonthlyCapExceeded(error.to_string()),
+            LedgerError::AccountDisabled => Self::Authentication("this account is disabled".into()),
+            LedgerError::NoAccount => {
+                Self::InsufficientCredits("this account has no credits".into())
+            }
+            LedgerError::InvalidAmount(_)
+            | LedgerError::RequestIdReused(_)
+            | LedgerError::IdempotencyKeyReused(_) => Self::internal(error),
+            LedgerError::Db(db) => Self::from(db),
+        }
+    }
+}
+
+/// Routing errors in api.md's statuses (404 / 403 / 503).
+impl From<crate::routing::RoutingError> for ApiError {
+    fn from(error: crate::routing::RoutingError) -> Self {
+        use crate::routing::RoutingError;
+        match error {
+            RoutingError::ModelNotFound { .. } => Self::ModelNotFound(error.to_string()),
+            RoutingError::TierTooLow { .. } => Self::Permission(error.to_string()),
+            RoutingError::NoAvailableProvider { .. } => {
+                Self::NoAvailableProvider(error.to_string())
+            }
+        }
+    }
+}
+
 /// `error: cause: cause...` for logs.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut out = error.to_string();

@@ -1,0 +1,232 @@
+//! Before the first upstream call: the candidate plan (no database write) and the
+//! admission — rate limits and the credit hold in one round trip.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use super::ChatInput;
+use super::attempt::Run;
+use super::hold::Hold;
+use super::lambda_margin;
+use super::queues::AdmissionItem;
+use crate::admission::{self, AdmissionError, ProviderLimit};
+use crate::http::ApiError;
+use crate::ledger;
+use crate::routing::{Candidate, RoutingContext, RoutingRequest, plan_candidates};
+use crate::state::AppState;
+use crate::tokens;
+
+/// Estimates the prompt, builds the candidate plan and the run's deadlines.
+pub(super) async fn plan(
+    state: &AppState,
+    input: ChatInput,
+    started: Instant,
+) -> Result<Run, ApiError> {
+    let ChatInput {
+        caller,
+        request,
+        request_id,
+        options,
+    } = input;
+    let power_level = options
+        .power_level
+        .or(caller.default_power_level)
+        .unwrap_or_default();
+    let task_type = options.task_type.unwrap_or_default();
+
+    let catalog = state
+        .catalog
+        .get(&state.pool)
+        .await
+        .map_err(ApiError::internal)?;
+
+    // The tokenizer follows the requested model's family; `auto` (or any non-OpenAI model)
+    // gets the conservative heuristic. Tool definitions count too.
+    let messages: Vec<Value> = request
+        .messages
+        .iter()
+        .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+        .collect();
+    let mut prompt_tokens = tokens::estimate_prompt_tokens(&request.model, &messages);
+    if let Some(tools) = &request.tools
+        && let Ok(json) = serde_json::to_string(tools)
+    {
+        prompt_tokens =
+            prompt_tokens.saturating_add(tokens::estimate_text_tokens(&request.model, &json));
+    }
+
+    let mut system_key_slugs = HashSet::new();
+    for provider in catalog.providers() {
+        if provider.is_system_provider && state.system_keys.has(&provider.provider_slug).await {
+            system_key_slugs.insert(provider.provider_slug.clone());
+        }
+    }
+    let has_system_key = |slug: &str| system_key_slugs.contains(slug);
+    let routing_request = RoutingRequest {
+        user_id: caller.user_id.clone(),
+        tier: caller.tier,
+        power_level,
+        task_type,
+        model: request.model.clone(),
+        capabilities: request.required_capabilities(),
+        estimated_prompt_tokens: prompt_tokens,
+        requested_output_tokens: request.requested_output_tokens(),
+        byok_providers: caller.byok_provider_ids.iter().copied().collect(),
+    };
+    let context = RoutingContext {
+        now: chrono::Utc::now(),
+        has_system_key: &has_system_key,
+        ceilings: &state.config.ceilings,
+    };
+    let plan = plan_candidates(&catalog, &routing_request, &context, &mut rand::rng())?;
+    let mut candidates: Vec<Candidate> = plan.candidates;
+    candidates.truncate(state.config.max_attempts.max(1));
+
+    // Lambda ends the invocation at its deadline: everything ends, settled, before it.
+    let hard_end = options.invocation_deadline.map(|deadline| {
+        let left = deadline
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        Instant::now() + left.saturating_sub(lambda_margin(left))
+    });
+    let attempts_end = started + state.config.request_timeout;
+    let stream_end = started + state.config.max_stream_duration;
+    Ok(Run {
+        state: state.clone(),
+        caller,
+        request,
+        request_id,
+        ledger_id: uuid::Uuid::new_v4().to_string(),
+        power_level,
+        task_type,
+        candidates,
+        prompt_tokens,
+        user_agent: options.user_agent,
+        started,
+        attempts_end: hard_end.map_or(attempts_end, |end| end.min(attempts_end)),
+        stream_end: hard_end.map_or(stream_end, |end| end.min(stream_end)),
+        attempts: Vec::new(),
+        rate_limited: HashSet::new(),
+        byok_cooling: None,
+    })
+}
+
+impl Run {
+    /// Admits the request: the key's rate limit, the first candidate's provider limits,
+    /// then the hold for the worst case of the candidates that may be tried. A provider at
+    /// its limit gives way to the next candidate (one more round trip, only then).
+    pub(super) async fn admit(&mut self) -> Result<Hold, ApiError> {
+        let requested_output = self.request.requested_output_tokens();
+        let key_rpm = self
+            .caller
+            .rpm_limit
+            .unwrap_or_else(|| admission::default_rpm(self.caller.tier));
+        loop {
+            let Some(first) = self.candidates.first() else {
+                return Err(ApiError::RateLimited {
+                    message: "every candidate provider is at its rate limit".into(),
+                    retry_after: Duration::from_secs(60),
+                });
+            };
+            let item = AdmissionItem {
+                user_id: self.caller.user_id.clone(),
+                ledger_id: self.ledger_id.clone(),
+                key_id: self.caller.key_id,
+                key_rpm,
+                provider: Some(provider_limit(first, self.prompt_tokens, requested_output)),
+                hold: self.hold_amount(requested_output),
+                hold_ttl: self.state.config.hold_ttl,
+            };
+            let admitted = self
+                .state
+                .ledger
+                .admit(item)
+                .await
+                .map_err(ApiError::internal)?;
+            match admitted {
+                Ok((_, hold)) => return Ok(hold),
+                Err(AdmissionError::KeyRateLimited { retry_after }) => {
+                    return Err(ApiError::RateLimited {
+                        message: format!(
+                            "rate limit of {key_rpm} requests per minute reached for this API key"
+                        ),
+                        retry_after,
+                    });
+                }
+                Err(AdmissionError::ProviderRateLimited { retry_after }) => {
+                    if self.candidates.len() == 1 {
+                        return Err(ApiError::RateLimited {
+                            message: format!(
+                                "the provider `{}` is at its rate limit",
+                                self.candidates[0].provider.provider_slug
+                            ),
+                            retry_after,
+                        });
+                    }
+                    self.candidates.remove(0);
+                }
+                Err(AdmissionError::Ledger(error)) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// The hold (ledger.md): the worst case over the candidates that may be tried — the
+    /// provider cost for platform-key candidates, the platform fee for BYOK ones.
+    fn hold_amount(&self, requested_output: Option<u32>) -> Decimal {
+        self.candidates
+            .iter()
+            .map(|c| {
+                let cost = c.max_cost(self.prompt_tokens, requested_output);
+                if c.byok {
+                    ledger::byok_fee(cost, self.state.config.byok_fee_percent)
+                } else {
+                    cost
+                }
+            })
+            .max()
+            .unwrap_or(Decimal::ZERO)
+    }
+
+    /// A fallback candidate takes a slot of its own provider's limits (one more round trip,
+    /// on the fallback path only). `false`: that provider is at its limit, skip it.
+    pub(super) async fn fallback_admitted(&self, candidate: &Candidate) -> bool {
+        if candidate.provider.rate_limit_rpm.is_none()
+            && candidate.provider.rate_limit_tpm.is_none()
+        {
+            return true;
+        }
+        let limit = provider_limit(
+            candidate,
+            self.prompt_tokens,
+            self.request.requested_output_tokens(),
+        );
+        match self.state.pool.get().await {
+            Ok(client) => match admission::take_provider_slot(&**client, &limit).await {
+                Ok(None) => true,
+                Ok(Some(_)) => false,
+                Err(error) => {
+                    tracing::warn!(%error, "could not check a fallback provider's rate limit");
+                    true
+                }
+            },
+            Err(_) => true,
+        }
+    }
+}
+
+fn provider_limit(
+    candidate: &Candidate,
+    prompt_tokens: u32,
+    requested_output: Option<u32>,
+) -> ProviderLimit {
+    ProviderLimit {
+        provider_id: candidate.provider.id,
+        rpm: candidate.provider.rate_limit_rpm,
+        tpm: candidate.provider.rate_limit_tpm,
+        tokens: i64::from(prompt_tokens)
+            + i64::from(candidate.output_token_limit(requested_output)),
+    }
+}

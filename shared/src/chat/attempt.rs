@@ -1,0 +1,518 @@
+//! The state of one run ([`Run`]) and what each candidate attempt needs: its credential,
+//! its price, its usage row, and the bookkeeping of a failure (the shared breaker for the
+//! platform's own credential, the user's key for BYOK) or of a success (the capture).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use super::Routed;
+use super::hold::{Hold, Settled};
+use super::queues::CaptureItem;
+use crate::auth::Caller;
+use crate::breaker;
+use crate::catalog::{AuthType, PowerLevel, TaskType};
+use crate::db::DbError;
+use crate::http::ApiError;
+use crate::keys::byok::{self, ByokUse};
+use crate::ledger::{self, CaptureKind, TokenBuckets, TokenPrices, UsageLogRow};
+use crate::providers::{ChatRequest, ProviderError, UpstreamTarget, Usage};
+use crate::routing::Candidate;
+use crate::state::AppState;
+
+/// One request between its plan and its settlement.
+pub(super) struct Run {
+    pub state: AppState,
+    pub caller: Caller,
+    pub request: ChatRequest,
+    pub request_id: String,
+    /// The ledger's own id for the hold, the capture and the billing event: unique per
+    /// request even when a client reuses an `x-request-id`.
+    pub ledger_id: String,
+    pub power_level: PowerLevel,
+    pub task_type: TaskType,
+    pub candidates: Vec<Candidate>,
+    pub prompt_tokens: u32,
+    pub user_agent: Option<String>,
+    pub started: Instant,
+    /// No attempt starts after this, and one under way is cut at it (the request timeout,
+    /// or the Lambda deadline less the margin).
+    pub attempts_end: Instant,
+    /// A committed stream ends, settled, at this.
+    pub stream_end: Instant,
+    /// Attempts made so far (failed ones; the successful one is added at settlement).
+    pub attempts: Vec<UsageLogRow>,
+    /// Offers (provider, BYOK or not) that answered 429 in this request: not tried again.
+    /// A user's own key at its limit leaves the platform's key for that provider usable.
+    pub rate_limited: HashSet<(i32, bool)>,
+    /// A BYOK candidate skipped because the user's key is cooling down after a 429.
+    pub byok_cooling: Option<Duration>,
+}
+
+/// Why an attempt failed.
+pub(super) struct Failure {
+    pub error: ProviderError,
+    /// Cut by the run's own deadline, not by the provider's time limits: says nothing
+    /// about the provider.
+    pub gateway_deadline: bool,
+}
+
+impl Failure {
+    pub fn upstream(error: ProviderError) -> Failure {
+        Failure {
+            error,
+            gateway_deadline: false,
+        }
+    }
+
+    pub fn deadline(phase: crate::providers::TimeoutPhase) -> Failure {
+        Failure {
+            error: ProviderError::Timeout { phase },
+            gateway_deadline: true,
+        }
+    }
+}
+
+/// What one finished (or cut) call used and cost.
+pub(super) struct Settlement {
+    pub usage: Usage,
+    pub provider_cost: ledger::Cost,
+    pub charged: Decimal,
+}
+
+/// How the successful attempt left the provider, for the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Health {
+    /// It answered: close a breaker that had failures.
+    Answered,
+    /// A stream broke off after it began: a provider failure, charged for what came.
+    BrokeMidStream,
+    /// Ended by the client or the time limit: says nothing about the provider.
+    Unknown,
+}
+
+/// How the successful attempt went, for its settlement.
+pub struct Success<'a> {
+    pub latency: Duration,
+    pub settlement: &'a Settlement,
+    /// Recorded on the usage row (for example "client disconnected").
+    pub note: Option<&'a str>,
+    pub health: Health,
+}
+
+impl Run {
+    /// The credential and upstream address for one candidate. `Ok(None)`: no usable
+    /// credential (the BYOK key was removed, deactivated or is cooling down): skip it.
+    pub async fn upstream_target(
+        &mut self,
+        candidate: &Candidate,
+    ) -> Result<Option<(UpstreamTarget, Option<i32>)>, ApiError> {
+        let state = &self.state;
+        let (api_key, user_key_id) = if candidate.byok {
+            let client = state.pool.get().await.map_err(DbError::from)?;
+            match byok::byok_key_for_use(
+                &**client,
+                &state.vault,
+                &self.caller.user_id,
+                candidate.provider.id,
+            )
+            .await
+            {
+                Ok(ByokUse::Ready { key_id, key }) => (Some(key), Some(key_id)),
+                Ok(ByokUse::Missing) => return Ok(None),
+                Ok(ByokUse::CoolingDown { retry_after }) => {
+                    self.byok_cooling = Some(
+                        self.byok_cooling
+                            .map_or(retry_after, |other| other.min(retry_after)),
+                    );
+                    return Ok(None);
+                }
+                Err(error) => {
+                    tracing::warn!(provider = %candidate.provider.provider_slug, %error, "BYOK key unusable; skipping candidate");
+                    return Ok(None);
+                }
+            }
+        } else if candidate.provider.auth_type == AuthType::None {
+            (None, None)
+        } else {
+            match state
+                .system_keys
+                .get(&candidate.provider.provider_slug)
+                .await
+            {
+                Some(key) => (Some(key), None),
+                None => return Ok(None),
+            }
+        };
+        Ok(Some((
+            UpstreamTarget {
+                api_format: candidate.provider.api_format,
+                base_url: candidate.provider.base_url.clone(),
+                auth_type: candidate.provider.auth_type,
+                model_id: candidate.model.model_id.clone(),
+                api_key,
+                default_max_tokens: candidate
+                    .model
+                    .max_tokens
+                    .and_then(|m| u32::try_from(m).ok()),
+            },
+            user_key_id,
+        )))
+    }
+
+    pub fn price(&self, candidate: &Candidate, usage: &Usage) -> Settlement {
+        let buckets = TokenBuckets {
+            uncached_input: usage.uncached_input_tokens + usage.cache_write_input_tokens,
+            cached_input: usage.cached_input_tokens,
+            output: usage.output_tokens,
+        };
+        let prices = TokenPrices {
+            input_per_1m: candidate.model.cost_per_1m_input_tokens,
+            output_per_1m: candidate.model.cost_per_1m_output_tokens,
+            cached_input_per_1m: candidate.model.cost_per_1m_tokens_cached,
+        };
+        let provider_cost = ledger::cost_of(buckets, &prices);
+        let charged = if candidate.byok {
+            ledger::byok_fee(provider_cost.total_usd, self.state.config.byok_fee_percent)
+        } else {
+            provider_cost.total_usd
+        };
+        Settlement {
+            usage: *usage,
+            provider_cost,
+            charged,
+        }
+    }
+
+    /// The usage row of one attempt.
+    fn attempt_row(
+        &self,
+        candidate: &Candidate,
+        user_key_id: Option<i32>,
+        latency: Duration,
+        status_code: Option<u16>,
+        outcome: Result<&Settlement, &str>,
+    ) -> UsageLogRow {
+        let attempt = self.attempts.len() + 1;
+        let mut row = UsageLogRow {
+            user_id: self.caller.user_id.clone(),
+            request_id: self.request_id.clone(),
+            attempt: i16::try_from(attempt).unwrap_or(i16::MAX),
+            provider_id: Some(candidate.provider.id),
+            model_id: Some(candidate.model.id),
+            user_key_id,
+            provider_slug: Some(candidate.provider.provider_slug.clone()),
+            model_name: Some(candidate.model.model_id.clone()),
+            power_level: Some(self.power_level.to_string()),
+            task_type: Some(self.task_type.to_string()),
+            used_byok: candidate.byok,
+            stream: self.request.is_stream(),
+            latency_ms: Some(i32::try_from(latency.as_millis()).unwrap_or(i32::MAX)),
+            status_code: status_code.map(i32::from),
+            was_fallback: attempt > 1,
+            fallback_reason: self.attempts.last().and_then(|a| a.error_message.clone()),
+            user_agent: self.user_agent.clone(),
+            ..UsageLogRow::default()
+        };
+        match outcome {
+            Ok(settlement) => {
+                let usage = &settlement.usage;
+                row.prompt_tokens = clamp_i32(usage.input_tokens());
+                row.completion_tokens = clamp_i32(usage.output_tokens);
+                row.total_tokens = clamp_i32(usage.total_tokens());
+                row.cached_tokens = clamp_i32(usage.cached_input_tokens);
+                row.cost_input_usd = settlement.provider_cost.input_usd;
+                row.cost_output_usd = settlement.provider_cost.output_usd;
+                row.cost_total_usd = settlement.provider_cost.total_usd;
+                row.charged_usd = settlement.charged;
+                let secs = latency.as_secs_f64();
+                if secs > 0.0 && usage.output_tokens > 0 {
+                    row.tokens_per_second =
+                        Decimal::from_f64_retain(usage.output_tokens as f64 / secs)
+                            .map(|d| d.round_dp(3));
+                }
+            }
+            Err(message) => row.error_message = Some(message.chars().take(500).collect()),
+        }
+        row
+    }
+
+    /// Records a failed attempt: its usage row and what it says. Only a failure of the
+    /// platform's own credential counts toward the shared provider breaker; a user's key
+    /// refused (401/403) is marked unvalidated, and one at its limit (429) cools down for
+    /// that user alone. The run's own deadline says nothing about the provider.
+    pub async fn record_failure(
+        &mut self,
+        candidate: &Candidate,
+        user_key_id: Option<i32>,
+        latency: Duration,
+        failure: &Failure,
+    ) {
+        let error = &failure.error;
+        let message = if failure.gateway_deadline {
+            "the request deadline passed during this attempt".to_string()
+        } else {
+            error.to_string()
+        };
+        let row = self.attempt_row(
+            candidate,
+            user_key_id,
+            latency,
+            error.upstream_status(),
+            Err(&message),
+        );
+        self.attempts.push(row);
+        if failure.gateway_deadline {
+            return;
+        }
+        let rate_limited = error.upstream_status() == Some(429);
+        if rate_limited {
+            self.rate_limited
+                .insert((candidate.provider.id, candidate.byok));
+        }
+        let is_auth_failure = error.is_auth_failure();
+        let worth_a_write = if candidate.byok {
+            user_key_id.is_some() && (is_auth_failure || rate_limited)
+        } else {
+            error.is_provider_failure()
+        };
+        if !worth_a_write {
+            return;
+        }
+        let state = self.state.clone();
+        let client = match state.pool.get().await {
+            Ok(client) => client,
+            Err(db) => {
+                tracing::warn!(error = %db, "could not record a failed attempt's effect");
+                return;
+            }
+        };
+        let user_id = &self.caller.user_id;
+        match (candidate.byok, user_key_id) {
+            (true, Some(key_id)) if is_auth_failure => {
+                let status = error.upstream_status().unwrap_or(401);
+                if let Err(e) =
+                    byok::mark_byok_key_invalid(&**client, user_id, key_id, status).await
+                {
+                    tracing::warn!(error = %e, "could not mark the BYOK key invalid");
+                }
+                state.key_cache.forget_user(user_id);
+            }
+            (true, Some(key_id)) => {
+                let cooldown = error.retry_after().unwrap_or(state.config.breaker.cooldown);
+                match byok::cool_down_byok_key(&**client, user_id, key_id, cooldown).await {
+                    Ok(_) => {
+                        tracing::info!(provider = %candidate.provider.provider_slug, cooldown_secs = cooldown.as_secs(), "the user's own key is rate limited; cooling it down")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not cool down the BYOK key"),
+                }
+            }
+            _ => record_breaker_failure(&state, &**client, candidate, error).await,
+        }
+    }
+
+    /// Captures the cost of the successful attempt with every attempt's usage row and the
+    /// billing event, in one transaction (retried within the settlement budget), then does
+    /// the best-effort bookkeeping: the breaker and the BYOK key's counters.
+    pub async fn settle_success(
+        &mut self,
+        hold: Hold,
+        candidate: &Candidate,
+        user_key_id: Option<i32>,
+        success: Success<'_>,
+    ) -> Settled {
+        let Success {
+            latency,
+            settlement,
+            note,
+            health,
+        } = success;
+        let mut row = self.attempt_row(candidate, user_key_id, latency, Some(200), Ok(settlement));
+        row.error_message = note.map(|n| n.chars().take(500).collect());
+        self.attempts.push(row);
+        let item = CaptureItem {
+            ledger_id: hold.ledger_id().to_string(),
+            user_id: self.caller.user_id.clone(),
+            amount: settlement.charged,
+            kind: if candidate.byok {
+                CaptureKind::ByokFee
+            } else {
+                CaptureKind::Usage
+            },
+            usage_logs: self.attempts.clone(),
+            billing_properties: json!({
+                "request_id": self.request_id,
+                "model": candidate.model.model_id,
+                "provider": candidate.provider.provider_slug,
+                "byok": candidate.byok,
+                "prompt_tokens": settlement.usage.input_tokens(),
+                "cached_tokens": settlement.usage.cached_input_tokens,
+                "completion_tokens": settlement.usage.output_tokens,
+                "provider_cost_usd": settlement.provider_cost.total_usd.to_string(),
+                "charged_usd": settlement.charged.to_string(),
+            }),
+        };
+        let settled = hold.capture(&self.state.ledger, item).await;
+        self.after_success(candidate, user_key_id, settlement, health)
+            .await;
+        settled
+    }
+
+    /// Best-effort, after the capture: never turns a paid answer into an error.
+    async fn after_success(
+        &self,
+        candidate: &Candidate,
+        user_key_id: Option<i32>,
+        settlement: &Settlement,
+        health: Health,
+    ) {
+        let platform = !candidate.byok;
+        let breaker_failure = platform && health == Health::BrokeMidStream;
+        // Rare paths, off the common one: close a breaker that had failures.
+        let close_breaker = platform
+            && health == Health::Answered
+            && (candidate.provider.breaker_consecutive_failures > 0
+                || candidate.provider.breaker_open_until.is_some());
+        if !breaker_failure && !close_breaker && user_key_id.is_none() {
+            return;
+        }
+        let state = &self.state;
+        let client = match state.pool.get().await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::warn!(%error, "could not do the bookkeeping after a capture");
+                return;
+            }
+        };
+        if breaker_failure {
+            let error = ProviderError::StreamInterrupted {
+                message: "the stream broke off after it began".into(),
+            };
+            record_breaker_failure(state, &**client, candidate, &error).await;
+        } else if close_breaker {
+            if let Err(e) = breaker::record_success(&**client, candidate.provider.id).await {
+                tracing::warn!(error = %e, "could not close the circuit breaker");
+            }
+            state.catalog.invalidate();
+        }
+        if let Some(key_id) = user_key_id {
+            let tokens = i64::try_from(settlement.usage.total_tokens()).unwrap_or(i64::MAX);
+            if let Err(e) = byok::record_byok_usage(
+                &**client,
+                &self.caller.user_id,
+                key_id,
+                tokens,
+                settlement.provider_cost.total_usd,
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "could not update the BYOK key's usage counters");
+            }
+        }
+    }
+
+    /// `_metadata` of a successful answer (design README step 8). `credits_remaining` is
+    /// null and `charge_pending` true when the capture could not be written.
+    pub fn metadata(
+        &self,
+        candidate: &Candidate,
+        settlement: &Settlement,
+        settled: &Settled,
+    ) -> Value {
+        let mut metadata = json!({
+            "provider_used": candidate.provider.provider_slug,
+            "model_used": candidate.model.model_id,
+            "cost_usd": settlement.charged.normalize().to_string(),
+            "provider_cost_usd": settlement.provider_cost.total_usd.normalize().to_string(),
+            "credits_remaining": Value::Null,
+            "power_level": self.power_level,
+            "task_type": self.task_type,
+            "user_tier": self.caller.tier,
+            "byok": candidate.byok,
+            "attempts": self.attempts.len(),
+            "request_id": self.request_id,
+        });
+        match settled {
+            Settled::Captured { balance } => {
+                metadata["credits_remaining"] = json!(balance.normalize().to_string());
+            }
+            Settled::Pending => metadata["charge_pending"] = json!(true),
+        }
+        metadata
+    }
+
+    /// The error that ends a request after every candidate failed or was skipped.
+    pub fn exhausted_error(&self, last: Option<ProviderError>, deadline_passed: bool) -> ApiError {
+        if deadline_passed {
+            return ApiError::UpstreamTimeout(
+                "the request deadline passed before any provider answered".into(),
+            );
+        }
+        match last {
+            Some(error @ ProviderError::Timeout { .. }) => {
+                ApiError::UpstreamTimeout(format!("every candidate failed; last: {error}"))
+            }
+            Some(error) => match error.upstream_status() {
+                Some(status) => ApiError::Upstream(format!(
+                    "every candidate failed; the last upstream answered HTTP {status}"
+                )),
+                None => ApiError::Upstream(format!("every candidate failed; last: {error}")),
+            },
+            None => match self.byok_cooling {
+                Some(retry_after) => ApiError::RateLimited {
+                    message: "your own provider key is cooling down after the provider answered 429, and no other candidate could serve the request".into(),
+                    retry_after,
+                },
+                None => ApiError::NoAvailableProvider(
+                    "no candidate had a usable credential".into(),
+                ),
+            },
+        }
+    }
+}
+
+async fn record_breaker_failure(
+    state: &AppState,
+    client: &impl tokio_postgres::GenericClient,
+    candidate: &Candidate,
+    error: &ProviderError,
+) {
+    match breaker::record_failure(
+        client,
+        candidate.provider.id,
+        error.retry_after(),
+        &state.config.breaker,
+    )
+    .await
+    {
+        Ok(true) => {
+            tracing::warn!(provider = %candidate.provider.provider_slug, "circuit breaker open");
+            state.catalog.invalidate();
+        }
+        Ok(false) => {}
+        Err(db) => tracing::warn!(error = %db, "could not record the provider failure"),
+    }
+}
+
+impl Routed {
+    pub(super) fn of(candidate: &Candidate) -> Routed {
+        Routed {
+            provider_slug: candidate.provider.provider_slug.clone(),
+            model_id: candidate.model.model_id.clone(),
+        }
+    }
+}
+
+fn clamp_i32(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Secret-free description of the upstream for logs.
+pub(super) fn describe(candidate: &Candidate) -> String {
+    format!(
+        "{}/{}",
+        candidate.provider.provider_slug, candidate.model.model_id
+    )
+}

@@ -1,0 +1,364 @@
+//! The run after its plan, in its own task: admission, candidate attempts in order (one
+//! driver for buffered and streamed answers), then settlement. The door waits on `reply`;
+//! when it is gone (the client left) the run still ends settled.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::attempt::{Failure, Health, Run, Success, describe};
+use super::hold::{Hold, SETTLE_BUDGET};
+use super::{ChatAnswer, ChatStream, Completed, Routed, StreamEnd, StreamItem};
+use crate::http::ApiError;
+use crate::providers::{
+    ChatCompletionChunk, ChunkStream, Completion, ProviderError, StreamEvent, TimeoutPhase,
+};
+use crate::routing::Candidate;
+
+type Reply = oneshot::Sender<Result<ChatAnswer, ApiError>>;
+
+/// Chunks a stream may have waiting for a slow client before the run waits for it.
+const STREAM_BUFFER: usize = 64;
+
+const CLIENT_GONE: &str = "the client disconnected before the answer was delivered";
+
+/// What a successful attempt returned.
+enum Answer {
+    Complete(Completion),
+    /// A stream that produced its first content (or ended cleanly before any).
+    Stream(Opened),
+}
+
+/// A stream read up to its first content chunk.
+struct Opened {
+    chunks: ChunkStream,
+    pending: VecDeque<ChatCompletionChunk>,
+    /// The stream already ended while it was opened (a short answer).
+    ended: Option<crate::providers::StreamEnd>,
+}
+
+pub(super) async fn drive(mut run: Run, reply: Reply) {
+    let hold = match run.admit().await {
+        Ok(hold) => hold,
+        Err(error) => {
+            let _ = reply.send(Err(error));
+            return;
+        }
+    };
+    let candidates = run.candidates.clone();
+    let mut last_error: Option<ProviderError> = None;
+    let mut deadline_passed = false;
+    for (index, candidate) in candidates.iter().enumerate() {
+        if reply.is_closed() {
+            // Nobody waits for an answer: no new attempt.
+            tracing::info!(request_id = %run.request_id, "the client left before an attempt; releasing the hold");
+            hold.release(&run.attempts).await;
+            return;
+        }
+        if run
+            .rate_limited
+            .contains(&(candidate.provider.id, candidate.byok))
+        {
+            continue;
+        }
+        let remaining = run.attempts_end.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            deadline_passed = true;
+            break;
+        }
+        if index > 0 && !run.fallback_admitted(candidate).await {
+            continue;
+        }
+        let (target, user_key_id) = match run.upstream_target(candidate).await {
+            Ok(Some(found)) => found,
+            Ok(None) => continue,
+            Err(error) => {
+                hold.release(&run.attempts).await;
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let started = Instant::now();
+        let outcome = if run.request.is_stream() {
+            open_stream(&run, &target, remaining).await
+        } else {
+            match tokio::time::timeout(
+                remaining,
+                run.state.providers.complete(&target, &run.request),
+            )
+            .await
+            {
+                Err(_) => Err(Failure::deadline(TimeoutPhase::Attempt)),
+                Ok(Ok(completion)) => Ok(Answer::Complete(completion)),
+                Ok(Err(error)) => Err(Failure::upstream(error)),
+            }
+        };
+        drop(target);
+        match outcome {
+            Ok(Answer::Complete(completion)) => {
+                let latency = started.elapsed();
+                return answer_complete(
+                    run,
+                    hold,
+                    candidate,
+                    user_key_id,
+                    latency,
+                    completion,
+                    reply,
+                )
+                .await;
+            }
+            Ok(Answer::Stream(opened)) => {
+                return answer_stream(run, hold, candidate, user_key_id, started, opened, reply)
+                    .await;
+            }
+            Err(failure) => {
+                tracing::info!(upstream = %describe(candidate), error = %failure.error, "attempt failed");
+                run.record_failure(candidate, user_key_id, started.elapsed(), &failure)
+                    .await;
+                if !failure.error.retryable() {
+                    hold.release(&run.attempts).await;
+                    let _ = reply.send(Err(failure.error.into()));
+                    return;
+                }
+                if failure.gateway_deadline {
+                    deadline_passed = true;
+                    break;
+                }
+                last_error = Some(failure.error);
+            }
+        }
+    }
+    hold.release(&run.attempts).await;
+    let _ = reply.send(Err(run.exhausted_error(last_error, deadline_passed)));
+}
+
+/// Opens a stream and reads it up to its first content chunk, within `remaining`. An error
+/// before any content is a failed attempt: the run may fall back.
+async fn open_stream(
+    run: &Run,
+    target: &crate::providers::UpstreamTarget,
+    remaining: Duration,
+) -> Result<Answer, Failure> {
+    let deadline = Instant::now() + remaining;
+    let mut chunks =
+        match tokio::time::timeout(remaining, run.state.providers.stream(target, &run.request))
+            .await
+        {
+            Err(_) => return Err(Failure::deadline(TimeoutPhase::FirstByte)),
+            Ok(Err(error)) => return Err(Failure::upstream(error)),
+            Ok(Ok(chunks)) => chunks,
+        };
+    let mut pending = VecDeque::new();
+    loop {
+        let next = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            chunks.next(),
+        )
+        .await;
+        match next {
+            Err(_) => return Err(Failure::deadline(TimeoutPhase::FirstByte)),
+            Ok(Some(StreamEvent::Chunk(chunk))) => {
+                let content = chunk.has_content();
+                pending.push_back(chunk);
+                if content {
+                    return Ok(Answer::Stream(Opened {
+                        chunks,
+                        pending,
+                        ended: None,
+                    }));
+                }
+            }
+            Ok(Some(StreamEvent::End(end))) => {
+                return match end.error {
+                    Some(error) => Err(Failure::upstream(error)),
+                    None => Ok(Answer::Stream(Opened {
+                        chunks,
+                        pending,
+                        ended: Some(end),
+                    })),
+                };
+            }
+            Ok(None) => {
+                return Err(Failure::upstream(ProviderError::StreamInterrupted {
+                    message: "the stream ended without a final event".into(),
+                }));
+            }
+        }
+    }
+}
+
+async fn answer_complete(
+    mut run: Run,
+    hold: Hold,
+    candidate: &Candidate,
+    user_key_id: Option<i32>,
+    latency: Duration,
+    completion: Completion,
+    reply: Reply,
+) {
+    let settlement = run.price(candidate, &completion.usage);
+    let note = reply.is_closed().then_some(CLIENT_GONE);
+    let settled = run
+        .settle_success(
+            hold,
+            candidate,
+            user_key_id,
+            Success {
+                latency,
+                settlement: &settlement,
+                note,
+                health: Health::Answered,
+            },
+        )
+        .await;
+    let mut response = completion.response;
+    response.usage = Some(settlement.usage.to_openai());
+    let metadata = run.metadata(candidate, &settlement, &settled);
+    let _ = reply.send(Ok(ChatAnswer::Complete(Box::new(Completed {
+        routed: Routed::of(candidate),
+        response,
+        metadata,
+    }))));
+}
+
+/// Why a committed stream stopped before the upstream's end.
+enum Stop {
+    ClientGone,
+    TimeLimit,
+}
+
+/// Hands a committed stream to the door and pumps it: every chunk through the channel,
+/// until the upstream ends, the client leaves (the body, and so the receiver, is dropped)
+/// or the time limit comes. Then settles and sends the end.
+async fn answer_stream(
+    mut run: Run,
+    hold: Hold,
+    candidate: &Candidate,
+    user_key_id: Option<i32>,
+    started: Instant,
+    opened: Opened,
+    reply: Reply,
+) {
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let stream = ChatStream {
+        routed: Routed::of(candidate),
+        events: rx,
+    };
+    let Opened {
+        mut chunks,
+        mut pending,
+        mut ended,
+    } = opened;
+    let deadline = tokio::time::Instant::from_std(run.stream_end);
+    let mut stop = reply
+        .send(Ok(ChatAnswer::Stream(stream)))
+        .is_err()
+        .then_some(Stop::ClientGone);
+    while stop.is_none() {
+        if let Some(chunk) = pending.pop_front() {
+            stop = forward(&tx, chunk, deadline).await;
+            continue;
+        }
+        if ended.is_some() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            () = tx.closed() => stop = Some(Stop::ClientGone),
+            () = tokio::time::sleep_until(deadline) => stop = Some(Stop::TimeLimit),
+            event = chunks.next() => match event {
+                Some(StreamEvent::Chunk(chunk)) => pending.push_back(chunk),
+                Some(StreamEvent::End(end)) => ended = Some(end),
+                None => {
+                    let (usage, usage_estimated) = chunks.usage_so_far();
+                    ended = Some(crate::providers::StreamEnd {
+                        usage,
+                        usage_estimated,
+                        finish_reason: None,
+                        error: Some(ProviderError::StreamInterrupted {
+                            message: "the stream ended early".into(),
+                        }),
+                    });
+                }
+            },
+        }
+    }
+    // What was produced; dropping the upstream stream closes its connection at once.
+    let (usage, upstream_error) = match (stop.is_some(), ended) {
+        (false, Some(end)) => (end.usage, end.error),
+        _ => (chunks.usage_so_far().0, None),
+    };
+    drop(chunks);
+    let latency = started.elapsed();
+    let settlement = run.price(candidate, &usage);
+    let limit_secs = run
+        .stream_end
+        .saturating_duration_since(run.started)
+        .as_secs();
+    let (note, health, error) = match (&stop, &upstream_error) {
+        (Some(Stop::ClientGone), _) => (
+            Some("the client disconnected before the stream ended".to_string()),
+            Health::Unknown,
+            None,
+        ),
+        (Some(Stop::TimeLimit), _) => (
+            Some(format!(
+                "the stream reached its time limit of {limit_secs} s"
+            )),
+            Health::Unknown,
+            Some(ApiError::UpstreamTimeout(format!(
+                "the stream reached the gateway's time limit of {limit_secs} s and was ended; the tokens sent are charged"
+            ))),
+        ),
+        (None, Some(error)) => (
+            Some(error.to_string()),
+            if error.is_provider_failure() {
+                Health::BrokeMidStream
+            } else {
+                Health::Unknown
+            },
+            Some(ApiError::Upstream(format!(
+                "the upstream stream failed after it began: {error}"
+            ))),
+        ),
+        (None, None) => (None, Health::Answered, None),
+    };
+    let settled = run
+        .settle_success(
+            hold,
+            candidate,
+            user_key_id,
+            Success {
+                latency,
+                settlement: &settlement,
+                note: note.as_deref(),
+                health,
+            },
+        )
+        .await;
+    if matches!(stop, Some(Stop::ClientGone)) {
+        return;
+    }
+    let end = StreamEnd {
+        usage: settlement.usage,
+        metadata: run.metadata(candidate, &settlement, &settled),
+        error,
+    };
+    // The client is slow or gone if this waits: the stream is settled either way.
+    let _ = tokio::time::timeout(SETTLE_BUDGET, tx.send(StreamItem::End(end))).await;
+}
+
+/// Sends one chunk, waiting for room no later than the time limit.
+async fn forward(
+    tx: &mpsc::Sender<StreamItem>,
+    chunk: ChatCompletionChunk,
+    deadline: tokio::time::Instant,
+) -> Option<Stop> {
+    tokio::select! {
+        sent = tx.send(StreamItem::Chunk(chunk)) => sent.is_err().then_some(Stop::ClientGone),
+        () = tokio::time::sleep_until(deadline) => Some(Stop::TimeLimit),
+    }
+}
