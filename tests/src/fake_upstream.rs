@@ -279,6 +279,9 @@ pub enum Step {
     /// then abort the connection. For a non-streamed request: half of the JSON
     /// body, then abort.
     CutStream { reply: Reply, after_frames: usize },
+    /// Close the connection without any response (no status line, no headers), as a
+    /// provider whose load balancer resets the connection does.
+    Reset,
     /// Anything else, verbatim.
     Raw {
         status: u16,
@@ -346,6 +349,10 @@ impl Step {
             reply,
             after_frames,
         }
+    }
+
+    pub fn reset() -> Step {
+        Step::Reset
     }
 
     pub fn raw(status: u16, content_type: impl Into<String>, body: impl Into<Bytes>) -> Step {
@@ -931,6 +938,7 @@ async fn completion_response(request: &Completion, step: Step) -> Response {
             content_type,
             body,
         } => raw_response(status, &content_type, body),
+        Step::Reset => reset_connection(),
         // `resolve_delays` never returns a delay.
         Step::Delay { .. } => error_response(request.format, 500, None, None, None),
     }
@@ -959,8 +967,17 @@ async fn models_response(format: Format, list: &Value, step: Step) -> Response {
             content_type,
             body,
         } => raw_response(status, &content_type, body),
+        Step::Reset => reset_connection(),
         Step::Delay { .. } => error_response(format, 500, None, None, None),
     }
+}
+
+/// Ends the connection this request came on without answering: the server runs each
+/// connection in its own task, so unwinding that task drops the socket before any byte
+/// of a response is written. `resume_unwind` skips the panic hook, so nothing is printed,
+/// and the listener keeps serving other connections.
+fn reset_connection() -> Response {
+    std::panic::resume_unwind(Box::new("fake upstream: connection reset by script"))
 }
 
 fn reply_response(request: &Completion, reply: &Reply, frame_delay: Option<Duration>) -> Response {

@@ -935,6 +935,35 @@ async fn cut_stream_stops_without_end_marker() {
 }
 
 #[tokio::test]
+async fn reset_closes_the_connection_without_a_response_and_keeps_serving() {
+    let fake = FakeUpstream::start().await;
+    for stream in [false, true] {
+        fake.push(Step::reset());
+        let result = client()
+            .post(format!("{}/chat/completions", fake.openai_base_url()))
+            .bearer_auth("sk-test-openai")
+            .json(&openai_body(stream))
+            .send()
+            .await;
+        let error = result.expect_err("no response at all");
+        assert!(!error.is_timeout(), "{error:?}");
+        assert!(error.status().is_none(), "{error:?}");
+    }
+    // The models route resets too.
+    fake.push_models(Step::reset());
+    let result = client()
+        .get(format!("{}/models", fake.openai_base_url()))
+        .bearer_auth("sk-test-openai")
+        .send()
+        .await;
+    assert!(result.is_err());
+    // The server is still up, and the requests were recorded.
+    let response = openai_chat(&fake, &openai_body(false)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(fake.request_count(), 4);
+}
+
+#[tokio::test]
 async fn queue_order_then_default() {
     let fake = FakeUpstream::start().await;
     fake.push(Reply::text("first"));
