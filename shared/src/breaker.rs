@@ -10,23 +10,8 @@ use std::time::Duration;
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::Type;
 
+use crate::config::BreakerSettings;
 use crate::db::DbError;
-
-/// Breaker settings (`SWITCHBOARD_BREAKER_THRESHOLD`, `SWITCHBOARD_BREAKER_COOLDOWN_SECS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerSettings {
-    pub failure_threshold: i32,
-    pub cooldown: Duration,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        Self {
-            failure_threshold: 3,
-            cooldown: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Counts a failed call. A `Retry-After` (429/503) opens the cooldown at once for that long;
 /// otherwise it opens when the consecutive failures reach the threshold. Returns whether the

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::KeyCache;
 use crate::config::Config;
+use crate::credentials::{AwsContext, SecretsError, SystemKeys};
 use crate::db::{DbError, DbPool, connect_pool_with};
-use crate::http::KeyCache;
-use crate::keys::secrets::SecretsError;
-use crate::keys::{AwsContext, KeyServices, KeySetupError, KeyVault, SystemKeys};
+use crate::keys::{KeyServices, KeySetupError, KeyVault};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -63,8 +63,10 @@ impl AppState {
     /// A state without key services: BYOK operations answer 503 until
     /// [`AppState::with_key_services`] attaches them.
     pub fn new(config: Config, pool: DbPool) -> Self {
-        let key_cache = Arc::new(KeyCache::new(config.key_cache_ttl, 10_000));
-        let catalog = Arc::new(crate::catalog::CatalogCache::new(config.catalog_ttl));
+        let key_cache = Arc::new(KeyCache::new(config.keys.key_cache_ttl, 10_000));
+        let catalog = Arc::new(crate::catalog::CatalogCache::new(
+            config.routing.catalog_ttl,
+        ));
         let http = upstream_http_client();
         let providers = crate::providers::ProviderClient::from_http(
             http.clone(),
@@ -72,8 +74,7 @@ impl AppState {
         );
         let ledger = Arc::new(crate::chat::LedgerQueues::new(
             pool.clone(),
-            config.ledger_batches,
-            config.ledger_max_batch,
+            config.ledger.max_batch,
         ));
         Self {
             config: Arc::new(config),
@@ -96,8 +97,8 @@ impl AppState {
 
     /// Builds the pool from `DATABASE_URL` only (no AWS, no key services).
     pub fn from_config(config: Config) -> Result<Self, StateError> {
-        let url = config.database_url.clone().ok_or(StateError::NoDatabase)?;
-        let pool = connect_pool_with(&url, config.db_pool_size, &config.db_tls)?;
+        let url = config.database.url.clone().ok_or(StateError::NoDatabase)?;
+        let pool = connect_pool_with(&url, config.database.pool_size, &config.database.tls)?;
         Ok(Self::new(config, pool))
     }
 
@@ -106,10 +107,10 @@ impl AppState {
     /// provider keys).
     pub async fn load(config: Config) -> Result<Self, StateError> {
         let aws = AwsContext::default();
-        let url = crate::keys::database_url(&config, &aws)
+        let url = crate::credentials::database_url(&config, &aws)
             .await?
             .ok_or(StateError::NoDatabase)?;
-        let pool = connect_pool_with(&url, config.db_pool_size, &config.db_tls)?;
+        let pool = connect_pool_with(&url, config.database.pool_size, &config.database.tls)?;
         let services = KeyServices::from_config(&config, &aws).await?;
         Ok(Self::new(config, pool).with_key_services(services))
     }

@@ -15,12 +15,12 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use switchboard_core::auth::generate_api_key;
 use switchboard_core::config::Config;
+use switchboard_core::credentials::SystemKeys;
 use switchboard_core::db::connect_pool;
 use switchboard_core::http::finish_router;
 use switchboard_core::keys::KeyServices;
 use switchboard_core::keys::envelope::KeyVault;
 use switchboard_core::keys::local::LocalCipher;
-use switchboard_core::keys::secrets::SystemKeys;
 use switchboard_core::ledger::{self, CreditKind};
 use switchboard_core::providers::{ProviderClient, Timeouts};
 use switchboard_core::secret::Secret;
@@ -103,7 +103,7 @@ impl Gateway {
             system_keys: Arc::new(system_keys),
         });
         state.providers = ProviderClient::from_http(state.http.clone(), options.timeouts);
-        let limit = state.config.max_body_bytes;
+        let limit = state.config.server.max_body_bytes;
         let router = switchboard_chat::router(state.clone())
             .merge(switchboard_keys::router(state.clone()))
             .merge(switchboard_admin::router(state.clone()));

@@ -10,7 +10,7 @@ mod admin_common;
 use admin_common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
-use switchboard_core::keys::SystemKeys;
+use switchboard_core::credentials::SystemKeys;
 use switchboard_tests::fake_upstream::{FakeUpstream, Step};
 
 fn provider_body(slug: &str, base_url: &str) -> Value {

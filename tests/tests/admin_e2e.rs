@@ -9,7 +9,7 @@ mod admin_common;
 use admin_common::*;
 use http::StatusCode;
 use serde_json::json;
-use switchboard_core::keys::SystemKeys;
+use switchboard_core::credentials::SystemKeys;
 use switchboard_tests::fake_upstream::{DEFAULT_TEXT, FakeUpstream};
 
 const UPSTREAM_KEY: &str = "sk-upstream-e2e-0123456789";

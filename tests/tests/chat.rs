@@ -828,7 +828,7 @@ async fn a_retry_after_opens_the_breaker_for_that_long_and_the_error_rate_opens_
             .unwrap()
             .get(0),
         None,
-        &switchboard_core::breaker::BreakerSettings::default(),
+        &switchboard_core::config::BreakerSettings::default(),
     )
     .await
     .unwrap();

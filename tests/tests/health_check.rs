@@ -15,8 +15,8 @@ use admin_common::*;
 use http::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::Value;
+use switchboard_core::credentials::SystemKeys;
 use switchboard_core::health::{self, HealthAction, HealthRunSummary, Trigger};
-use switchboard_core::keys::SystemKeys;
 use switchboard_core::ledger::{self, CreditKind};
 use switchboard_tests::fake_upstream::{FakeUpstream, Reply, Step};
 
@@ -30,7 +30,7 @@ async fn harness(env: &[(&str, &str)], keys: &[(&str, &str)]) -> Harness {
     vars.push(("SWITCHBOARD_ALLOW_PRIVATE_UPSTREAMS", "1"));
     let system_keys = SystemKeys::from_env_vars(keys.iter().map(|(slug, key)| {
         (
-            switchboard_core::keys::secrets::provider_key_env_name(slug),
+            switchboard_core::credentials::provider_key_env_name(slug),
             key.to_string(),
         )
     }));

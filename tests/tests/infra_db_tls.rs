@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use switchboard::embedded_pg::EmbeddedPostgres;
+use switchboard_core::config::DbTlsSettings;
 use switchboard_core::db::connect_pool_with;
-use switchboard_core::db::tls::DbTlsSettings;
 use switchboard_core::secret::Secret;
 
 fn openssl(dir: &Path, args: &[&str]) {

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use switchboard::migrate_step::MigrateStep;
 use switchboard_core::auth::hash_api_key;
 use switchboard_core::config::Config;
-use switchboard_core::keys::AwsContext;
+use switchboard_core::credentials::AwsContext;
 use switchboard_tests::moto::MotoServer;
 use switchboard_tests::test_db::TestDb;
 use tokio::sync::mpsc;

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use keys_common::*;
 use serde_json::json;
+use switchboard_core::credentials::SystemKeys;
+use switchboard_core::credentials::database_url_from_secret;
 use switchboard_core::db::connect_pool;
-use switchboard_core::keys::SystemKeys;
-use switchboard_core::keys::secrets::database_url_from_secret;
 use switchboard_tests::test_db::TestDb;
 
 async fn create_secret(client: &aws_sdk_secretsmanager::Client, name: &str, value: &str) -> String {

@@ -16,8 +16,11 @@ use switchboard_core::catalog::{
     AuthType, Catalog, HealthStatus, Model, PowerLevel, Provider, RoutingRule, TaskType, Tier,
     load_catalog,
 };
+use switchboard_core::config::PowerLevelCeilings;
+use switchboard_core::http::ApiError;
+use switchboard_core::ledger;
 use switchboard_core::routing::{
-    CandidatePlan, DEFAULT_OUTPUT_TOKENS, PowerLevelCeilings, RequiredCapabilities, RoutingContext,
+    Candidate, CandidatePlan, DEFAULT_OUTPUT_TOKENS, RequiredCapabilities, RoutingContext,
     RoutingError, RoutingFilter, RoutingRequest, blended_cost_per_1m, plan_candidates,
 };
 use switchboard_tests::test_db::TestDb;
@@ -90,7 +93,8 @@ fn plan(catalog: &Catalog, request: &RoutingRequest) -> Result<CandidatePlan, Ro
 
 /// `provider_slug/model_id` of each candidate, in order.
 fn route(plan: &CandidatePlan) -> Vec<String> {
-    plan.iter()
+    plan.candidates
+        .iter()
         .map(|c| format!("{}/{}", c.provider.provider_slug, c.model.model_id))
         .collect()
 }
@@ -102,11 +106,21 @@ fn routed(catalog: &Catalog, request: &RoutingRequest) -> Vec<String> {
     }
 }
 
+/// The HTTP status the gateway answers for a routing error (`http/error.rs`).
+fn http_status(error: &RoutingError) -> u16 {
+    ApiError::from(error.clone()).status().as_u16()
+}
+
+/// The error `code` of that answer.
+fn error_code(error: &RoutingError) -> &'static str {
+    ApiError::from(error.clone()).kind().1
+}
+
 fn removed_by(catalog: &Catalog, request: &RoutingRequest) -> (RoutingFilter, String) {
     match plan(catalog, request) {
         Err(e @ RoutingError::NoAvailableProvider { filter, .. }) => {
-            assert_eq!(e.http_status(), 503);
-            assert_eq!(e.code(), "no_available_provider");
+            assert_eq!(http_status(&e), 503);
+            assert_eq!(error_code(&e), "no_available_provider");
             (filter, e.to_string())
         }
         other => panic!("expected 503, got {other:?}"),
@@ -241,11 +255,11 @@ fn outcome(catalog: &Catalog, request: &RoutingRequest) -> Outcome {
             Routes(expected)
         }
         Err(e @ RoutingError::TierTooLow { needed, .. }) => {
-            assert_eq!(e.http_status(), 403);
+            assert_eq!(http_status(&e), 403);
             Forbidden(needed)
         }
         Err(e @ RoutingError::NoAvailableProvider { filter, .. }) => {
-            assert_eq!(e.http_status(), 503);
+            assert_eq!(http_status(&e), 503);
             Unavailable(filter)
         }
         Err(e) => panic!("unexpected {e:?}"),
@@ -282,7 +296,12 @@ async fn seed_errors_say_what_removed_the_last_candidate() {
     let catalog = catalog(&db).await;
 
     let e = plan(&catalog, &auto(Tier::Free, PowerLevel::Precision)).unwrap_err();
-    assert_eq!(e.code(), "tier_too_low");
+    // api.md: 403 permission_error (the message names the tier needed).
+    assert!(matches!(e, RoutingError::TierTooLow { .. }), "{e:?}");
+    assert_eq!(
+        (http_status(&e), error_code(&e)),
+        (403, "permission_denied")
+    );
     assert_eq!(
         e.to_string(),
         "`auto` (power level precision) requires the starter tier or higher (your tier is free)"
@@ -348,8 +367,8 @@ async fn requested_model_names_resolve_or_are_not_found() {
                 model: unknown.into()
             }
         );
-        assert_eq!(e.http_status(), 404);
-        assert_eq!(e.code(), "model_not_found");
+        assert_eq!(http_status(&e), 404);
+        assert_eq!(error_code(&e), "model_not_found");
     }
 }
 
@@ -962,7 +981,7 @@ async fn circuit_breaker_skips_providers_in_cooldown_unless_all_are() {
     let now = Utc::now();
     let plan = plan_at(&catalog(&db).await, &named, &every_system_key, now, 1).unwrap();
     assert_eq!(as_set(&plan), both);
-    assert!(plan.iter().all(|c| !c.in_cooldown));
+    assert!(plan.candidates.iter().all(|c| !c.in_cooldown));
 
     // OpenAI in cooldown: skipped.
     exec(
@@ -999,7 +1018,7 @@ async fn circuit_breaker_skips_providers_in_cooldown_unless_all_are() {
     for seed in 0..20 {
         let plan = plan_at(&catalog_all, &byok, &every_system_key, Utc::now(), seed).unwrap();
         assert_eq!(route(&plan), vec!["openrouter/gpt-4o", GPT4O]);
-        assert!(plan.iter().all(|c| c.in_cooldown));
+        assert!(plan.candidates.iter().all(|c| c.in_cooldown));
     }
     // A past `breaker_open_until` is a closed breaker.
     exec(
@@ -1016,7 +1035,7 @@ async fn circuit_breaker_skips_providers_in_cooldown_unless_all_are() {
     )
     .unwrap();
     assert_eq!(as_set(&plan), both);
-    assert!(plan.iter().all(|c| !c.in_cooldown));
+    assert!(plan.candidates.iter().all(|c| !c.in_cooldown));
 }
 
 // ------------------------------------------------------------------ ordering
@@ -1154,7 +1173,10 @@ async fn fallback_rules_come_last_by_fallback_order() {
     let plan = plan(&catalog, &auto(Tier::Starter, PowerLevel::Balanced)).unwrap();
     assert_eq!(route(&plan), vec![TURBO, CLAUDE, GPT4O]);
     assert_eq!(
-        plan.iter().map(|c| c.is_fallback).collect::<Vec<_>>(),
+        plan.candidates
+            .iter()
+            .map(|c| c.is_fallback)
+            .collect::<Vec<_>>(),
         vec![false, true, true]
     );
 
@@ -1241,6 +1263,35 @@ async fn named_offers_order_by_power_level_priority_then_share_load() {
 
 // ------------------------------------------------------------------ the hold amount
 
+/// A candidate's worst case, through the ledger's one hold function.
+fn max_cost(candidate: &Candidate, prompt: u32, requested_output: Option<u32>) -> Decimal {
+    max_cost_over_candidates(std::slice::from_ref(candidate), prompt, requested_output)
+}
+
+/// The hold over the first `n` candidates (the ones that may be tried).
+fn max_cost_over(
+    plan: &CandidatePlan,
+    n: usize,
+    prompt: u32,
+    requested_output: Option<u32>,
+) -> Decimal {
+    let n = n.min(plan.candidates.len());
+    max_cost_over_candidates(&plan.candidates[..n], prompt, requested_output)
+}
+
+fn max_cost_over_candidates(
+    candidates: &[Candidate],
+    prompt: u32,
+    requested_output: Option<u32>,
+) -> Decimal {
+    let offers = candidates.iter().map(|c| ledger::HoldOffer {
+        prices: ledger::TokenPrices::of(&c.model),
+        max_output_tokens: u64::from(c.output_token_limit(requested_output)),
+        byok: c.byok,
+    });
+    ledger::hold_amount(u64::from(prompt), offers, Decimal::ZERO)
+}
+
 #[tokio::test]
 async fn max_cost_is_the_worst_case_of_the_candidates_that_may_be_tried() {
     let db = TestDb::new().await;
@@ -1261,26 +1312,29 @@ async fn max_cost_is_the_worst_case_of_the_candidates_that_may_be_tried() {
     };
 
     // prompt × input + (requested output, else the model's max_tokens) × output, per 1M.
-    assert_eq!(turbo.max_cost(1000, None), Decimal::new(13288, 5)); // 0.01 + 4096 × 30e-6
-    assert_eq!(turbo.max_cost(1000, Some(100)), Decimal::new(13, 3)); // 0.01 + 0.003
-    assert_eq!(gpt4o.max_cost(1000, None), Decimal::new(16634, 5)); // 0.0025 + 16384 × 10e-6
-    assert_eq!(claude.max_cost(1000, None), Decimal::new(12588, 5)); // 0.003 + 8192 × 15e-6
+    assert_eq!(max_cost(turbo, 1000, None), Decimal::new(13288, 5)); // 0.01 + 4096 × 30e-6
+    assert_eq!(max_cost(turbo, 1000, Some(100)), Decimal::new(13, 3)); // 0.01 + 0.003
+    assert_eq!(max_cost(gpt4o, 1000, None), Decimal::new(16634, 5)); // 0.0025 + 16384 × 10e-6
+    assert_eq!(max_cost(claude, 1000, None), Decimal::new(12588, 5)); // 0.003 + 8192 × 15e-6
     assert_eq!(turbo.output_token_limit(None), 4096);
     assert_eq!(turbo.output_token_limit(Some(7)), 7);
 
-    assert_eq!(plan.max_cost_over(1, 1000, None), Decimal::new(16634, 5));
-    assert_eq!(plan.max_cost_over(3, 1000, None), Decimal::new(16634, 5));
+    assert_eq!(max_cost_over(&plan, 1, 1000, None), Decimal::new(16634, 5));
+    assert_eq!(max_cost_over(&plan, 3, 1000, None), Decimal::new(16634, 5));
     // With a large requested output, GPT-4 Turbo's output price dominates.
     assert_eq!(
-        plan.max_cost_over(1, 1000, Some(10_000)),
+        max_cost_over(&plan, 1, 1000, Some(10_000)),
         Decimal::new(1025, 4)
     );
     assert_eq!(
-        plan.max_cost_over(2, 1000, Some(10_000)),
+        max_cost_over(&plan, 2, 1000, Some(10_000)),
         Decimal::new(31, 2)
     );
-    assert_eq!(plan.max_cost_over(3, 1000, Some(100)), Decimal::new(13, 3));
-    assert_eq!(plan.max_cost_over(0, 1000, None), Decimal::ZERO);
+    assert_eq!(
+        max_cost_over(&plan, 3, 1000, Some(100)),
+        Decimal::new(13, 3)
+    );
+    assert_eq!(max_cost_over(&plan, 0, 1000, None), Decimal::ZERO);
 
     // No max_tokens anywhere: the documented default; sub-nano amounts round up.
     exec(
@@ -1298,8 +1352,8 @@ async fn max_cost_is_the_worst_case_of_the_candidates_that_may_be_tried() {
     .unwrap();
     let candidate = &plan.candidates[0];
     assert_eq!(candidate.output_token_limit(None), DEFAULT_OUTPUT_TOKENS);
-    assert_eq!(candidate.max_cost(1, None), Decimal::new(2, 9)); // 1.5e-9 → 2e-9
-    assert_eq!(candidate.max_cost(0, None), Decimal::ZERO);
+    assert_eq!(max_cost(candidate, 1, None), Decimal::new(2, 9)); // 1.5e-9 → 2e-9
+    assert_eq!(max_cost(candidate, 0, None), Decimal::ZERO);
 }
 
 // ------------------------------------------------------------------ properties
@@ -1569,14 +1623,18 @@ async fn random_catalogs_never_yield_a_filtered_out_candidate() {
         match plan_candidates(&catalog, &req, &context, &mut rng) {
             Ok(plan) => {
                 planned += 1;
-                let got: BTreeSet<(i32, i32)> =
-                    plan.iter().map(|c| (c.provider.id, c.model.id)).collect();
-                assert_eq!(got.len(), plan.len(), "#{iteration}: duplicates");
+                let got: BTreeSet<(i32, i32)> = plan
+                    .candidates
+                    .iter()
+                    .map(|c| (c.provider.id, c.model.id))
+                    .collect();
+                assert_eq!(got.len(), plan.candidates.len(), "#{iteration}: duplicates");
                 assert_eq!(got, expected, "#{iteration}: {req:?}");
                 // Ordering: fallbacks last by fallback_order, then priority, BYOK first.
                 let rules: HashMap<i32, &RoutingRule> =
                     catalog.rules().iter().map(|r| (r.id, r.as_ref())).collect();
                 let keys: Vec<(bool, i32, i32, bool)> = plan
+                    .candidates
                     .iter()
                     .map(|c| {
                         let rule = rules[&c.rule_id.unwrap()];
@@ -1592,7 +1650,7 @@ async fn random_catalogs_never_yield_a_filtered_out_candidate() {
                     keys.windows(2).all(|w| w[0] <= w[1]),
                     "#{iteration}: {keys:?}"
                 );
-                for c in plan.iter() {
+                for c in plan.candidates.iter() {
                     assert_eq!(
                         c.byok,
                         c.provider.is_byok_supported && req.byok_providers.contains(&c.provider.id)
@@ -1606,7 +1664,7 @@ async fn random_catalogs_never_yield_a_filtered_out_candidate() {
                     expected.is_empty(),
                     "#{iteration}: {e} but {expected:?} were eligible"
                 );
-                assert!(matches!(e.http_status(), 403 | 503), "{e:?}");
+                assert!(matches!(http_status(&e), 403 | 503), "{e:?}");
             }
         }
     }

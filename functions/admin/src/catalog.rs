@@ -51,7 +51,7 @@ pub async fn create_provider(
         &mut client,
         &actor,
         input,
-        state.config.allow_private_upstreams,
+        state.config.server.allow_private_upstreams,
     )
     .await?;
     catalog_changed(&state);
@@ -92,7 +92,7 @@ pub async fn update_provider(
         &actor,
         id,
         patch,
-        state.config.allow_private_upstreams,
+        state.config.server.allow_private_upstreams,
     )
     .await?;
     catalog_changed(&state);
@@ -159,7 +159,7 @@ pub async fn test_provider(
             &provider,
             model.as_deref(),
             key.as_ref(),
-            state.config.allow_private_upstreams,
+            state.config.server.allow_private_upstreams,
         )
         .await,
     ))

@@ -34,7 +34,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The complete application of the chat Lambda function, with its own `/openapi.json`.
 pub fn app(state: AppState) -> Router {
-    let limit = state.config.max_body_bytes;
+    let limit = state.config.server.max_body_bytes;
     let router = router(state).route("/openapi.json", get(openapi_json));
     finish_router(router, limit)
 }

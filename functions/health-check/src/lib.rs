@@ -34,7 +34,7 @@ async fn run(
     trigger: Trigger,
 ) -> Result<HealthRunSummary, lambda_runtime::Error> {
     health::run(state, trigger).await.map_err(|error| {
-        let chain = switchboard_core::http::error::error_chain(&error);
+        let chain = switchboard_core::report::error_chain(&error);
         tracing::error!(error = %chain, "health check failed");
         lambda_runtime::Error::from(chain)
     })

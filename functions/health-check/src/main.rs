@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 use switchboard_core::config::Config;
-use switchboard_core::http::error::error_chain;
+use switchboard_core::report::error_chain;
 use switchboard_core::state::AppState;
 
 #[tokio::main]
@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(&error),
     };
-    let in_lambda = config.in_lambda;
+    let in_lambda = config.server.in_lambda;
     let state = match AppState::load(config).await {
         Ok(state) => state,
         Err(error) => return fail(&error),

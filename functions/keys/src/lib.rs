@@ -14,13 +14,13 @@ use axum::Router;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use switchboard_core::auth::Caller;
+use switchboard_core::auth::self_service::{
+    self, CreateGatewayKeyRequest, CreatedGatewayKey, GatewayKeyList,
+};
+use switchboard_core::auth::{Actor, Caller};
 use switchboard_core::http::{ApiError, AppJson, RequestId, finish_router};
 use switchboard_core::keys::byok::{
-    self, Actor, ByokList, MaskedByokKey, PatchByokRequest, PutByokRequest,
-};
-use switchboard_core::keys::gateway::{
-    self, CreateGatewayKeyRequest, CreatedGatewayKey, GatewayKeyList,
+    self, ByokList, MaskedByokKey, PatchByokRequest, PutByokRequest,
 };
 use switchboard_core::state::AppState;
 use utoipa::OpenApi as _;
@@ -54,7 +54,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The complete application of the keys Lambda function, with its own `/openapi.json`.
 pub fn app(state: AppState) -> Router {
-    let limit = state.config.max_body_bytes;
+    let limit = state.config.server.max_body_bytes;
     let router = router(state).route("/openapi.json", get(openapi_json));
     finish_router(router, limit)
 }
@@ -168,7 +168,7 @@ async fn validate_byok(
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys",
     responses((status = 200, description = "The caller's gateway keys", body = GatewayKeyList)))]
 async fn list_api_keys(State(state): State<AppState>, caller: Caller) -> Reply<GatewayKeyList> {
-    Ok(AppJson(gateway::list_own_keys(&state, &caller).await?))
+    Ok(AppJson(self_service::list_own_keys(&state, &caller).await?))
 }
 
 /// Create a user-role gateway key for the caller's account; the key is shown only here.
@@ -184,7 +184,7 @@ async fn create_api_key(
 ) -> Reply<CreatedGatewayKey> {
     let actor = actor(&caller, &request_id);
     Ok(AppJson(
-        gateway::create_own_key(&state, &actor, body).await?,
+        self_service::create_own_key(&state, &actor, body).await?,
     ))
 }
 
@@ -200,6 +200,6 @@ async fn revoke_api_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let actor = actor(&caller, &request_id);
-    gateway::revoke_own_key(&state, &actor, &id).await?;
+    self_service::revoke_own_key(&state, &actor, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

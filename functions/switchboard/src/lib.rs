@@ -20,7 +20,7 @@ use switchboard_core::state::AppState;
 
 /// Every route of every function, plus `/healthz` and `/openapi.json`.
 pub fn app(state: AppState) -> Router {
-    let limit = state.config.max_body_bytes;
+    let limit = state.config.server.max_body_bytes;
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_json))

@@ -58,9 +58,6 @@ async fn main() -> ExitCode {
 }
 
 fn fail(error: &(dyn std::error::Error + 'static)) -> ExitCode {
-    eprintln!(
-        "error: {}",
-        switchboard_core::http::error::error_chain(error)
-    );
+    eprintln!("error: {}", switchboard_core::report::error_chain(error));
     ExitCode::FAILURE
 }

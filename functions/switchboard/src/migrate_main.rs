@@ -9,7 +9,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 use switchboard::migrate_step::{MigrateStep, MigrateSummary};
 use switchboard_core::config::Config;
-use switchboard_core::http::error::error_chain;
+use switchboard_core::report::error_chain;
 
 #[tokio::main]
 async fn main() -> ExitCode {

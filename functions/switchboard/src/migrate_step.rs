@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use switchboard_core::auth::bootstrap::{AdminKeyError, bootstrap_admin_key};
 use switchboard_core::config::Config;
+use switchboard_core::credentials::SecretsError;
+use switchboard_core::credentials::{self, AwsContext};
 use switchboard_core::db::{DbError, connect_pool_with, migrate};
-use switchboard_core::http::error::error_chain;
-use switchboard_core::keys::admin_key::{AdminKeyError, bootstrap_admin_key};
-use switchboard_core::keys::secrets::SecretsError;
-use switchboard_core::keys::{self, AwsContext};
+use switchboard_core::report::error_chain;
 
 /// CloudFormation caps the whole response body at 4 KiB; the reason gets part of it.
 const MAX_REASON_CHARS: usize = 1500;
@@ -133,15 +133,15 @@ impl MigrateStep {
     }
 
     pub fn in_lambda(&self) -> bool {
-        self.config.in_lambda
+        self.config.server.in_lambda
     }
 
     /// Applies pending migrations, then the bootstrap admin key.
     pub async fn run(&self) -> Result<MigrateSummary, MigrateError> {
-        let url = keys::database_url(&self.config, &self.aws)
+        let url = credentials::database_url(&self.config, &self.aws)
             .await?
             .ok_or(MigrateError::NoDatabase)?;
-        let pool = connect_pool_with(&url, 1, &self.config.db_tls)?;
+        let pool = connect_pool_with(&url, 1, &self.config.database.tls)?;
         // A new stack's RDS Proxy may take a little while to accept connections: retry the
         // first connection (the custom resource's deadline still bounds the whole step).
         let mut attempt = 1;
@@ -157,14 +157,15 @@ impl MigrateStep {
             }
         };
         let report = migrate::run(&mut client).await?;
-        let admin_key =
-            if self.config.admin_key.is_none() && self.config.admin_key_secret_arn.is_none() {
-                "not_configured"
-            } else {
-                bootstrap_admin_key(&mut client, &self.config, &self.aws)
-                    .await?
-                    .as_str()
-            };
+        let admin_key = if self.config.keys.admin_key.is_none()
+            && self.config.keys.admin_key_secret_arn.is_none()
+        {
+            "not_configured"
+        } else {
+            bootstrap_admin_key(&mut client, &self.config, &self.aws)
+                .await?
+                .as_str()
+        };
         let summary = MigrateSummary {
             applied: report.applied,
             already_applied: report.already_applied.len(),

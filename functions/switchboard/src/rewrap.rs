@@ -3,12 +3,13 @@
 //! local master key are moved under KMS too when the key file is present.
 
 use switchboard_core::config::Config;
+use switchboard_core::credentials::AwsContext;
 use switchboard_core::db::{DbError, connect_pool_with};
+use switchboard_core::keys::KeysError;
 use switchboard_core::keys::kms::KmsCipher;
 use switchboard_core::keys::local::LocalCipher;
 use switchboard_core::keys::master_key::ensure_master_key_file;
 use switchboard_core::keys::rewrap::{RewrapReport, rewrap_all};
-use switchboard_core::keys::{AwsContext, KeysError};
 
 use crate::serve::{Database, ServeError};
 
@@ -35,14 +36,14 @@ pub async fn rewrap_keys(config: Config, to_kms_key: &str) -> Result<RewrapRepor
         let aws = AwsContext::default();
         let kms = KmsCipher::from_sdk_config(aws.sdk_config().await, to_kms_key);
         // Only an existing key file: a new one could not unwrap anything.
-        let local = if config.master_key_file.exists() {
+        let local = if config.keys.master_key_file.exists() {
             let (_, key) =
-                ensure_master_key_file(&config.master_key_file).map_err(ServeError::from)?;
+                ensure_master_key_file(&config.keys.master_key_file).map_err(ServeError::from)?;
             Some(LocalCipher::new(key))
         } else {
             None
         };
-        let pool = connect_pool_with(database.url(), 1, &config.db_tls)?;
+        let pool = connect_pool_with(database.url(), 1, &config.database.tls)?;
         let client = pool.get().await.map_err(DbError::from)?;
         let report = rewrap_all(&**client, &kms, local.as_ref(), to_kms_key).await?;
         tracing::info!(

@@ -5,12 +5,13 @@
 
 use std::io::Write;
 
+use switchboard_core::auth::bootstrap::{AdminKeyError, AdminKeyOutcome, bootstrap_admin_key};
 use switchboard_core::config::Config;
+use switchboard_core::credentials::AwsContext;
+use switchboard_core::credentials::SecretsError;
 use switchboard_core::db::{DbError, DbPool, connect_pool_with, migrate};
-use switchboard_core::keys::admin_key::{AdminKeyError, AdminKeyOutcome, bootstrap_admin_key};
 use switchboard_core::keys::master_key::MasterKeyError;
-use switchboard_core::keys::secrets::SecretsError;
-use switchboard_core::keys::{AwsContext, KeyServices, KeySetupError};
+use switchboard_core::keys::{KeyServices, KeySetupError};
 use switchboard_core::secret::Secret;
 use switchboard_core::state::AppState;
 
@@ -49,7 +50,7 @@ impl Database {
     pub(crate) async fn resolve(config: &Config) -> Result<Self, ServeError> {
         // DATABASE_URL, else the RDS secret at DATABASE_SECRET_ARN (`migrate` in AWS).
         if let Some(url) =
-            switchboard_core::keys::database_url(config, &AwsContext::default()).await?
+            switchboard_core::credentials::database_url(config, &AwsContext::default()).await?
         {
             return Ok(Self {
                 url,
@@ -57,7 +58,8 @@ impl Database {
             });
         }
         let cluster =
-            EmbeddedPostgres::start(&config.data_dir, config.pg_bin_dir.as_deref()).await?;
+            EmbeddedPostgres::start(&config.server.data_dir, config.server.pg_bin_dir.as_deref())
+                .await?;
         Ok(Self {
             url: Secret::new(cluster.database_url()),
             embedded: Some(cluster),
@@ -85,7 +87,7 @@ async fn migrate_pool(pool: &DbPool) -> Result<migrate::MigrationReport, ServeEr
 pub async fn migrate(config: Config) -> Result<migrate::MigrationReport, ServeError> {
     let database = Database::resolve(&config).await?;
     let result = async {
-        let pool = connect_pool_with(&database.url, 1, &config.db_tls)?;
+        let pool = connect_pool_with(&database.url, 1, &config.database.tls)?;
         migrate_pool(&pool).await
     }
     .await;
@@ -102,7 +104,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 }
 
 async fn serve_on(config: Config, url: &Secret) -> Result<(), ServeError> {
-    let pool = connect_pool_with(url, config.db_pool_size, &config.db_tls)?;
+    let pool = connect_pool_with(url, config.database.pool_size, &config.database.tls)?;
     let report = migrate_pool(&pool).await?;
     tracing::info!(applied = ?report.applied, already_applied = report.already_applied.len(), "database schema up to date");
 
@@ -122,7 +124,7 @@ async fn serve_on(config: Config, url: &Secret) -> Result<(), ServeError> {
     }
     drop(client);
 
-    let listen = config.listen;
+    let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -150,7 +152,7 @@ struct HealthTimer {
 
 fn spawn_health_timer(state: &AppState) -> HealthTimer {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let interval = state.config.health_check_interval;
+    let interval = state.config.health.interval;
     tracing::info!(
         interval_secs = interval.as_secs(),
         "health check runs every {} s",

@@ -1,7 +1,6 @@
 //! [`AdminError`]: what the admin layer answers, and how input-caused SQL errors map to it.
 
 use crate::db::DbError;
-use crate::http::ApiError;
 use crate::ledger::LedgerError;
 
 #[derive(Debug, thiserror::Error)]
@@ -137,17 +136,6 @@ impl From<LedgerError> for AdminError {
     }
 }
 
-impl From<AdminError> for ApiError {
-    fn from(error: AdminError) -> Self {
-        match error {
-            AdminError::Invalid { param, message } => ApiError::InvalidRequest { message, param },
-            AdminError::NotFound(message) => ApiError::NotFound(message),
-            AdminError::Conflict(message) => ApiError::Conflict(message),
-            AdminError::Db(db) => ApiError::from(db),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,21 +160,5 @@ mod tests {
             check_constraint_column("llm_routing_rules_check", Some("llm_routing_rules")),
             None
         );
-    }
-
-    #[test]
-    fn admin_errors_map_to_api_statuses() {
-        use axum::http::StatusCode;
-        let cases = [
-            (
-                AdminError::invalid("weight", "bad"),
-                StatusCode::BAD_REQUEST,
-            ),
-            (AdminError::NotFound("x".into()), StatusCode::NOT_FOUND),
-            (AdminError::Conflict("x".into()), StatusCode::CONFLICT),
-        ];
-        for (error, status) in cases {
-            assert_eq!(ApiError::from(error).status(), status);
-        }
     }
 }

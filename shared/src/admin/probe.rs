@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use super::AdminError;
 use super::providers::ProviderView;
 use crate::catalog::{ApiFormat, AuthType};
-use crate::keys::secrets::provider_key_env_name;
+use crate::credentials::provider_key_env_name;
 use crate::providers::{ChatRequest, ProviderClient, UpstreamTarget};
 use crate::secret::Secret;
 use crate::ssrf::check_upstream_url;

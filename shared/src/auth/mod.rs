@@ -1,75 +1,26 @@
-//! Gateway API keys (`sk-sb-...`): generation, hashing, format checks and the bootstrap
-//! admin key. Keys are 192 random bits, shown once, stored only as SHA-256.
+//! Gateway API keys (`sk-sb-...`): the bootstrap admin key, the caller a key stands for,
+//! and its lookup by hash. Generation, hashing and the format: [`format`].
 
-use rand::RngCore;
-use sha2::{Digest, Sha256};
+pub mod bootstrap;
+mod cache;
+pub mod format;
+pub mod self_service;
+mod store;
+
+pub use cache::KeyCache;
+pub use format::{
+    GeneratedKey, KEY_PREFIX, display_prefix, generate_api_key, hash_api_key, validate_key_format,
+};
+
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::audit::{self, AuditEntry};
 use crate::db::DbError;
 use crate::secret::Secret;
 
-pub const KEY_PREFIX: &str = "sk-sb-";
-/// Random bytes in a generated key (192 bits, hex encoded).
-const KEY_RANDOM_BYTES: usize = 24;
-/// How many characters of a key are kept in clear for display (`sk-sb-1a2b`).
-const DISPLAY_PREFIX_LEN: usize = 10;
 /// The bootstrap admin account that owns keys created from `SWITCHBOARD_ADMIN_KEY`.
 pub const BOOTSTRAP_ADMIN_USER: &str = "admin";
-
-/// A freshly generated key: the plaintext (to show once) and what is stored.
-pub struct GeneratedKey {
-    pub plaintext: Secret,
-    pub hash: [u8; 32],
-    pub display_prefix: String,
-}
-
-pub fn generate_api_key() -> GeneratedKey {
-    let mut bytes = [0u8; KEY_RANDOM_BYTES];
-    rand::rng().fill_bytes(&mut bytes);
-    let plaintext = format!("{KEY_PREFIX}{}", hex(&bytes));
-    GeneratedKey {
-        hash: hash_api_key(&plaintext),
-        display_prefix: display_prefix(&plaintext),
-        plaintext: Secret::new(plaintext),
-    }
-}
-
-pub fn hash_api_key(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
-pub fn display_prefix(key: &str) -> String {
-    key.chars().take(DISPLAY_PREFIX_LEN).collect()
-}
-
-/// Checks that a configured key looks like one of ours and carries enough entropy.
-/// The error never contains the key.
-pub fn validate_key_format(key: &str) -> Result<(), &'static str> {
-    let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
-        return Err("must start with sk-sb-");
-    };
-    if rest.len() < 32 {
-        return Err("must have at least 32 characters after sk-sb- (128 bits or more)");
-    }
-    if !rest
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err("may contain only letters, digits, '-' and '_' after sk-sb-");
-    }
-    Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 0x0f) as usize] as char);
-    }
-    out
-}
 
 /// What [`ensure_bootstrap_admin`] did.
 #[derive(Debug)]
@@ -146,40 +97,35 @@ pub async fn ensure_bootstrap_admin(
     Ok(BootstrapAdmin::Generated(key.plaintext))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Who acts, for the audit log.
+pub struct Actor<'a> {
+    pub caller: &'a Caller,
+    pub request_id: Option<&'a str>,
+}
 
-    #[test]
-    fn generated_keys_are_unique_well_formed_and_hash_stably() {
-        let a = generate_api_key();
-        let b = generate_api_key();
-        assert_ne!(a.plaintext, b.plaintext);
-        assert!(a.plaintext.expose().starts_with("sk-sb-"));
-        assert_eq!(
-            a.plaintext.expose().len(),
-            KEY_PREFIX.len() + 2 * KEY_RANDOM_BYTES
-        );
-        assert!(validate_key_format(a.plaintext.expose()).is_ok());
-        assert_eq!(a.hash, hash_api_key(a.plaintext.expose()));
-        assert_eq!(a.display_prefix.len(), DISPLAY_PREFIX_LEN);
-        assert!(a.plaintext.expose().starts_with(&a.display_prefix));
-    }
-
-    #[test]
-    fn format_check_refuses_weak_or_foreign_keys() {
-        assert!(validate_key_format("sk-abc").is_err());
-        assert!(validate_key_format("sk-sb-short").is_err());
-        assert!(validate_key_format("sk-sb-0123456789abcdef0123456789abcde!").is_err());
-        assert!(validate_key_format("sk-sb-0123456789abcdef0123456789abcdef").is_ok());
-    }
-
-    #[test]
-    fn sha256_matches_known_vector() {
-        assert_eq!(
-            hex(&hash_api_key("abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+impl Actor<'_> {
+    /// Writes one audit entry (`before` / `after` already masked) as this actor.
+    pub async fn record(
+        &self,
+        client: &impl GenericClient,
+        action: &str,
+        entity_type: &str,
+        entity_id: Option<&str>,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> Result<(), DbError> {
+        let entry = AuditEntry {
+            actor_key_id: Some(self.caller.key_id),
+            actor: &self.caller.user_id,
+            action,
+            entity_type,
+            entity_id,
+            before,
+            after,
+            request_id: self.request_id,
+        };
+        audit::record(client, &entry).await?;
+        Ok(())
     }
 }
 

@@ -20,9 +20,7 @@ use std::time::{Duration, Instant};
 use super::queries::{CatalogError, load_catalog};
 use super::snapshot::Catalog;
 
-/// The default time to live of a snapshot (`SWITCHBOARD_CATALOG_TTL_SECS`, read by
-/// [`crate::config::Config`]).
-pub const DEFAULT_CATALOG_TTL: Duration = Duration::from_secs(5);
+pub use crate::config::DEFAULT_CATALOG_TTL;
 
 /// Where a [`CatalogCache`] loads snapshots from: the database pool in production; tests
 /// substitute failing or counting sources.

@@ -9,9 +9,8 @@ use serde_json::Value;
 
 use super::ChatInput;
 use super::attempt::Run;
-use super::hold::Hold;
 use super::lambda_margin;
-use super::queues::AdmissionItem;
+use super::settle::{AdmissionItem, Hold};
 use crate::admission::{self, AdmissionError, ProviderLimit};
 use crate::http::ApiError;
 use crate::ledger;
@@ -79,11 +78,11 @@ pub(super) async fn plan(
     let context = RoutingContext {
         now: chrono::Utc::now(),
         has_system_key: &has_system_key,
-        ceilings: &state.config.ceilings,
+        ceilings: &state.config.routing.ceilings,
     };
     let plan = plan_candidates(&catalog, &routing_request, &context, &mut rand::rng())?;
     let mut candidates: Vec<Candidate> = plan.candidates;
-    candidates.truncate(state.config.max_attempts.max(1));
+    candidates.truncate(state.config.chat.max_attempts.max(1));
 
     // Lambda ends the invocation at its deadline: everything ends, settled, before it.
     let hard_end = options.invocation_deadline.map(|deadline| {
@@ -92,8 +91,8 @@ pub(super) async fn plan(
             .unwrap_or_default();
         Instant::now() + left.saturating_sub(lambda_margin(left))
     });
-    let attempts_end = started + state.config.request_timeout;
-    let stream_end = started + state.config.max_stream_duration;
+    let attempts_end = started + state.config.chat.request_timeout;
+    let stream_end = started + state.config.chat.max_stream_duration;
     Ok(Run {
         state: state.clone(),
         caller,
@@ -138,7 +137,7 @@ impl Run {
                 key_rpm,
                 provider: Some(provider_limit(first, self.prompt_tokens, requested_output)),
                 hold: self.hold_amount(requested_output),
-                hold_ttl: self.state.config.hold_ttl,
+                hold_ttl: self.state.config.ledger.hold_ttl,
             };
             let admitted = self
                 .state
@@ -176,18 +175,16 @@ impl Run {
     /// The hold (ledger.md): the worst case over the candidates that may be tried — the
     /// provider cost for platform-key candidates, the platform fee for BYOK ones.
     fn hold_amount(&self, requested_output: Option<u32>) -> Decimal {
-        self.candidates
-            .iter()
-            .map(|c| {
-                let cost = c.max_cost(self.prompt_tokens, requested_output);
-                if c.byok {
-                    ledger::byok_fee(cost, self.state.config.byok_fee_percent)
-                } else {
-                    cost
-                }
-            })
-            .max()
-            .unwrap_or(Decimal::ZERO)
+        let offers = self.candidates.iter().map(|c| ledger::HoldOffer {
+            prices: ledger::TokenPrices::of(&c.model),
+            max_output_tokens: u64::from(c.output_token_limit(requested_output)),
+            byok: c.byok,
+        });
+        ledger::hold_amount(
+            u64::from(self.prompt_tokens),
+            offers,
+            self.state.config.chat.byok_fee_percent,
+        )
     }
 
     /// A fallback candidate takes a slot of its own provider's limits (one more round trip,

@@ -9,8 +9,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use super::Routed;
-use super::hold::{Hold, Settled};
-use super::queues::CaptureItem;
+use super::settle::{CaptureItem, Hold, Settled};
 use crate::auth::Caller;
 use crate::breaker;
 use crate::catalog::{AuthType, PowerLevel, TaskType};
@@ -168,14 +167,13 @@ impl Run {
             cached_input: usage.cached_input_tokens,
             output: usage.output_tokens,
         };
-        let prices = TokenPrices {
-            input_per_1m: candidate.model.cost_per_1m_input_tokens,
-            output_per_1m: candidate.model.cost_per_1m_output_tokens,
-            cached_input_per_1m: candidate.model.cost_per_1m_tokens_cached,
-        };
+        let prices = TokenPrices::of(&candidate.model);
         let provider_cost = ledger::cost_of(buckets, &prices);
         let charged = if candidate.byok {
-            ledger::byok_fee(provider_cost.total_usd, self.state.config.byok_fee_percent)
+            ledger::byok_fee(
+                provider_cost.total_usd,
+                self.state.config.chat.byok_fee_percent,
+            )
         } else {
             provider_cost.total_usd
         };

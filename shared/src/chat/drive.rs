@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::attempt::{Failure, Health, Run, Success, describe};
-use super::hold::{Hold, SETTLE_BUDGET};
+use super::settle::{Hold, SETTLE_BUDGET};
 use super::{ChatAnswer, ChatStream, Completed, Routed, StreamEnd, StreamItem};
 use crate::http::ApiError;
 use crate::providers::{

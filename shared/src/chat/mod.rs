@@ -26,8 +26,7 @@
 mod admit;
 mod attempt;
 mod drive;
-mod hold;
-mod queues;
+mod settle;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,8 +34,7 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-pub use hold::Settled;
-pub use queues::LedgerQueues;
+pub use settle::{LedgerQueues, Settled};
 
 use crate::auth::Caller;
 use crate::catalog::{PowerLevel, TaskType, UnknownValue};
@@ -45,7 +43,7 @@ use crate::providers::{ChatCompletion, ChatCompletionChunk, ChatRequest, Usage};
 use crate::state::AppState;
 
 /// A run in Lambda ends this long before the invocation deadline, so that its
-/// settlement (with retries, [`hold::SETTLE_BUDGET`]) and last frames fit before it.
+/// settlement (with retries, [`settle::SETTLE_BUDGET`]) and last frames fit before it.
 pub const LAMBDA_DEADLINE_MARGIN: Duration = Duration::from_secs(6);
 
 /// The margin kept before an invocation deadline `left` away: [`LAMBDA_DEADLINE_MARGIN`],

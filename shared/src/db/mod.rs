@@ -12,8 +12,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
+use crate::config::DbTlsSettings;
 use crate::secret::Secret;
-use tls::DbTlsSettings;
 
 pub use deadpool_postgres::Pool as DbPool;
 

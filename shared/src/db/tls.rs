@@ -18,36 +18,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use super::DbError;
-use crate::config::ConfigError;
-
-/// `SWITCHBOARD_DB_TLS` / `SWITCHBOARD_DB_CA_FILE`, read once with the configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DbTlsSettings {
-    /// `SWITCHBOARD_DB_TLS=1`: TLS on every connection, whatever the URL says.
-    pub force: bool,
-    /// `SWITCHBOARD_DB_CA_FILE`: PEM file of the roots to trust (instead of the system's).
-    pub ca_file: Option<PathBuf>,
-}
-
-impl DbTlsSettings {
-    /// Reads the two variables through `get` (empty values already count as unset).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let force = match get("SWITCHBOARD_DB_TLS").as_deref().map(str::trim) {
-            None | Some("0" | "false" | "no" | "off") => false,
-            Some("1" | "true" | "yes" | "on") => true,
-            Some(other) => {
-                return Err(ConfigError {
-                    variable: "SWITCHBOARD_DB_TLS",
-                    reason: format!("`{other}` is not a boolean (use 1 or 0)"),
-                });
-            }
-        };
-        Ok(Self {
-            force,
-            ca_file: get("SWITCHBOARD_DB_CA_FILE").map(|v| PathBuf::from(v.trim())),
-        })
-    }
-}
+use crate::config::DbTlsSettings;
 
 /// Which certificates verify the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,9 +201,10 @@ mod tests {
 
     use super::*;
 
-    fn settings(vars: &[(&str, &str)]) -> Result<DbTlsSettings, ConfigError> {
+    fn settings(vars: &[(&str, &str)]) -> Result<DbTlsSettings, crate::config::ConfigError> {
         let map: HashMap<&str, &str> = vars.iter().copied().collect();
-        DbTlsSettings::from_lookup(|k| map.get(k).map(|v| v.to_string()))
+        let lookup = |k: &str| map.get(k).map(|v| v.to_string());
+        DbTlsSettings::from_env(&crate::config::Env::new(&lookup))
     }
 
     const URL: &str = "postgres://app:pw@db.example.com:5432/switchboard";

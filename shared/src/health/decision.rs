@@ -27,7 +27,7 @@
 
 use crate::catalog::HealthStatus;
 
-use super::settings::HealthSettings;
+use crate::config::HealthSettings;
 
 /// `disabled_reason` of a provider the monitor disabled.
 pub const DISABLED_BY_HEALTH: &str = "health";

@@ -16,7 +16,7 @@
 //! 2. lists the providers to probe: active ones and those the monitor itself disabled
 //!    (`disabled_reason = 'health'`), so they can recover. Providers an admin disabled are
 //!    not probed and never touched;
-//! 3. probes them concurrently (at most `probe_concurrency` at once), each within
+//! 3. probes them concurrently (at most `PROBE_CONCURRENCY` (8) at once), each within
 //!    `probe_timeout` ([`probe`]);
 //! 4. folds in the passive signal from recent usage rows and decides strikes and
 //!    activation ([`decision`]);
@@ -34,7 +34,6 @@
 
 pub mod decision;
 pub mod probe;
-pub mod settings;
 pub mod store;
 pub mod summary;
 
@@ -51,9 +50,13 @@ use crate::db::DbError;
 use crate::ledger::{self, LedgerError};
 use crate::state::AppState;
 
+use crate::config::HealthSettings;
 pub use decision::{Activation, CurrentHealth, Decision, PassiveSignal, decide, fold_passive};
 pub use probe::{ProbeAnswer, ProbeOutcome, ProbeTarget, classify};
-pub use settings::HealthSettings;
+
+/// Probes in flight at once (a run probes every active provider; 8 keeps one slow
+/// provider from delaying the others without opening dozens of connections).
+const PROBE_CONCURRENCY: usize = 8;
 pub use summary::{HealthAction, HealthRunSummary, ProviderCheck, Trigger};
 
 /// The audit actor of the monitor's own changes.
@@ -109,7 +112,7 @@ async fn run_locked(
     catalog_changed: &mut bool,
 ) -> Result<(), DbError> {
     let settings = state.config.health;
-    let allow_private = state.config.allow_private_upstreams;
+    let allow_private = state.config.server.allow_private_upstreams;
     let candidates = store::providers_to_probe(&*client).await?;
     let passive = store::passive_signals(&*client, settings.passive_window).await?;
 
@@ -134,7 +137,7 @@ async fn run_locked(
             let answer = probe::probe(http, &target, settings.probe_timeout, allow_private).await;
             (target, answer)
         })
-        .buffer_unordered(settings.probe_concurrency.max(1))
+        .buffer_unordered(PROBE_CONCURRENCY)
         .collect()
         .await;
     answers.sort_by_key(|(target, _)| target.provider_id);
@@ -317,7 +320,7 @@ pub async fn run_every(state: AppState, interval: Duration, stop: impl Future<Ou
             () = &mut stop => break,
             result = run(&state, Trigger::Timer) => {
                 if let Err(error) = result {
-                    tracing::warn!(error = %crate::http::error::error_chain(&error), "health check failed");
+                    tracing::warn!(error = %crate::report::error_chain(&error), "health check failed");
                 }
             }
         }

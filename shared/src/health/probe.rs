@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
 
 use crate::catalog::{ApiFormat, AuthType, HealthStatus};
-use crate::keys::secrets::provider_key_env_name;
+use crate::credentials::provider_key_env_name;
 use crate::secret::Secret;
 use crate::ssrf::{UrlRefused, check_upstream_url};
 

@@ -1,10 +1,6 @@
 //! Authentication at the edge: the `Caller` / `AdminCaller` extractors. A key is looked up by
-//! its SHA-256 and the answer cached in process for a few seconds (so a warm instance does
-//! not query per request, and a revocation takes effect within the TTL).
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! its SHA-256 and the answer cached in process for a few seconds (`auth::KeyCache`: a
+//! warm instance does not query per request, and a revocation takes effect within the TTL).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -12,68 +8,6 @@ use axum::http::request::Parts;
 use super::error::ApiError;
 use crate::auth::{AuthError, Caller, hash_api_key, lookup_key, presented_key};
 use crate::state::AppState;
-
-type CachedLookup = (Instant, Result<Caller, AuthError>);
-
-/// Bounded, TTL'd cache of key lookups (hits and definite misses), keyed by key hash.
-pub struct KeyCache {
-    ttl: Duration,
-    capacity: usize,
-    entries: Mutex<HashMap<[u8; 32], CachedLookup>>,
-}
-
-impl KeyCache {
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
-        Self {
-            ttl,
-            capacity,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, hash: &[u8; 32]) -> Option<Result<Caller, AuthError>> {
-        let entries = self.entries.lock().ok()?;
-        let (at, value) = entries.get(hash)?;
-        (at.elapsed() < self.ttl).then(|| value.clone())
-    }
-
-    fn put(&self, hash: [u8; 32], value: Result<Caller, AuthError>) {
-        let Ok(mut entries) = self.entries.lock() else {
-            return;
-        };
-        if entries.len() >= self.capacity {
-            let ttl = self.ttl;
-            entries.retain(|_, (at, _)| at.elapsed() < ttl);
-            if entries.len() >= self.capacity {
-                entries.clear();
-            }
-        }
-        entries.insert(hash, (Instant::now(), value));
-    }
-
-    /// Forgets the cached lookups of one user's keys, so that a change this process made
-    /// to what the lookup loads (the user's active BYOK providers) shows on the next
-    /// request. Other processes see it when their entries expire (the TTL).
-    pub fn forget_user(&self, user_id: &str) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries
-                .retain(|_, (_, value)| !matches!(value, Ok(caller) if caller.user_id == user_id));
-        }
-    }
-
-    /// Forgets everything (after a revocation in this process).
-    pub fn clear(&self) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.clear();
-        }
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(error: AuthError) -> Self {
-        ApiError::Authentication(error.to_string())
-    }
-}
 
 /// Authenticates the request's key (any role).
 pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {

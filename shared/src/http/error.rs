@@ -9,7 +9,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::admin::AdminError;
+use crate::auth::AuthError;
 use crate::db::DbError;
+use crate::keys::KeysError;
+use crate::providers::{ProviderError, status_is_retryable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -136,7 +140,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             Self::Internal(source) => {
-                tracing::error!(error = %error_chain(source.as_ref()), "internal error");
+                tracing::error!(error = %crate::report::error_chain(source.as_ref()), "internal error");
             }
             other if other.status().is_server_error() => {
                 tracing::warn!(status = other.status().as_u16(), error = %other, "request failed");
@@ -199,16 +203,75 @@ impl From<crate::routing::RoutingError> for ApiError {
     }
 }
 
-/// `error: cause: cause...` for logs.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
+impl From<ProviderError> for ApiError {
+    /// The answer when this error ends the request (no candidate left, or not retryable).
+    fn from(error: ProviderError) -> ApiError {
+        match &error {
+            ProviderError::InvalidRequest { param, message }
+            | ProviderError::Unsupported { param, message, .. } => ApiError::InvalidRequest {
+                message: message.clone(),
+                param: param.clone(),
+            },
+            ProviderError::Timeout { .. } => ApiError::UpstreamTimeout(error.to_string()),
+            ProviderError::Status { status: 404, .. } => ApiError::ModelNotFound(error.to_string()),
+            ProviderError::Status { status, .. }
+                if !status_is_retryable(*status) && *status < 500 =>
+            {
+                ApiError::invalid(format!("the upstream rejected the request: {error}"))
+            }
+            _ => ApiError::Upstream(error.to_string()),
+        }
     }
-    out
+}
+
+impl From<KeysError> for ApiError {
+    fn from(error: KeysError) -> Self {
+        match error {
+            KeysError::InvalidInput { param, message } => match param {
+                Some(param) => ApiError::invalid_param(param, message),
+                None => ApiError::invalid(message),
+            },
+            KeysError::UnknownProvider(_) | KeysError::NotFound(_) => {
+                ApiError::NotFound(error.to_string())
+            }
+            KeysError::ByokNotSupported(_) => {
+                ApiError::invalid_param("provider_slug", error.to_string())
+            }
+            KeysError::Conflict(message) => ApiError::Conflict(message),
+            KeysError::Envelope(envelope) if envelope.is_data_error() => {
+                // Tampering, a copied row or a master-key mix-up: worth an operator's look.
+                tracing::error!(error = %envelope, "stored BYOK key cannot be decrypted");
+                ApiError::Conflict(
+                    "the stored key for this provider can no longer be decrypted; store it again with PUT"
+                        .into(),
+                )
+            }
+            KeysError::Envelope(envelope) => {
+                tracing::error!(error = %envelope, "BYOK key encryption unavailable");
+                ApiError::ServiceUnavailable(
+                    "the key encryption service is unavailable, try again shortly".into(),
+                )
+            }
+            KeysError::Db(db) => ApiError::from(db),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        match error {
+            AdminError::Invalid { param, message } => ApiError::InvalidRequest { message, param },
+            AdminError::NotFound(message) => ApiError::NotFound(message),
+            AdminError::Conflict(message) => ApiError::Conflict(message),
+            AdminError::Db(db) => ApiError::from(db),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        ApiError::Authentication(error.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -243,5 +306,27 @@ mod tests {
         .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn admin_errors_map_to_api_statuses() {
+        use axum::http::StatusCode;
+        let cases = [
+            (
+                crate::admin::AdminError::invalid("weight", "bad"),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                crate::admin::AdminError::NotFound("x".into()),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                crate::admin::AdminError::Conflict("x".into()),
+                StatusCode::CONFLICT,
+            ),
+        ];
+        for (error, status) in cases {
+            assert_eq!(ApiError::from(error).status(), status);
+        }
     }
 }

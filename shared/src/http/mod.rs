@@ -15,7 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-pub use caller::{AdminCaller, KeyCache};
+pub use caller::AdminCaller;
 pub use error::ApiError;
 pub use json::AppJson;
 
@@ -100,11 +100,6 @@ async fn wrong_method(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
-/// For routes of api.md whose implementation has not landed yet.
-pub async fn not_implemented(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotImplemented(format!("{method} {} is not implemented yet", uri.path()))
-}
-
 /// A local listener whose connections have Nagle's algorithm off. Without it, a small write
 /// that follows another (each SSE frame of a stream) waits for the client's delayed ACK, up
 /// to 40 ms: measured with `scripts/bench`, a whole streamed answer took 44 ms instead of 2.
@@ -119,16 +114,6 @@ pub fn without_nagle(
     axum::serve::ListenerExt::tap_io(listener, no_delay as fn(&mut tokio::net::TcpStream))
 }
 
-/// Runs `app` under the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set, else on a
-/// local listener until Ctrl-C / SIGTERM.
-pub async fn run_function(
-    app: Router,
-    in_lambda: bool,
-    listen: SocketAddr,
-) -> Result<(), BoxError> {
-    run_function_with(app, in_lambda, listen, LambdaResponses::Buffered).await
-}
-
 /// How a function answers under Lambda.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LambdaResponses {
@@ -139,8 +124,9 @@ pub enum LambdaResponses {
     Streaming,
 }
 
-/// [`run_function`] with a choice of Lambda response mode.
-pub async fn run_function_with(
+/// Runs `app` under the Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set (answering
+/// buffered or streamed), else on a local listener until Ctrl-C / SIGTERM.
+pub async fn run_function(
     app: Router,
     in_lambda: bool,
     listen: SocketAddr,
@@ -226,15 +212,15 @@ pub async fn run_http_function_with(
     crate::telemetry::init();
     let result: Result<(), BoxError> = async {
         let config = crate::config::Config::from_env()?;
-        let (in_lambda, listen) = (config.in_lambda, config.listen);
+        let (in_lambda, listen) = (config.server.in_lambda, config.server.listen);
         let state = crate::state::AppState::load(config).await?;
-        run_function_with(build(state), in_lambda, listen, responses).await
+        run_function(build(state), in_lambda, listen, responses).await
     }
     .await;
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %error::error_chain(error.as_ref()), "function stopped");
+            tracing::error!(error = %crate::report::error_chain(error.as_ref()), "function stopped");
             std::process::ExitCode::FAILURE
         }
     }

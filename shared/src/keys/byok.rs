@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
+use crate::auth::{Actor, Caller};
 use crate::secret::Secret;
 use crate::state::AppState;
 
@@ -20,7 +20,6 @@ use super::error::KeysError;
 use super::format::{check_key_format, hint_parts, key_hint};
 use super::store::{self, ByokRow, ProviderRef};
 use super::validate::{KeyCheck, check_key_live};
-use crate::audit::{self, AuditEntry};
 
 /// `PUT /v1/byok/{provider_slug}`. Unknown fields are ignored (api.md, /v1 routes).
 #[derive(Deserialize, ToSchema)]
@@ -104,38 +103,6 @@ pub fn money(value: Decimal) -> String {
         value.rescale(2);
     }
     value.to_string()
-}
-
-/// Who acts, for the audit log.
-pub struct Actor<'a> {
-    pub caller: &'a Caller,
-    pub request_id: Option<&'a str>,
-}
-
-impl Actor<'_> {
-    /// Writes one audit entry (`before` / `after` already masked) as this actor.
-    pub(super) async fn record(
-        &self,
-        client: &impl GenericClient,
-        action: &str,
-        entity_type: &str,
-        entity_id: Option<&str>,
-        before: Option<serde_json::Value>,
-        after: Option<serde_json::Value>,
-    ) -> Result<(), KeysError> {
-        let entry = AuditEntry {
-            actor_key_id: Some(self.caller.key_id),
-            actor: &self.caller.user_id,
-            action,
-            entity_type,
-            entity_id,
-            before,
-            after,
-            request_id: self.request_id,
-        };
-        audit::record(client, &entry).await?;
-        Ok(())
-    }
 }
 
 /// The masked view as audit JSON (no secret in it by construction).
@@ -231,7 +198,7 @@ pub async fn put_key(
             &provider.base_url,
             provider.auth_type,
             &request.api_key,
-            state.config.allow_private_upstreams,
+            state.config.server.allow_private_upstreams,
         )
         .await;
         return store_check(state, user_id, &provider, &sealed.nonce, &check).await;
@@ -376,7 +343,7 @@ pub async fn validate_key(
         &provider.base_url,
         provider.auth_type,
         &key,
-        state.config.allow_private_upstreams,
+        state.config.server.allow_private_upstreams,
     )
     .await;
     drop(key);

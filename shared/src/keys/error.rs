@@ -1,7 +1,6 @@
 //! The error type of the keys layer and its one mapping onto [`ApiError`].
 
 use crate::db::DbError;
-use crate::http::ApiError;
 
 use super::envelope::EnvelopeError;
 
@@ -44,38 +43,5 @@ impl From<tokio_postgres::Error> for KeysError {
 impl From<deadpool_postgres::PoolError> for KeysError {
     fn from(error: deadpool_postgres::PoolError) -> Self {
         Self::Db(DbError::from(error))
-    }
-}
-
-impl From<KeysError> for ApiError {
-    fn from(error: KeysError) -> Self {
-        match error {
-            KeysError::InvalidInput { param, message } => match param {
-                Some(param) => ApiError::invalid_param(param, message),
-                None => ApiError::invalid(message),
-            },
-            KeysError::UnknownProvider(_) | KeysError::NotFound(_) => {
-                ApiError::NotFound(error.to_string())
-            }
-            KeysError::ByokNotSupported(_) => {
-                ApiError::invalid_param("provider_slug", error.to_string())
-            }
-            KeysError::Conflict(message) => ApiError::Conflict(message),
-            KeysError::Envelope(envelope) if envelope.is_data_error() => {
-                // Tampering, a copied row or a master-key mix-up: worth an operator's look.
-                tracing::error!(error = %envelope, "stored BYOK key cannot be decrypted");
-                ApiError::Conflict(
-                    "the stored key for this provider can no longer be decrypted; store it again with PUT"
-                        .into(),
-                )
-            }
-            KeysError::Envelope(envelope) => {
-                tracing::error!(error = %envelope, "BYOK key encryption unavailable");
-                ApiError::ServiceUnavailable(
-                    "the key encryption service is unavailable, try again shortly".into(),
-                )
-            }
-            KeysError::Db(db) => ApiError::from(db),
-        }
     }
 }

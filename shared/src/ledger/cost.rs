@@ -17,6 +17,17 @@ pub struct TokenPrices {
     pub cached_input_per_1m: Option<Decimal>,
 }
 
+impl TokenPrices {
+    /// A catalog model's prices.
+    pub fn of(model: &crate::catalog::Model) -> Self {
+        Self {
+            input_per_1m: model.cost_per_1m_input_tokens,
+            output_per_1m: model.cost_per_1m_output_tokens,
+            cached_input_per_1m: model.cost_per_1m_tokens_cached,
+        }
+    }
+}
+
 /// Token counts in disjoint buckets: a token is counted in exactly one of them.
 /// Reasoning tokens belong to `output`; cache writes (Anthropic) to `uncached_input`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +89,39 @@ pub fn max_cost(prompt_tokens: u64, max_output_tokens: u64, prices: &TokenPrices
         per_million(prompt_tokens, prices.input_per_1m)
             + per_million(max_output_tokens, prices.output_per_1m),
     )
+}
+
+/// One offer a request may be sent to, as the hold sees it.
+#[derive(Debug, Clone)]
+pub struct HoldOffer {
+    pub prices: TokenPrices,
+    /// The most output the call may produce (the request's `max_tokens`, else the
+    /// model's, else the catalog default).
+    pub max_output_tokens: u64,
+    /// On the user's own key the platform charges only its fee on the provider cost.
+    pub byok: bool,
+}
+
+/// The hold (ledger.md): the worst case over the offers that may be tried, each at its
+/// [`max_cost`] (for a BYOK offer, the platform fee on it). The one place a hold amount is
+/// computed.
+pub fn hold_amount(
+    prompt_tokens: u64,
+    offers: impl IntoIterator<Item = HoldOffer>,
+    byok_fee_percent: Decimal,
+) -> Decimal {
+    offers
+        .into_iter()
+        .map(|offer| {
+            let cost = max_cost(prompt_tokens, offer.max_output_tokens, &offer.prices);
+            if offer.byok {
+                byok_fee(cost, byok_fee_percent)
+            } else {
+                cost
+            }
+        })
+        .max()
+        .unwrap_or(Decimal::ZERO)
 }
 
 /// The platform fee charged on a BYOK call: `percent` of the provider cost, rounded up.

@@ -17,10 +17,13 @@ use tokio_postgres::types::Type;
 use crate::db::DbError;
 use crate::db::hot::HotClient;
 
-pub use cost::{Cost, TokenBuckets, TokenPrices, byok_fee, cost_of, max_cost, round_up_money};
+pub use cost::{
+    Cost, HoldOffer, TokenBuckets, TokenPrices, byok_fee, cost_of, hold_amount, max_cost,
+    round_up_money,
+};
 
-/// Default lifetime of a hold: a crashed or frozen instance's hold is released after it.
-pub const DEFAULT_HOLD_TTL: Duration = Duration::from_secs(15 * 60);
+/// Default lifetime of a hold (its one definition is the configuration's).
+pub use crate::config::DEFAULT_HOLD_TTL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -204,9 +207,7 @@ pub struct UsageLogRow {
     pub error_message: Option<String>,
     pub was_fallback: bool,
     pub fallback_reason: Option<String>,
-    pub request_ip: Option<String>,
     pub user_agent: Option<String>,
-    pub session_id: Option<String>,
 }
 
 /// Everything one capture writes, atomically.

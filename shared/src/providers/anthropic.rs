@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::client::{ResponseContext, UpstreamCall, UpstreamTarget, join_url};
+use super::call::{ResponseContext, UpstreamCall, UpstreamTarget, join_url};
 use super::error::{ProviderError, error_text};
 use super::request::{
     ChatRequest, ContentPart, Message, MessageContent, Role, ToolCall, ToolChoice, ToolChoiceMode,
@@ -22,7 +22,7 @@ use crate::catalog::ApiFormat;
 /// The `anthropic-version` header every request carries.
 pub(crate) const API_VERSION: &str = "2023-06-01";
 /// `max_tokens` when neither the client nor the catalog gives one (Anthropic requires it).
-pub const FALLBACK_MAX_TOKENS: u32 = 4096;
+pub const FALLBACK_MAX_TOKENS: u32 = crate::catalog::DEFAULT_OUTPUT_TOKENS;
 /// Anthropic's temperature range ends at 1; OpenAI's at 2.
 const MAX_TEMPERATURE: f64 = 1.0;
 

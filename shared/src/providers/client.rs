@@ -1,42 +1,23 @@
 //! [`ProviderClient`]: the one HTTP client for every upstream call, with per-attempt
 //! timeouts, authentication per `auth_type`, and dispatch to the format adapters.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
-use serde_json::Value;
 
+use super::call::{ResponseContext, UpstreamCall, UpstreamTarget, unix_now};
 use super::error::{self, ProviderError, TimeoutPhase};
 use super::request::ChatRequest;
 use super::response::{ChatCompletion, Usage};
 use super::stream::{ChunkStream, EventDecoder};
 use super::{anthropic, gemini, openai};
 use crate::catalog::{ApiFormat, AuthType};
-use crate::secret::Secret;
 
 /// Largest non-streamed answer read (a completion is text; this is far above any real one).
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// Largest error body read: enough for any provider's error JSON.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-
-/// Where and how to call: one offer (provider + model) of the candidate plan.
-#[derive(Debug, Clone)]
-pub struct UpstreamTarget {
-    pub api_format: ApiFormat,
-    /// The provider's base URL including its version segment, as in the catalog
-    /// (`https://api.openai.com/v1`, `https://api.anthropic.com/v1`,
-    /// `https://generativelanguage.googleapis.com/v1beta`).
-    pub base_url: String,
-    pub auth_type: AuthType,
-    /// The upstream's own model id (replaces the client's `model`).
-    pub model_id: String,
-    /// System or BYOK key; `None` only for `auth_type = none`.
-    pub api_key: Option<Secret>,
-    /// `max_tokens` to send when the client gave none and the format requires one
-    /// (Anthropic): the model's max output from the catalog. Falls back to 4096.
-    pub default_max_tokens: Option<u32>,
-}
 
 /// Time limits of one attempt. The overall deadline across attempts is the caller's
 /// (wrap the call in `tokio::time::timeout`; dropping the future cancels the request).
@@ -77,28 +58,6 @@ pub struct Completion {
     pub usage: Usage,
     /// `true` when the upstream sent no usage and it was estimated (characters / 4).
     pub usage_estimated: bool,
-}
-
-/// What an adapter needs to read an answer.
-#[derive(Debug, Clone)]
-pub(crate) struct ResponseContext {
-    pub model: String,
-    pub created: u64,
-    pub prompt_estimate: u64,
-    pub key: Option<Secret>,
-}
-
-impl ResponseContext {
-    pub fn sanitize(&self, text: &str) -> String {
-        error::sanitize(text, self.key.as_ref())
-    }
-}
-
-/// A translated upstream request.
-#[derive(Debug)]
-pub(crate) struct UpstreamCall {
-    pub url: String,
-    pub body: Value,
 }
 
 /// The shared client. Build it once per process (it holds the connection pool) and clone
@@ -368,24 +327,10 @@ fn estimate_usage(response: &ChatCompletion, prompt_estimate: u64) -> Usage {
     }
 }
 
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
-}
-
-/// `base_url` joined with `path` (exactly one slash between them).
-pub(crate) fn join_url(base_url: &str, path: &str) -> String {
-    format!(
-        "{}/{}",
-        base_url.trim_end_matches('/'),
-        path.trim_start_matches('/')
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
 
     fn target(auth_type: AuthType, key: Option<&str>) -> UpstreamTarget {
         UpstreamTarget {
@@ -421,17 +366,5 @@ mod tests {
         let error =
             request_headers(&target(AuthType::Bearer, Some("bad\nkey-secret")), false).unwrap_err();
         assert!(!format!("{error} {error:?}").contains("key-secret"));
-    }
-
-    #[test]
-    fn join_url_has_one_slash() {
-        assert_eq!(
-            join_url("https://a/v1/", "/messages"),
-            "https://a/v1/messages"
-        );
-        assert_eq!(
-            join_url("https://a/v1", "messages"),
-            "https://a/v1/messages"
-        );
     }
 }

@@ -10,7 +10,6 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::catalog::{ApiFormat, AuthType};
-use crate::http::error::ApiError;
 use crate::secret::Secret;
 
 /// Longest upstream message quoted in an error.
@@ -210,7 +209,7 @@ impl ProviderError {
 /// Statuses worth another candidate: 401/403 (the next candidate may hold a working key),
 /// 408, 409, 429, every 5xx (529 included), and 3xx (redirects are not followed, so a
 /// redirect means a misconfigured base URL).
-fn status_is_retryable(status: u16) -> bool {
+pub fn status_is_retryable(status: u16) -> bool {
     matches!(status, 300..=399 | 401 | 403 | 408 | 409 | 429) || status >= 500
 }
 
@@ -230,27 +229,6 @@ fn describe_transport(error: &reqwest::Error) -> String {
         });
     }
     truncate(&parts.join(": "), MAX_MESSAGE_CHARS)
-}
-
-impl From<ProviderError> for ApiError {
-    /// The answer when this error ends the request (no candidate left, or not retryable).
-    fn from(error: ProviderError) -> ApiError {
-        match &error {
-            ProviderError::InvalidRequest { param, message }
-            | ProviderError::Unsupported { param, message, .. } => ApiError::InvalidRequest {
-                message: message.clone(),
-                param: param.clone(),
-            },
-            ProviderError::Timeout { .. } => ApiError::UpstreamTimeout(error.to_string()),
-            ProviderError::Status { status: 404, .. } => ApiError::ModelNotFound(error.to_string()),
-            ProviderError::Status { status, .. }
-                if !status_is_retryable(*status) && *status < 500 =>
-            {
-                ApiError::invalid(format!("the upstream rejected the request: {error}"))
-            }
-            _ => ApiError::Upstream(error.to_string()),
-        }
-    }
 }
 
 /// Builds the error for a non-2xx upstream answer.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::client::{ResponseContext, UpstreamCall, UpstreamTarget, join_url};
+use super::call::{ResponseContext, UpstreamCall, UpstreamTarget, join_url};
 use super::error::{ProviderError, error_text};
 use super::request::{
     ChatRequest, Message, MessageContent, ResponseFormatKind, Role, ToolCall, ToolChoice,

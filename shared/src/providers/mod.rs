@@ -15,6 +15,7 @@
 //! 4. bill [`Completion::usage`], or the [`StreamEnd::usage`] of the stream's last item.
 
 mod anthropic;
+mod call;
 mod client;
 mod error;
 mod gemini;
@@ -26,8 +27,9 @@ mod stream;
 mod translate;
 
 pub use anthropic::FALLBACK_MAX_TOKENS as ANTHROPIC_FALLBACK_MAX_TOKENS;
-pub use client::{Completion, ProviderClient, Timeouts, UpstreamTarget};
-pub use error::{ProviderError, TimeoutPhase};
+pub use call::UpstreamTarget;
+pub use client::{Completion, ProviderClient, Timeouts};
+pub use error::{ProviderError, TimeoutPhase, status_is_retryable};
 pub use request::{
     ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl, JsonSchemaFormat,
     Message, MessageContent, NamedFunction, NamedToolChoice, ResponseFormat, ResponseFormatKind,

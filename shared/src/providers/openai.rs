@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::client::{ResponseContext, UpstreamCall, UpstreamTarget, join_url};
+use super::call::{ResponseContext, UpstreamCall, UpstreamTarget, join_url};
 use super::error::{ProviderError, error_text};
 use super::request::ChatRequest;
 use super::response::{ChatCompletion, ChatCompletionChunk, Usage};

@@ -16,25 +16,7 @@
 use rust_decimal::Decimal;
 
 use crate::catalog::{Model, PowerLevel};
-
-/// Maximum blended cost (USD per one million tokens) per power level.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PowerLevelCeilings {
-    pub eco: Decimal,
-    pub balanced: Decimal,
-    pub precision: Decimal,
-}
-
-impl Default for PowerLevelCeilings {
-    /// routing.md's table: eco $0.50, balanced $5.00, precision $100.00.
-    fn default() -> Self {
-        Self {
-            eco: Decimal::new(50, 2),
-            balanced: Decimal::new(500, 2),
-            precision: Decimal::new(10_000, 2),
-        }
-    }
-}
+use crate::config::PowerLevelCeilings;
 
 impl PowerLevelCeilings {
     /// The power level's own ceiling.

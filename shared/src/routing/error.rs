@@ -86,23 +86,3 @@ pub enum RoutingError {
         detail: String,
     },
 }
-
-impl RoutingError {
-    /// The HTTP status of api.md's table (routing itself knows no HTTP types).
-    pub fn http_status(&self) -> u16 {
-        match self {
-            RoutingError::ModelNotFound { .. } => 404,
-            RoutingError::TierTooLow { .. } => 403,
-            RoutingError::NoAvailableProvider { .. } => 503,
-        }
-    }
-
-    /// The error `code` of the OpenAI-shaped body.
-    pub fn code(&self) -> &'static str {
-        match self {
-            RoutingError::ModelNotFound { .. } => "model_not_found",
-            RoutingError::TierTooLow { .. } => "tier_too_low",
-            RoutingError::NoAvailableProvider { .. } => "no_available_provider",
-        }
-    }
-}

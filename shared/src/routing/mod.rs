@@ -15,7 +15,7 @@ pub mod plan;
 pub mod request;
 pub mod weighted;
 
-pub use ceilings::{PowerLevelCeilings, blended_cost_per_1m};
+pub use ceilings::blended_cost_per_1m;
 pub use error::{RoutingError, RoutingFilter};
 pub use plan::{
     Candidate, CandidatePlan, DEFAULT_OUTPUT_TOKENS, MAX_REPLACEMENT_HOPS, plan_candidates,

@@ -23,7 +23,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use rand::Rng;
-use rust_decimal::{Decimal, RoundingStrategy};
 
 use super::ceilings::blended_cost_per_1m;
 use super::error::{RoutingError, RoutingFilter};
@@ -34,10 +33,7 @@ use crate::catalog::{AuthType, Catalog, HealthStatus, Model, Provider, RoutingRu
 /// How many `replacement_model_id` links a deprecated model is followed through.
 pub const MAX_REPLACEMENT_HOPS: usize = 4;
 
-/// Output tokens assumed for the hold when the request sets no `max_tokens` and the model
-/// has none either. The chat function should send this as `max_tokens` upstream in that
-/// case so the hold stays an upper bound ([`Candidate::output_token_limit`]).
-pub const DEFAULT_OUTPUT_TOKENS: u32 = 4096;
+pub use crate::catalog::DEFAULT_OUTPUT_TOKENS;
 
 /// Weight of each offer of a model requested by name (offers share load equally).
 const NAMED_OFFER_WEIGHT: i32 = 1;
@@ -71,21 +67,6 @@ impl Candidate {
             })
             .unwrap_or(DEFAULT_OUTPUT_TOKENS)
     }
-
-    /// Worst-case provider cost of calling this candidate (ledger.md's `max_cost`):
-    /// `prompt × input price + output limit × output price`, per one million tokens,
-    /// rounded up to 1e-9 USD.
-    pub fn max_cost(
-        &self,
-        estimated_prompt_tokens: u32,
-        requested_output_tokens: Option<u32>,
-    ) -> Decimal {
-        let output = self.output_token_limit(requested_output_tokens);
-        let cost = (Decimal::from(estimated_prompt_tokens) * self.model.cost_per_1m_input_tokens
-            + Decimal::from(output) * self.model.cost_per_1m_output_tokens)
-            / Decimal::from(1_000_000);
-        cost.round_dp_with_strategy(9, RoundingStrategy::ToPositiveInfinity)
-    }
 }
 
 /// The ordered candidates of one request; never empty when returned by
@@ -93,40 +74,6 @@ impl Candidate {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CandidatePlan {
     pub candidates: Vec<Candidate>,
-}
-
-impl CandidatePlan {
-    /// The hold amount: the highest [`Candidate::max_cost`] among the first `n` candidates
-    /// (the ones that may be tried, `SWITCHBOARD_MAX_ATTEMPTS`).
-    pub fn max_cost_over(
-        &self,
-        n: usize,
-        estimated_prompt_tokens: u32,
-        requested_output_tokens: Option<u32>,
-    ) -> Decimal {
-        self.candidates
-            .iter()
-            .take(n)
-            .map(|c| c.max_cost(estimated_prompt_tokens, requested_output_tokens))
-            .max()
-            .unwrap_or(Decimal::ZERO)
-    }
-
-    pub fn first(&self) -> Option<&Candidate> {
-        self.candidates.first()
-    }
-
-    pub fn len(&self) -> usize {
-        self.candidates.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.candidates.is_empty()
-    }
-
-    pub fn iter(&self) -> std::slice::Iter<'_, Candidate> {
-        self.candidates.iter()
-    }
 }
 
 /// A candidate while it goes through the filters.

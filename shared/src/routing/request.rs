@@ -4,8 +4,8 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
-use super::ceilings::PowerLevelCeilings;
 use crate::catalog::{PowerLevel, TaskType, Tier};
+use crate::config::PowerLevelCeilings;
 
 /// Defined with the provider adapters (they derive it from the request body).
 pub use crate::providers::RequiredCapabilities;

@@ -13,8 +13,7 @@ use crate::config::Config;
 use crate::db::DbError;
 use crate::secret::Secret;
 
-use super::AwsContext;
-use super::secrets::{self, SecretsError};
+use crate::credentials::{self as secrets, AwsContext, SecretsError};
 
 /// What [`bootstrap_admin_key`] did. Only [`AdminKeyOutcome::Generated`] carries a key,
 /// for the operator to see once.
@@ -69,9 +68,9 @@ pub async fn bootstrap_admin_key(
     config: &Config,
     aws: &AwsContext,
 ) -> Result<AdminKeyOutcome, AdminKeyError> {
-    let Some(arn) = &config.admin_key_secret_arn else {
+    let Some(arn) = &config.keys.admin_key_secret_arn else {
         return Ok(from_bootstrap(
-            auth::ensure_bootstrap_admin(&*client, config.admin_key.as_ref()).await?,
+            auth::ensure_bootstrap_admin(&*client, config.keys.admin_key.as_ref()).await?,
         ));
     };
     let secrets_client = aws_sdk_secretsmanager::Client::new(aws.sdk_config().await);

@@ -7,13 +7,12 @@ use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{self, Caller};
+use crate::auth::{self, Actor, Caller};
 use crate::secret::Secret;
 use crate::state::AppState;
 
-use super::byok::Actor;
-use super::error::KeysError;
 use super::store::{self, GatewayKeyRow, NewGatewayKey};
+use crate::keys::KeysError;
 
 /// How many unrevoked keys one user may hold.
 pub const MAX_ACTIVE_KEYS_PER_USER: i64 = 100;

@@ -1,15 +1,18 @@
-//! Platform secrets: system provider keys (a Secrets Manager secret `{slug: key}`, cached
-//! with a TTL, or `SWITCHBOARD_PROVIDER_KEY_<SLUG>` variables locally) and the database
-//! credentials from an RDS secret (`DATABASE_SECRET_ARN`). Values are held as [`Secret`]
-//! and never logged; errors name the secret, never its content.
+//! The platform's own credentials, from the environment or AWS Secrets Manager: the
+//! system provider keys (a secret `{slug: key}`, cached with a TTL, or
+//! `SWITCHBOARD_PROVIDER_KEY_<SLUG>` variables locally), the database credentials from an
+//! RDS secret (`DATABASE_SECRET_ARN`), and the bootstrap admin key's secret. Values are
+//! held as [`Secret`] and never logged; errors name the secret, never its content.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
 use serde_json::Value;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 
+use crate::config::{Config, split_host_port};
 use crate::secret::Secret;
 
 /// Prefix of the variables holding system provider keys locally.
@@ -228,37 +231,6 @@ pub async fn database_url_from_secret_via(
     database_url_from_json(arn, &json)
 }
 
-/// Checks `SWITCHBOARD_DB_HOST`: a host name or address with an optional port.
-pub fn validate_db_host(value: &str) -> Result<String, &'static str> {
-    let value = value.trim();
-    let (host, port) = split_host_port(value);
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
-    if !host_ok {
-        return Err("expected a host name or address, optionally with :port");
-    }
-    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
-        return Err("the port is not a port number");
-    }
-    Ok(value.to_owned())
-}
-
-/// `host:port` → (`host`, `port`); `[v6]:port` and bare hosts too.
-fn split_host_port(value: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = value.strip_prefix('[') {
-        return match rest.split_once(']') {
-            Some((host, tail)) => (host, tail.strip_prefix(':')),
-            None => (value, None),
-        };
-    }
-    match value.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => (host, Some(port)),
-        _ => (value, None),
-    }
-}
-
 /// The bootstrap admin key held in the secret `arn` (`SWITCHBOARD_ADMIN_KEY_SECRET_ARN`):
 /// `None` while it is empty (the stack creates it as `{"admin_key": ""}`).
 pub async fn read_admin_key(
@@ -390,11 +362,53 @@ fn percent_encode(value: &str) -> String {
     out
 }
 
+/// The AWS SDK configuration, loaded from the environment at most once per process and
+/// only when something needs AWS (KMS, Secrets Manager). `AWS_ENDPOINT_URL` points it
+/// at an emulator.
+#[derive(Default)]
+pub struct AwsContext {
+    config: OnceCell<SdkConfig>,
+}
+
+impl AwsContext {
+    /// A context with a configuration built elsewhere (tests point it at an emulator).
+    pub fn with_sdk_config(config: SdkConfig) -> Self {
+        Self {
+            config: OnceCell::new_with(Some(config)),
+        }
+    }
+
+    pub async fn sdk_config(&self) -> &SdkConfig {
+        self.config
+            .get_or_init(|| aws_config::defaults(BehaviorVersion::latest()).load())
+            .await
+    }
+}
+
+/// The database URL: `DATABASE_URL`, else built from the RDS secret at
+/// `DATABASE_SECRET_ARN`, else `None`.
+pub async fn database_url(
+    config: &Config,
+    aws: &AwsContext,
+) -> Result<Option<Secret>, SecretsError> {
+    if let Some(url) = &config.database.url {
+        return Ok(Some(url.clone()));
+    }
+    let Some(arn) = &config.database.secret_arn else {
+        return Ok(None);
+    };
+    let client = aws_sdk_secretsmanager::Client::new(aws.sdk_config().await);
+    let url = database_url_from_secret_via(&client, arn, config.database.host.as_deref()).await?;
+    tracing::info!(secret = %arn, host_override = ?config.database.host, "database credentials read from Secrets Manager");
+    Ok(Some(url))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::config::validate_db_host;
 
     #[test]
     fn env_names_follow_the_slug() {
