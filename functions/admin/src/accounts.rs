@@ -3,11 +3,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use switchboard_core::admin::Paged;
-use switchboard_core::admin::api_keys::{self, ApiKeyFilter, ApiKeyView, IssuedApiKey, NewApiKey};
 use switchboard_core::admin::credits::{
     self, CreditRequest, CreditResult, LedgerEntryView, LedgerFilter,
 };
 use switchboard_core::admin::users::{self, NewUser, UserFilter, UserPatch, UserView};
+use switchboard_core::auth::issued::{
+    self as api_keys, ApiKeyFilter, ApiKeyView, IssuedApiKey, NewApiKey,
+};
 use switchboard_core::http::{AdminCaller, ApiError, AppJson};
 use switchboard_core::state::AppState;
 use uuid::Uuid;

@@ -6,7 +6,6 @@
 //! [`AdminError`]s; SQL errors caused by input (unique, foreign-key and check violations,
 //! out-of-range numbers) become 400/404/409, never 500.
 
-pub mod api_keys;
 pub mod audit_log;
 pub mod credits;
 pub mod error;

@@ -4,6 +4,7 @@
 pub mod bootstrap;
 mod cache;
 pub mod format;
+pub mod issued;
 pub mod self_service;
 mod store;
 

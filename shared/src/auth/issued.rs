@@ -1,4 +1,4 @@
-//! Gateway keys (`gateway_api_keys`) issued by an admin: created for a user (the plaintext
+//! Gateway keys (`gateway_api_keys`) issued by an admin (`/admin/users/{id}/api-keys`): created for a user (the plaintext
 //! is returned once and stored only as SHA-256), listed, and revoked. Revocation takes
 //! effect at once in this process (the caller clears its key cache) and within the cache
 //! TTL elsewhere.
@@ -9,11 +9,11 @@ use tokio_postgres::{GenericClient, Row};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::input::{check_positive, check_text};
-use super::page::{Page, Paged, fetch};
-use super::users::require;
-use super::{Actor, AdminError, audit_json};
-use crate::auth::generate_api_key;
+use super::generate_api_key;
+use crate::admin::input::{check_positive, check_text};
+use crate::admin::page::{Page, Paged, fetch};
+use crate::admin::users::require;
+use crate::admin::{Actor, AdminError, audit_json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -115,7 +115,7 @@ fn view_of(row: &Row) -> Result<ApiKeyView, AdminError> {
         user_id: row.try_get(1)?,
         name: row.try_get(2)?,
         key_prefix: row.try_get(3)?,
-        role: super::providers::vocab::<KeyRoleName>(row, 4)?,
+        role: crate::admin::providers::vocab::<KeyRoleName>(row, 4)?,
         rpm_limit: row.try_get(5)?,
         revoked_at: row.try_get(6)?,
         last_used_at: row.try_get(7)?,
