@@ -116,6 +116,9 @@ pub struct Usage {
     pub cached_tokens: u64,
     /// Anthropic `cache_creation_input_tokens`; not rendered by the other formats.
     pub cache_creation_tokens: u64,
+    /// The part of `cache_creation_tokens` written to the 1-hour cache: when not zero,
+    /// Anthropic's `cache_creation` object splits the writes by lifetime.
+    pub cache_creation_1h_tokens: u64,
 }
 
 impl Default for Usage {
@@ -125,6 +128,7 @@ impl Default for Usage {
             completion_tokens: DEFAULT_COMPLETION_TOKENS,
             cached_tokens: 0,
             cache_creation_tokens: 0,
+            cache_creation_1h_tokens: 0,
         }
     }
 }
@@ -225,6 +229,7 @@ impl Reply {
             completion_tokens: completion,
             cached_tokens: cached,
             cache_creation_tokens: 0,
+            cache_creation_1h_tokens: 0,
         };
         self
     }
@@ -232,6 +237,14 @@ impl Reply {
     /// Sets the Anthropic cache-creation tokens (part of `prompt_tokens`).
     pub fn with_cache_creation(mut self, tokens: u64) -> Reply {
         self.usage.cache_creation_tokens = tokens;
+        self
+    }
+
+    /// Sets the Anthropic cache-creation tokens split by lifetime: `five_minutes` and
+    /// `one_hour` (both part of `prompt_tokens`).
+    pub fn with_cache_creation_split(mut self, five_minutes: u64, one_hour: u64) -> Reply {
+        self.usage.cache_creation_tokens = five_minutes + one_hour;
+        self.usage.cache_creation_1h_tokens = one_hour;
         self
     }
 
@@ -1409,13 +1422,20 @@ fn anthropic_id(request: &Completion) -> String {
 }
 
 fn anthropic_usage(usage: &Usage, output_tokens: u64) -> Value {
-    json!({
+    let mut value = json!({
         "input_tokens": usage.anthropic_input_tokens(),
         "cache_creation_input_tokens": usage.cache_creation_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
         "output_tokens": output_tokens,
         "service_tier": "standard"
-    })
+    });
+    if usage.cache_creation_1h_tokens > 0 {
+        value["cache_creation"] = json!({
+            "ephemeral_5m_input_tokens": usage.cache_creation_tokens - usage.cache_creation_1h_tokens,
+            "ephemeral_1h_input_tokens": usage.cache_creation_1h_tokens,
+        });
+    }
+    value
 }
 
 fn anthropic_json(request: &Completion, reply: &Reply) -> Value {

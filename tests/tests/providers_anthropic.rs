@@ -17,6 +17,7 @@ const STREAMED_TOOL_CALL_USAGE: Usage = Usage {
     uncached_input_tokens: 472,
     cached_input_tokens: 0,
     cache_write_input_tokens: 0,
+    cache_write_1h_input_tokens: 0,
     output_tokens: 89,
     reasoning_tokens: 0,
 };
@@ -25,6 +26,7 @@ const CACHED_USAGE: Usage = Usage {
     uncached_input_tokens: 86,
     cached_input_tokens: 1800,
     cache_write_input_tokens: 120,
+    cache_write_1h_input_tokens: 0,
     output_tokens: 300,
     reasoning_tokens: 0,
 };

@@ -18,6 +18,7 @@ const STREAMED_TOOL_CALL_USAGE: Usage = Usage {
     uncached_input_tokens: 61,
     cached_input_tokens: 0,
     cache_write_input_tokens: 0,
+    cache_write_1h_input_tokens: 0,
     output_tokens: 69,
     reasoning_tokens: 48,
 };
@@ -26,6 +27,7 @@ const CACHED_USAGE: Usage = Usage {
     uncached_input_tokens: 50,
     cached_input_tokens: 2000,
     cache_write_input_tokens: 0,
+    cache_write_1h_input_tokens: 0,
     output_tokens: 290,
     reasoning_tokens: 40,
 };

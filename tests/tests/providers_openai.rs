@@ -17,6 +17,7 @@ const STREAMED_TOOL_CALL_USAGE: Usage = Usage {
     uncached_input_tokens: 82,
     cached_input_tokens: 0,
     cache_write_input_tokens: 0,
+    cache_write_1h_input_tokens: 0,
     output_tokens: 18,
     reasoning_tokens: 0,
 };
@@ -25,6 +26,7 @@ const CACHED_USAGE: Usage = Usage {
     uncached_input_tokens: 86,
     cached_input_tokens: 1920,
     cache_write_input_tokens: 0,
+    cache_write_1h_input_tokens: 0,
     output_tokens: 300,
     reasoning_tokens: 64,
 };
@@ -114,7 +116,7 @@ async fn auth_failure_never_leaks_the_key() {
 }
 
 #[tokio::test]
-async fn unknown_fields_pass_through_and_usage_is_always_requested() {
+async fn free_extra_fields_pass_through_and_usage_is_always_requested() {
     let fake = FakeUpstream::start().await;
     let request = request_from(json!({
         "model": "openrouter/auto",
@@ -124,6 +126,7 @@ async fn unknown_fields_pass_through_and_usage_is_always_requested() {
         "logit_bias": {"50256": -100},
         "reasoning_effort": "low",
         "metadata": {"trace": "abc"},
+        "x_made_up_field": "dropped on the platform's key",
         "n": 1
     }));
     assert!(!request.client_wants_stream_usage());
@@ -148,6 +151,16 @@ async fn unknown_fields_pass_through_and_usage_is_always_requested() {
             "n": 1
         }),
         &only_request(&fake).body,
+    );
+
+    // On a user's own key every field passes, the made-up one too.
+    fake.clear_requests();
+    let mut own_key = target(FORMAT, &fake);
+    own_key.forward_unpriced_fields = true;
+    collect(client().stream(&own_key, &request).await.unwrap()).await;
+    assert_eq!(
+        only_request(&fake).body["x_made_up_field"],
+        "dropped on the platform's key"
     );
 }
 

@@ -1288,6 +1288,7 @@ fn max_cost_over_candidates(
         prices: ledger::TokenPrices::of(&c.model),
         max_output_tokens: u64::from(c.output_token_limit(requested_output)),
         byok: c.byok,
+        may_write_cache: false,
     });
     ledger::hold_amount(u64::from(prompt), offers, Decimal::ZERO)
 }

@@ -45,6 +45,14 @@ pub struct ModelView {
     #[serde(serialize_with = "serialize_money_opt")]
     #[schema(schema_with = super::schema::money_nullable)]
     pub cost_per_1m_tokens_cached: Option<Decimal>,
+    /// Price of 5-minute prompt-cache writes; null = 1.25 × the input price.
+    #[serde(serialize_with = "serialize_money_opt")]
+    #[schema(schema_with = super::schema::money_nullable)]
+    pub cost_per_1m_cache_write_tokens: Option<Decimal>,
+    /// Price of 1-hour prompt-cache writes; null = 2 × the input price.
+    #[serde(serialize_with = "serialize_money_opt")]
+    #[schema(schema_with = super::schema::money_nullable)]
+    pub cost_per_1m_cache_write_1h_tokens: Option<Decimal>,
     #[schema(schema_with = super::schema::power_level_nullable)]
     pub power_level: Option<PowerLevel>,
     pub power_level_priority: i32,
@@ -95,6 +103,14 @@ pub struct NewModel {
     #[serde(default, deserialize_with = "money_opt")]
     #[schema(schema_with = super::schema::money_nullable)]
     pub cost_per_1m_tokens_cached: Option<Decimal>,
+    /// Null (default): 1.25 × the input price.
+    #[serde(default, deserialize_with = "money_opt")]
+    #[schema(schema_with = super::schema::money_nullable)]
+    pub cost_per_1m_cache_write_tokens: Option<Decimal>,
+    /// Null (default): 2 × the input price.
+    #[serde(default, deserialize_with = "money_opt")]
+    #[schema(schema_with = super::schema::money_nullable)]
+    pub cost_per_1m_cache_write_1h_tokens: Option<Decimal>,
     #[serde(default)]
     #[schema(schema_with = super::schema::power_level_nullable)]
     pub power_level: Option<PowerLevel>,
@@ -149,6 +165,12 @@ pub struct ModelPatch {
     #[serde(default, deserialize_with = "money_patch")]
     #[schema(schema_with = super::schema::money_nullable)]
     pub cost_per_1m_tokens_cached: Option<Option<Decimal>>,
+    #[serde(default, deserialize_with = "money_patch")]
+    #[schema(schema_with = super::schema::money_nullable)]
+    pub cost_per_1m_cache_write_tokens: Option<Option<Decimal>>,
+    #[serde(default, deserialize_with = "money_patch")]
+    #[schema(schema_with = super::schema::money_nullable)]
+    pub cost_per_1m_cache_write_1h_tokens: Option<Option<Decimal>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(schema_with = super::schema::power_level_nullable)]
     pub power_level: Option<Option<PowerLevel>>,
@@ -201,6 +223,8 @@ struct ModelFields {
     cost_in: Decimal,
     cost_out: Decimal,
     cost_cached: Option<Decimal>,
+    cost_cache_write: Option<Decimal>,
+    cost_cache_write_1h: Option<Decimal>,
     power_level: Option<PowerLevel>,
     power_level_priority: i32,
     is_active: bool,
@@ -226,6 +250,8 @@ impl ModelFields {
             cost_in: view.cost_per_1m_input_tokens,
             cost_out: view.cost_per_1m_output_tokens,
             cost_cached: view.cost_per_1m_tokens_cached,
+            cost_cache_write: view.cost_per_1m_cache_write_tokens,
+            cost_cache_write_1h: view.cost_per_1m_cache_write_1h_tokens,
             power_level: view.power_level,
             power_level_priority: view.power_level_priority,
             is_active: view.is_active,
@@ -257,6 +283,14 @@ impl ModelFields {
             .cost_cached
             .map(|p| check_price("cost_per_1m_tokens_cached", p))
             .transpose()?;
+        self.cost_cache_write = self
+            .cost_cache_write
+            .map(|p| check_price("cost_per_1m_cache_write_tokens", p))
+            .transpose()?;
+        self.cost_cache_write_1h = self
+            .cost_cache_write_1h
+            .map(|p| check_price("cost_per_1m_cache_write_1h_tokens", p))
+            .transpose()?;
         if id.is_some() && self.replacement_model_id == id {
             return Err(AdminError::invalid(
                 "replacement_model_id",
@@ -272,7 +306,8 @@ const SELECT: &str = "SELECT m.id, m.provider_id, p.provider_slug, m.model_id, m
     m.supports_json_mode, m.cost_per_1m_input_tokens, m.cost_per_1m_output_tokens, \
     m.cost_per_1m_tokens_cached, m.power_level, m.power_level_priority, m.is_active, m.is_deprecated, \
     m.deprecation_date, m.replacement_model_id, m.min_tier_required, m.avg_latency_ms, \
-    m.avg_tokens_per_second, m.created_at, m.updated_at \
+    m.avg_tokens_per_second, m.created_at, m.updated_at, m.cost_per_1m_cache_write_tokens, \
+    m.cost_per_1m_cache_write_1h_tokens \
     FROM llm_models m JOIN llm_providers p ON p.id = m.provider_id";
 
 fn view_of(row: &Row) -> Result<ModelView, AdminError> {
@@ -292,6 +327,8 @@ fn view_of(row: &Row) -> Result<ModelView, AdminError> {
         cost_per_1m_input_tokens: row.try_get(12)?,
         cost_per_1m_output_tokens: row.try_get(13)?,
         cost_per_1m_tokens_cached: row.try_get(14)?,
+        cost_per_1m_cache_write_tokens: row.try_get(26)?,
+        cost_per_1m_cache_write_1h_tokens: row.try_get(27)?,
         power_level: vocab_opt(row, 15)?,
         power_level_priority: row.try_get(16)?,
         is_active: row.try_get(17)?,
@@ -389,6 +426,8 @@ pub async fn create(
         cost_in: input.cost_per_1m_input_tokens,
         cost_out: input.cost_per_1m_output_tokens,
         cost_cached: input.cost_per_1m_tokens_cached,
+        cost_cache_write: input.cost_per_1m_cache_write_tokens,
+        cost_cache_write_1h: input.cost_per_1m_cache_write_1h_tokens,
         power_level: input.power_level,
         power_level_priority: input.power_level_priority.unwrap_or(100),
         is_active: input.is_active.unwrap_or(true),
@@ -406,8 +445,9 @@ pub async fn create(
              max_tokens, supports_streaming, supports_function_calling, supports_vision, supports_json_mode, \
              cost_per_1m_input_tokens, cost_per_1m_output_tokens, cost_per_1m_tokens_cached, power_level, \
              power_level_priority, is_active, is_deprecated, deprecation_date, replacement_model_id, \
-             min_tier_required) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+             min_tier_required, cost_per_1m_cache_write_tokens, cost_per_1m_cache_write_1h_tokens) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+             $21, $22) \
              RETURNING id",
             &[
                 &fields.provider_id,
@@ -430,6 +470,8 @@ pub async fn create(
                 &fields.deprecation_date,
                 &fields.replacement_model_id,
                 &fields.min_tier_required.as_str(),
+                &fields.cost_cache_write,
+                &fields.cost_cache_write_1h,
             ],
         )
         .await?;
@@ -502,6 +544,12 @@ pub async fn update(
     if let Some(v) = patch.cost_per_1m_tokens_cached {
         new.cost_cached = v;
     }
+    if let Some(v) = patch.cost_per_1m_cache_write_tokens {
+        new.cost_cache_write = v;
+    }
+    if let Some(v) = patch.cost_per_1m_cache_write_1h_tokens {
+        new.cost_cache_write_1h = v;
+    }
     if let Some(v) = patch.power_level {
         new.power_level = v;
     }
@@ -534,7 +582,8 @@ pub async fn update(
          supports_vision = $10, supports_json_mode = $11, cost_per_1m_input_tokens = $12, \
          cost_per_1m_output_tokens = $13, cost_per_1m_tokens_cached = $14, power_level = $15, \
          power_level_priority = $16, is_active = $17, is_deprecated = $18, deprecation_date = $19, \
-         replacement_model_id = $20, min_tier_required = $21 WHERE id = $1",
+         replacement_model_id = $20, min_tier_required = $21, cost_per_1m_cache_write_tokens = $22, \
+         cost_per_1m_cache_write_1h_tokens = $23 WHERE id = $1",
         &[
             &id,
             &new.provider_id,
@@ -557,6 +606,8 @@ pub async fn update(
             &new.deprecation_date,
             &new.replacement_model_id,
             &new.min_tier_required.as_str(),
+            &new.cost_cache_write,
+            &new.cost_cache_write_1h,
         ],
     )
     .await?;

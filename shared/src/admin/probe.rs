@@ -145,6 +145,7 @@ async fn chat_call(
         model_id: model.to_string(),
         api_key: key.cloned(),
         default_max_tokens: Some(1),
+        forward_unpriced_fields: false,
     };
     let started = Instant::now();
     let outcome = tokio::time::timeout(PROBE_TIMEOUT, providers.complete(&target, &request)).await;

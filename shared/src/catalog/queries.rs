@@ -39,7 +39,8 @@ const MODELS_SQL: &str = "SELECT id, provider_id, model_name, model_id, display_
      supports_json_mode, cost_per_1m_input_tokens, cost_per_1m_output_tokens, \
      cost_per_1m_tokens_cached, power_level, power_level_priority, is_active, is_deprecated, \
      deprecation_date, replacement_model_id, min_tier_required, avg_latency_ms, \
-     avg_tokens_per_second, created_at, updated_at \
+     avg_tokens_per_second, created_at, updated_at, cost_per_1m_cache_write_tokens, \
+     cost_per_1m_cache_write_1h_tokens \
      FROM llm_models ORDER BY id";
 
 const RULES_SQL: &str = "SELECT id, model_id, power_level, user_tier, task_type, priority, weight, \
@@ -137,6 +138,8 @@ fn model_from_row(row: &Row) -> Result<Model, CatalogError> {
         cost_per_1m_input_tokens: row.try_get("cost_per_1m_input_tokens")?,
         cost_per_1m_output_tokens: row.try_get("cost_per_1m_output_tokens")?,
         cost_per_1m_tokens_cached: row.try_get("cost_per_1m_tokens_cached")?,
+        cost_per_1m_cache_write_tokens: row.try_get("cost_per_1m_cache_write_tokens")?,
+        cost_per_1m_cache_write_1h_tokens: row.try_get("cost_per_1m_cache_write_1h_tokens")?,
         power_level: parse_opt(TABLE, id, row.try_get("power_level")?)?,
         power_level_priority: row.try_get("power_level_priority")?,
         is_active: row.try_get("is_active")?,

@@ -70,6 +70,10 @@ pub struct Model {
     pub cost_per_1m_output_tokens: Decimal,
     /// `None` = no cache discount: cached input costs the input price.
     pub cost_per_1m_tokens_cached: Option<Decimal>,
+    /// 5-minute prompt-cache writes; `None` = 1.25 × the input price (Anthropic's rule).
+    pub cost_per_1m_cache_write_tokens: Option<Decimal>,
+    /// 1-hour prompt-cache writes; `None` = 2 × the input price.
+    pub cost_per_1m_cache_write_1h_tokens: Option<Decimal>,
     pub power_level: Option<PowerLevel>,
     pub power_level_priority: i32,
     pub is_active: bool,

@@ -82,6 +82,18 @@ pub(super) async fn plan(
     };
     let plan = plan_candidates(&catalog, &routing_request, &context, &mut rand::rng())?;
     let mut candidates: Vec<Candidate> = plan.candidates;
+    // Fields the ledger cannot price may go out only on the user's own key.
+    if let Some(field) = request.price_raising_fields().first().copied() {
+        candidates.retain(|c| c.byok);
+        if candidates.is_empty() {
+            return Err(ApiError::invalid_param(
+                field,
+                format!(
+                    "`{field}` makes the provider charge more than the catalog's token prices, so it is accepted only on your own provider key (BYOK); remove it to use the platform's key"
+                ),
+            ));
+        }
+    }
     candidates.truncate(state.config.chat.max_attempts.max(1));
 
     // Lambda ends the invocation at its deadline: everything ends, settled, before it.
@@ -175,10 +187,12 @@ impl Run {
     /// The hold (ledger.md): the worst case over the candidates that may be tried — the
     /// provider cost for platform-key candidates, the platform fee for BYOK ones.
     fn hold_amount(&self, requested_output: Option<u32>) -> Decimal {
+        let may_write_cache = self.request.has_cache_control();
         let offers = self.candidates.iter().map(|c| ledger::HoldOffer {
             prices: ledger::TokenPrices::of(&c.model),
             max_output_tokens: u64::from(c.output_token_limit(requested_output)),
             byok: c.byok,
+            may_write_cache,
         });
         ledger::hold_amount(
             u64::from(self.prompt_tokens),

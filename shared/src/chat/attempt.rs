@@ -152,10 +152,9 @@ impl Run {
                 auth_type: candidate.provider.auth_type,
                 model_id: candidate.model.model_id.clone(),
                 api_key,
-                default_max_tokens: candidate
-                    .model
-                    .max_tokens
-                    .and_then(|m| u32::try_from(m).ok()),
+                // The limit the hold assumed, sent when the request has none.
+                default_max_tokens: Some(candidate.output_token_limit(None)),
+                forward_unpriced_fields: candidate.byok,
             },
             user_key_id,
         )))
@@ -163,8 +162,14 @@ impl Run {
 
     pub fn price(&self, candidate: &Candidate, usage: &Usage) -> Settlement {
         let buckets = TokenBuckets {
-            uncached_input: usage.uncached_input_tokens + usage.cache_write_input_tokens,
+            uncached_input: usage.uncached_input_tokens,
             cached_input: usage.cached_input_tokens,
+            cache_write: usage
+                .cache_write_input_tokens
+                .saturating_sub(usage.cache_write_1h_input_tokens),
+            cache_write_1h: usage
+                .cache_write_1h_input_tokens
+                .min(usage.cache_write_input_tokens),
             output: usage.output_tokens,
         };
         let prices = TokenPrices::of(&candidate.model);

@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_perf"),
     migration!(9, "0009_group_commit"),
     migration!(10, "0010_byok_cooldown"),
+    migration!(11, "0011_cache_write_prices"),
 ];
 
 /// Arbitrary constant naming the migration lock.

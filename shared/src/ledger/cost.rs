@@ -1,5 +1,6 @@
-//! The cost formula (ledger.md): three disjoint token buckets, each priced per one million
-//! tokens, summed exactly and rounded UP to 1e-9 USD once per call. Rounding up means the
+//! The cost formula (ledger.md): disjoint token buckets (uncached input, cached input,
+//! 5-minute and 1-hour prompt-cache writes, output), each priced per one million tokens,
+//! summed exactly and rounded UP to 1e-9 USD once per call. Rounding up means the
 //! platform never under-charges by a fraction; the error is below one nano-dollar per call.
 
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -9,12 +10,18 @@ use serde::{Deserialize, Serialize};
 pub const MONEY_SCALE: u32 = 9;
 
 /// A model's list prices in USD per one million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenPrices {
     pub input_per_1m: Decimal,
     pub output_per_1m: Decimal,
     /// Cached input; `None` means the provider gives no discount (input price applies).
     pub cached_input_per_1m: Option<Decimal>,
+    /// 5-minute prompt-cache writes; `None` means 1.25 × the input price.
+    #[serde(default)]
+    pub cache_write_per_1m: Option<Decimal>,
+    /// 1-hour prompt-cache writes; `None` means 2 × the input price.
+    #[serde(default)]
+    pub cache_write_1h_per_1m: Option<Decimal>,
 }
 
 impl TokenPrices {
@@ -24,22 +31,54 @@ impl TokenPrices {
             input_per_1m: model.cost_per_1m_input_tokens,
             output_per_1m: model.cost_per_1m_output_tokens,
             cached_input_per_1m: model.cost_per_1m_tokens_cached,
+            cache_write_per_1m: model.cost_per_1m_cache_write_tokens,
+            cache_write_1h_per_1m: model.cost_per_1m_cache_write_1h_tokens,
+        }
+    }
+
+    /// The price of a 5-minute cache write: the catalog's, else 1.25 × input.
+    pub fn cache_write_price(&self) -> Decimal {
+        self.cache_write_per_1m
+            .unwrap_or(self.input_per_1m * Decimal::new(125, 2))
+    }
+
+    /// The price of a 1-hour cache write: the catalog's, else 2 × input.
+    pub fn cache_write_1h_price(&self) -> Decimal {
+        self.cache_write_1h_per_1m
+            .unwrap_or(self.input_per_1m * Decimal::from(2u32))
+    }
+
+    /// The most one prompt token can cost: the input price, or a cache write's when the
+    /// request may write the prompt cache.
+    pub fn highest_prompt_price(&self, may_write_cache: bool) -> Decimal {
+        if may_write_cache {
+            self.input_per_1m
+                .max(self.cache_write_price())
+                .max(self.cache_write_1h_price())
+        } else {
+            self.input_per_1m
         }
     }
 }
 
 /// Token counts in disjoint buckets: a token is counted in exactly one of them.
-/// Reasoning tokens belong to `output`; cache writes (Anthropic) to `uncached_input`.
+/// Reasoning tokens belong to `output`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenBuckets {
     pub uncached_input: u64,
     pub cached_input: u64,
+    /// Prompt-cache writes that live 5 minutes (Anthropic).
+    #[serde(default)]
+    pub cache_write: u64,
+    /// Prompt-cache writes that live 1 hour (Anthropic).
+    #[serde(default)]
+    pub cache_write_1h: u64,
     pub output: u64,
 }
 
 impl TokenBuckets {
     pub fn prompt_tokens(&self) -> u64 {
-        self.uncached_input + self.cached_input
+        self.uncached_input + self.cached_input + self.cache_write + self.cache_write_1h
     }
 
     pub fn total_tokens(&self) -> u64 {
@@ -50,7 +89,7 @@ impl TokenBuckets {
 /// A call's cost. `input_usd + output_usd == total_usd` exactly.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cost {
-    /// Uncached and cached input together.
+    /// Every input bucket together (uncached, cached, cache writes).
     pub input_usd: Decimal,
     pub output_usd: Decimal,
     pub total_usd: Decimal,
@@ -71,7 +110,9 @@ fn per_million(tokens: u64, price_per_1m: Decimal) -> Decimal {
 pub fn cost_of(tokens: TokenBuckets, prices: &TokenPrices) -> Cost {
     let cached_price = prices.cached_input_per_1m.unwrap_or(prices.input_per_1m);
     let exact_input = per_million(tokens.uncached_input, prices.input_per_1m)
-        + per_million(tokens.cached_input, cached_price);
+        + per_million(tokens.cached_input, cached_price)
+        + per_million(tokens.cache_write, prices.cache_write_price())
+        + per_million(tokens.cache_write_1h, prices.cache_write_1h_price());
     let exact_output = per_million(tokens.output, prices.output_per_1m);
     let total_usd = round_up_money(exact_input + exact_output);
     let input_usd = round_up_money(exact_input).min(total_usd);
@@ -85,8 +126,19 @@ pub fn cost_of(tokens: TokenBuckets, prices: &TokenPrices) -> Cost {
 /// The most a call may cost: every prompt token uncached at the input price plus the
 /// maximum output at the output price (the amount held before the call).
 pub fn max_cost(prompt_tokens: u64, max_output_tokens: u64, prices: &TokenPrices) -> Decimal {
+    max_cost_with(prompt_tokens, max_output_tokens, prices, false)
+}
+
+/// [`max_cost`], with every prompt token at a cache write's price when the request may
+/// write the prompt cache (it carries `cache_control`).
+pub fn max_cost_with(
+    prompt_tokens: u64,
+    max_output_tokens: u64,
+    prices: &TokenPrices,
+    may_write_cache: bool,
+) -> Decimal {
     round_up_money(
-        per_million(prompt_tokens, prices.input_per_1m)
+        per_million(prompt_tokens, prices.highest_prompt_price(may_write_cache))
             + per_million(max_output_tokens, prices.output_per_1m),
     )
 }
@@ -100,6 +152,9 @@ pub struct HoldOffer {
     pub max_output_tokens: u64,
     /// On the user's own key the platform charges only its fee on the provider cost.
     pub byok: bool,
+    /// The request carries `cache_control`: its prompt may be written to the cache, at a
+    /// cache write's price.
+    pub may_write_cache: bool,
 }
 
 /// The hold (ledger.md): the worst case over the offers that may be tried, each at its
@@ -113,7 +168,12 @@ pub fn hold_amount(
     offers
         .into_iter()
         .map(|offer| {
-            let cost = max_cost(prompt_tokens, offer.max_output_tokens, &offer.prices);
+            let cost = max_cost_with(
+                prompt_tokens,
+                offer.max_output_tokens,
+                &offer.prices,
+                offer.may_write_cache,
+            );
             if offer.byok {
                 byok_fee(cost, byok_fee_percent)
             } else {
@@ -147,6 +207,7 @@ mod tests {
             input_per_1m: d("2.50"),
             output_per_1m: d("10.00"),
             cached_input_per_1m: Some(d("1.25")),
+            ..TokenPrices::default()
         }
     }
 
@@ -159,6 +220,7 @@ mod tests {
                 uncached_input: 1000,
                 cached_input: 500,
                 output: 200,
+                ..TokenBuckets::default()
             },
             &gpt4o(),
         );
@@ -174,12 +236,14 @@ mod tests {
             input_per_1m: d("10"),
             output_per_1m: d("30"),
             cached_input_per_1m: None,
+            ..TokenPrices::default()
         };
         let with_cache = cost_of(
             TokenBuckets {
                 uncached_input: 100,
                 cached_input: 900,
                 output: 0,
+                ..TokenBuckets::default()
             },
             &prices,
         );
@@ -188,6 +252,7 @@ mod tests {
                 uncached_input: 1000,
                 cached_input: 0,
                 output: 0,
+                ..TokenBuckets::default()
             },
             &prices,
         );
@@ -202,13 +267,15 @@ mod tests {
             input_per_1m: d("0.30"),
             output_per_1m: d("0.40"),
             cached_input_per_1m: None,
+            ..TokenPrices::default()
         };
         assert_eq!(
             cost_of(
                 TokenBuckets {
                     uncached_input: 1,
                     cached_input: 0,
-                    output: 0
+                    output: 0,
+                    ..TokenBuckets::default()
                 },
                 &llama
             )
@@ -220,13 +287,15 @@ mod tests {
             input_per_1m: d("0.0000001"),
             output_per_1m: d("0"),
             cached_input_per_1m: None,
+            ..TokenPrices::default()
         };
         assert_eq!(
             cost_of(
                 TokenBuckets {
                     uncached_input: 1,
                     cached_input: 0,
-                    output: 0
+                    output: 0,
+                    ..TokenBuckets::default()
                 },
                 &tiny
             )
@@ -240,12 +309,14 @@ mod tests {
             input_per_1m: d("0.000333333333"),
             output_per_1m: d("0.000333333333"),
             cached_input_per_1m: None,
+            ..TokenPrices::default()
         };
         let cost = cost_of(
             TokenBuckets {
                 uncached_input: 1000,
                 cached_input: 0,
                 output: 1000,
+                ..TokenBuckets::default()
             },
             &third,
         );
@@ -267,6 +338,7 @@ mod tests {
             input_per_1m: d("10"),
             output_per_1m: d("30"),
             cached_input_per_1m: None,
+            ..TokenPrices::default()
         };
         assert_eq!(max_cost(1000, 4096, &prices), d("0.13288"));
         // Never below the actual cost of any split of the same tokens.
@@ -275,6 +347,7 @@ mod tests {
                 uncached_input: 400,
                 cached_input: 600,
                 output: 4096,
+                ..TokenBuckets::default()
             },
             &gpt4o(),
         );
@@ -295,9 +368,43 @@ mod tests {
                 uncached_input: u32::MAX as u64,
                 cached_input: u32::MAX as u64,
                 output: u32::MAX as u64,
+                ..TokenBuckets::default()
             },
             &gpt4o(),
         );
         assert!(cost.total_usd > Decimal::ZERO);
+    }
+
+    #[test]
+    fn cache_writes_are_priced_by_lifetime_and_the_hold_covers_them() {
+        let claude = TokenPrices {
+            input_per_1m: d("3"),
+            output_per_1m: d("15"),
+            cached_input_per_1m: Some(d("0.30")),
+            ..TokenPrices::default()
+        };
+        // Anthropic's rule when the catalog has no price: 1.25 × and 2 × the input price.
+        assert_eq!(claude.cache_write_price(), d("3.75"));
+        assert_eq!(claude.cache_write_1h_price(), d("6"));
+        let tokens = TokenBuckets {
+            uncached_input: 500,
+            cached_input: 0,
+            cache_write: 1000,
+            cache_write_1h: 2000,
+            output: 100,
+        };
+        let cost = cost_of(tokens, &claude);
+        assert_eq!(cost.total_usd, d("0.01875"));
+        assert_eq!(cost.input_usd + cost.output_usd, cost.total_usd);
+        let priced = TokenPrices {
+            cache_write_per_1m: Some(d("4")),
+            cache_write_1h_per_1m: Some(d("7")),
+            ..claude
+        };
+        assert_eq!(cost_of(tokens, &priced).total_usd, d("0.021"));
+        // A prompt that may be written to the cache is held at the dearest write price.
+        let held = max_cost_with(tokens.prompt_tokens(), 100, &claude, true);
+        assert!(held >= cost_of(tokens, &claude).total_usd, "{held}");
+        assert!(max_cost(tokens.prompt_tokens(), 100, &claude) < cost.total_usd);
     }
 }

@@ -311,6 +311,13 @@ fn usage_from(value: &Value, previous: Usage) -> Usage {
             .unwrap_or(previous.cached_input_tokens),
         cache_write_input_tokens: count("cache_creation_input_tokens")
             .unwrap_or(previous.cache_write_input_tokens),
+        // `cache_creation: {ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}` splits
+        // the writes by lifetime when the request used a 1-hour cache.
+        cache_write_1h_input_tokens: value
+            .get("cache_creation")
+            .and_then(|c| c.get("ephemeral_1h_input_tokens"))
+            .and_then(Value::as_u64)
+            .unwrap_or(previous.cache_write_1h_input_tokens),
         output_tokens: count("output_tokens").unwrap_or(previous.output_tokens),
         reasoning_tokens: 0,
     }

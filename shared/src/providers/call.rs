@@ -23,10 +23,32 @@ pub struct UpstreamTarget {
     pub model_id: String,
     /// System or BYOK key; `None` only for `auth_type = none`.
     pub api_key: Option<Secret>,
-    /// `max_tokens` to send when the client gave none and the format requires one
-    /// (Anthropic): the model's max output from the catalog. Falls back to 4096.
+    /// The output limit sent when the client gave none: the limit the hold assumed (the
+    /// model's max output from the catalog, else 4096), so that the hold stays an upper
+    /// bound in every format. `None` (probes, key checks): nothing is added, except for
+    /// Anthropic, which requires one (4096).
     pub default_max_tokens: Option<u32>,
+    /// Forward request fields Switchboard does not price (the user's own key: the user
+    /// pays the provider). On the platform's key only [`FORWARDED_FIELDS`] pass.
+    pub forward_unpriced_fields: bool,
 }
+
+/// Request fields outside [`ChatRequest`](super::ChatRequest)'s own that reach an
+/// OpenAI-format provider on the platform's key: each is free or billed as ordinary
+/// tokens. Any other field is dropped there (api.md: unknown fields are ignored); on a
+/// user's own key every field passes ([`UpstreamTarget::forward_unpriced_fields`]).
+pub const FORWARDED_FIELDS: &[&str] = &[
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "reasoning_effort",
+    "prediction",
+    "store",
+    "metadata",
+    "verbosity",
+    // Only `auto` / `default` get here on the platform's key (the others are refused).
+    "service_tier",
+];
 
 /// What an adapter needs to read an answer.
 #[derive(Debug, Clone)]

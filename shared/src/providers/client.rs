@@ -340,6 +340,7 @@ mod tests {
             model_id: "m".to_owned(),
             api_key: key.map(Secret::new),
             default_max_tokens: None,
+            forward_unpriced_fields: false,
         }
     }
 

@@ -41,7 +41,13 @@ pub(crate) fn build_request(
         body.insert("systemInstruction".into(), system);
     }
     insert_tools(request, &mut body)?;
-    let config = generation_config(request);
+    let mut config = generation_config(request);
+    if request.requested_output_tokens().is_none()
+        && let Some(limit) = target.default_max_tokens
+    {
+        // The limit the hold assumed: the hold stays an upper bound.
+        config.insert("maxOutputTokens".into(), json!(limit));
+    }
     if !config.is_empty() {
         body.insert("generationConfig".into(), Value::Object(config));
     }
@@ -449,6 +455,7 @@ fn usage_from(metadata: &Value) -> Usage {
         uncached_input_tokens: prompt - cached,
         cached_input_tokens: cached,
         cache_write_input_tokens: 0,
+        cache_write_1h_input_tokens: 0,
         output_tokens: count("candidatesTokenCount") + thoughts,
         reasoning_tokens: thoughts,
     }

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::call::{ResponseContext, UpstreamCall, UpstreamTarget, join_url};
+use super::call::{FORWARDED_FIELDS, ResponseContext, UpstreamCall, UpstreamTarget, join_url};
 use super::error::{ProviderError, error_text};
 use super::request::ChatRequest;
 use super::response::{ChatCompletion, ChatCompletionChunk, Usage};
@@ -29,6 +29,18 @@ pub(crate) fn build_request(
         });
     };
     body.insert("model".to_owned(), Value::String(target.model_id.clone()));
+    if !target.forward_unpriced_fields {
+        for name in request.extra.keys() {
+            if !FORWARDED_FIELDS.contains(&name.as_str()) {
+                body.remove(name);
+            }
+        }
+    }
+    if request.requested_output_tokens().is_none()
+        && let Some(limit) = target.default_max_tokens
+    {
+        body.insert("max_tokens".to_owned(), Value::from(limit));
+    }
     if stream {
         body.insert("stream".to_owned(), Value::Bool(true));
         // Usage is always requested upstream (ledger.md: streamed calls are never free);
@@ -165,6 +177,7 @@ mod tests {
             model_id: "upstream-model".to_owned(),
             api_key: Some(Secret::new("k")),
             default_max_tokens: None,
+            forward_unpriced_fields: false,
         }
     }
 

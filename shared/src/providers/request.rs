@@ -481,6 +481,50 @@ impl ChatRequest {
     }
 
     /// Output tokens the client asked for (`max_completion_tokens`, else `max_tokens`).
+    /// Fields that make the provider charge more than the catalog's token prices:
+    /// `service_tier` other than `auto` / `default` (priority and flex tiers), web search,
+    /// audio output. Empty when the request has none. The ledger cannot price them, so on
+    /// the platform's key they are refused (api.md); on a user's own key they pass.
+    pub fn price_raising_fields(&self) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if let Some(tier) = self.extra.get("service_tier")
+            && !matches!(tier.as_str(), Some("auto" | "default") | None)
+            && !tier.is_null()
+        {
+            fields.push("service_tier");
+        }
+        if self
+            .extra
+            .get("web_search_options")
+            .is_some_and(|v| !v.is_null())
+        {
+            fields.push("web_search_options");
+        }
+        if self.extra.get("audio").is_some_and(|v| !v.is_null()) {
+            fields.push("audio");
+        }
+        let audio_modality = self
+            .extra
+            .get("modalities")
+            .and_then(Value::as_array)
+            .is_some_and(|m| m.iter().any(|v| v.as_str() == Some("audio")));
+        if audio_modality {
+            fields.push("modalities");
+        }
+        fields
+    }
+
+    /// Whether a content part asks for prompt caching (`cache_control`): an
+    /// Anthropic-format provider may then bill the prompt as cache writes.
+    pub fn has_cache_control(&self) -> bool {
+        self.messages.iter().any(|message| match &message.content {
+            Some(MessageContent::Parts(parts)) => {
+                parts.iter().any(|p| p.extra.contains_key("cache_control"))
+            }
+            _ => false,
+        })
+    }
+
     pub fn requested_output_tokens(&self) -> Option<u32> {
         self.max_completion_tokens.or(self.max_tokens)
     }
@@ -887,5 +931,35 @@ mod tests {
             {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}
         ]}));
         assert_eq!(request.estimated_prompt_tokens(), 2 * 4 + 765 + 2);
+    }
+
+    #[test]
+    fn price_raising_fields_and_cache_control_are_recognised() {
+        let base = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        let with = |field: &str, value: Value| {
+            let mut body = base.clone();
+            body[field] = value;
+            parse(body).price_raising_fields()
+        };
+        assert!(parse(base.clone()).price_raising_fields().is_empty());
+        assert!(with("service_tier", json!("auto")).is_empty());
+        assert!(with("service_tier", json!("default")).is_empty());
+        assert!(with("service_tier", Value::Null).is_empty());
+        assert_eq!(with("service_tier", json!("priority")), ["service_tier"]);
+        assert_eq!(
+            with("web_search_options", json!({})),
+            ["web_search_options"]
+        );
+        assert_eq!(with("audio", json!({"voice": "alloy"})), ["audio"]);
+        assert_eq!(with("modalities", json!(["text", "audio"])), ["modalities"]);
+        assert!(with("modalities", json!(["text"])).is_empty());
+
+        assert!(!parse(base).has_cache_control());
+        let cached = parse(
+            json!({"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "doc", "cache_control": {"type": "ephemeral"}}
+            ]}]}),
+        );
+        assert!(cached.has_cache_control());
     }
 }

@@ -67,8 +67,11 @@ pub struct Usage {
     pub uncached_input_tokens: u64,
     /// Input tokens read from the provider's prompt cache (cheaper).
     pub cached_input_tokens: u64,
-    /// Input tokens written to the prompt cache (Anthropic only).
+    /// Input tokens written to the prompt cache (Anthropic only), both lifetimes.
     pub cache_write_input_tokens: u64,
+    /// The part of `cache_write_input_tokens` written for 1 hour (billed at 2 × input
+    /// rather than 1.25 ×); 0 when the provider does not split them.
+    pub cache_write_1h_input_tokens: u64,
     /// Generated tokens, reasoning tokens included.
     pub output_tokens: u64,
     /// The part of `output_tokens` spent on reasoning (informational, not a bucket).
@@ -119,6 +122,7 @@ impl Usage {
             uncached_input_tokens: usage.prompt_tokens - cached,
             cached_input_tokens: cached,
             cache_write_input_tokens: 0,
+            cache_write_1h_input_tokens: 0,
             output_tokens: usage.completion_tokens,
             reasoning_tokens: usage
                 .completion_tokens_details
@@ -418,6 +422,7 @@ mod tests {
             uncached_input_tokens: 10,
             cached_input_tokens: 20,
             cache_write_input_tokens: 30,
+            cache_write_1h_input_tokens: 0,
             output_tokens: 5,
             reasoning_tokens: 0,
         };

@@ -74,7 +74,10 @@ pub fn target(format: ApiFormat, fake: &FakeUpstream) -> UpstreamTarget {
         auth_type,
         model_id: model_for(format).to_owned(),
         api_key: Some(Secret::new(KEY)),
-        default_max_tokens: Some(8192),
+        // Only the format that requires an output limit gets one by default (the chat
+        // run sets the hold's limit for every format; see tests/tests/pricing.rs).
+        default_max_tokens: (format == ApiFormat::Anthropic).then_some(8192),
+        forward_unpriced_fields: false,
     }
 }
 

@@ -317,6 +317,7 @@ pub async fn streamed_usage_equals_non_streamed(format: ApiFormat) {
         } else {
             0
         },
+        cache_write_1h_input_tokens: 0,
         output_tokens: 37,
         reasoning_tokens: 0,
     };
