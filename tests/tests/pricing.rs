@@ -213,6 +213,23 @@ async fn cache_writes_are_charged_at_their_lifetime_prices_streamed_or_not() {
         sent["messages"][0]["content"][0]["cache_control"]["ttl"], "1h",
         "{sent}"
     );
+    // Each usage row records the prices it was charged at.
+    let prices: Vec<Decimal> = {
+        let row = gw
+            .db
+            .connect()
+            .await
+            .query_one(
+                "SELECT price_input_per_1m, price_cached_input_per_1m, price_cache_write_per_1m,
+                        price_cache_write_1h_per_1m, price_output_per_1m
+                 FROM llm_usage_logs WHERE request_id = 'cache-json'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (0..5).map(|i| row.get(i)).collect()
+    };
+    assert_eq!(prices, [d("3"), d("0.3"), d("3.75"), d("6"), d("15")]);
 
     // Without catalog prices, Anthropic's rule: 1.25 × and 2 × the input price; with an
     // admin's own prices, those.

@@ -230,6 +230,13 @@ impl Run {
                 row.cost_output_usd = settlement.provider_cost.output_usd;
                 row.cost_total_usd = settlement.provider_cost.total_usd;
                 row.charged_usd = settlement.charged;
+                let prices = TokenPrices::of(&candidate.model);
+                row.price_input_per_1m = Some(prices.input_per_1m);
+                row.price_cached_input_per_1m =
+                    Some(prices.cached_input_per_1m.unwrap_or(prices.input_per_1m));
+                row.price_cache_write_per_1m = Some(prices.cache_write_price());
+                row.price_cache_write_1h_per_1m = Some(prices.cache_write_1h_price());
+                row.price_output_per_1m = Some(prices.output_per_1m);
                 let secs = latency.as_secs_f64();
                 if secs > 0.0 && usage.output_tokens > 0 {
                     row.tokens_per_second =

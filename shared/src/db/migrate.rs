@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_group_commit"),
     migration!(10, "0010_byok_cooldown"),
     migration!(11, "0011_cache_write_prices"),
+    migration!(12, "0012_usage_prices"),
 ];
 
 /// Arbitrary constant naming the migration lock.

@@ -208,6 +208,13 @@ pub struct UsageLogRow {
     pub was_fallback: bool,
     pub fallback_reason: Option<String>,
     pub user_agent: Option<String>,
+    /// The prices the row was charged at, USD per one million tokens, as applied (a null
+    /// catalog price resolved); `None` on attempts that were not priced.
+    pub price_input_per_1m: Option<Decimal>,
+    pub price_cached_input_per_1m: Option<Decimal>,
+    pub price_cache_write_per_1m: Option<Decimal>,
+    pub price_cache_write_1h_per_1m: Option<Decimal>,
+    pub price_output_per_1m: Option<Decimal>,
 }
 
 /// Everything one capture writes, atomically.
