@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admission;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod breaker;
 pub mod catalog;
 pub mod chat;

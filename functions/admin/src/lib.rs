@@ -8,6 +8,7 @@
 //! `/openapi.json`; this function's own Lambda serves it at `/openapi.json` too.
 
 mod accounts;
+mod billing;
 mod catalog;
 pub mod extract;
 pub mod openapi;
@@ -30,6 +31,7 @@ pub(crate) type Reply<T> = Result<AppJson<T>, ApiError>;
 /// Every admin route with its handler and its OpenAPI operation.
 fn routes() -> OpenApiRouter<AppState> {
     use accounts::*;
+    use billing::*;
     use catalog::*;
     use reports::*;
     OpenApiRouter::with_openapi(openapi::AdminDoc::openapi())
@@ -51,6 +53,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_usage))
         .routes(routes!(usage_summary))
         .routes(routes!(list_audit_log))
+        .routes(routes!(export_backlog, export_now))
+        .routes(routes!(export_retry))
 }
 
 /// The admin routes, for mounting (by `switchboard serve`) or wrapping with [`app`].

@@ -51,6 +51,7 @@ pub struct ErrorDetail {
         (name = "api-keys", description = "Gateway keys"),
         (name = "usage", description = "Usage rows and summaries"),
         (name = "audit", description = "The audit log of admin writes"),
+        (name = "billing", description = "The usage export to Lago"),
     )
 )]
 pub struct AdminDoc;

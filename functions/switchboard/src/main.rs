@@ -29,6 +29,8 @@ enum Command {
         #[arg(long, value_name = "KMS_KEY_ID")]
         to_kms_key: String,
     },
+    /// Send unbilled usage to Lago once (SWITCHBOARD_LAGO_API_URL, _API_KEY) and exit.
+    ExportBilling,
 }
 
 #[tokio::main]
@@ -44,6 +46,13 @@ async fn main() -> ExitCode {
         Command::Migrate => switchboard::serve::migrate(config).await.map(|report| {
             tracing::info!(applied = ?report.applied, already_applied = report.already_applied.len(), "migrations done");
         }),
+        Command::ExportBilling => match switchboard::serve::export_billing(config).await {
+            Ok(report) => {
+                tracing::info!(sent = report.sent, failed = report.failed, deferred = report.deferred, "billing export done");
+                Ok(())
+            }
+            Err(error) => return fail(&error),
+        },
         Command::RewrapKeys { to_kms_key } => {
             match switchboard::rewrap::rewrap_keys(config, &to_kms_key).await {
                 Ok(_) => Ok(()),

@@ -38,6 +38,8 @@ pub enum ServeError {
     },
     #[error("server error: {0}")]
     Server(std::io::Error),
+    #[error(transparent)]
+    Export(#[from] switchboard_core::billing::ExportError),
 }
 
 /// The configured database, or the embedded cluster started for this process.
@@ -95,6 +97,23 @@ pub async fn migrate(config: Config) -> Result<migrate::MigrationReport, ServeEr
     result
 }
 
+/// `switchboard export-billing`: one export pass against the configured database (the
+/// schema migrated first), then exit.
+pub async fn export_billing(
+    config: Config,
+) -> Result<switchboard_core::billing::ExportReport, ServeError> {
+    let database = Database::resolve(&config).await?;
+    let result = async {
+        let pool = connect_pool_with(&database.url, 2, &config.database.tls)?;
+        migrate_pool(&pool).await?;
+        let http = switchboard_core::state::upstream_http_client();
+        Ok(switchboard_core::billing::export_once(&pool, &http, &config.billing).await?)
+    }
+    .await;
+    database.stop()?;
+    result
+}
+
 /// `switchboard serve`.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let database = Database::resolve(&config).await?;
@@ -132,52 +151,85 @@ async fn serve_on(config: Config, url: &Secret) -> Result<(), ServeError> {
             source,
         })?;
     let state = AppState::new(config, pool).with_key_services(key_services);
-    let health_timer = spawn_health_timer(&state);
+    let timers = spawn_timers(&state);
     let app = crate::app(state);
     tracing::info!(address = %listen, "Switchboard is listening on http://{listen}");
     let served = axum::serve(switchboard_core::http::without_nagle(listener), app)
         .with_graceful_shutdown(switchboard_core::http::shutdown_signal())
         .await
         .map_err(ServeError::Server);
-    health_timer.stop().await;
+    for timer in timers {
+        timer.stop().await;
+    }
     served
 }
 
-/// The health check on a timer (`SWITCHBOARD_HEALTH_CHECK_INTERVAL_SECS`): in Lambda the
-/// EventBridge schedule runs it; `serve` is a long-running process, so it runs it itself.
-struct HealthTimer {
+/// Background work `serve` runs itself (in AWS, EventBridge schedules run it): the health
+/// check every `SWITCHBOARD_HEALTH_CHECK_INTERVAL_SECS` and, when Lago is configured, the
+/// billing export every `SWITCHBOARD_BILLING_EXPORT_INTERVAL_SECS`.
+struct Timer {
+    name: &'static str,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
-fn spawn_health_timer(state: &AppState) -> HealthTimer {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// Resolves when the timer is told to stop (or its sender is dropped).
+type Stopped = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl Timer {
+    fn spawn<Fut>(name: &'static str, run: impl FnOnce(Stopped) -> Fut) -> Timer
+    where
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stopped: Stopped = Box::pin(async move {
+            let _ = stopped.await;
+        });
+        Timer {
+            name,
+            stop,
+            task: tokio::spawn(run(stopped)),
+        }
+    }
+
+    /// Stops the timer (cancelling a run in flight) and waits for it, before the database
+    /// it uses is stopped.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(error) = self.task.await {
+            tracing::warn!(%error, timer = self.name, "a timer ended abnormally");
+        }
+    }
+}
+
+fn spawn_timers(state: &AppState) -> Vec<Timer> {
     let interval = state.config.health.interval;
     tracing::info!(
         interval_secs = interval.as_secs(),
         "health check runs every {} s",
         interval.as_secs()
     );
-    let task = tokio::spawn(switchboard_core::health::run_every(
-        state.clone(),
-        interval,
-        async move {
-            // A dropped sender stops the timer too.
-            let _ = stopped.await;
-        },
-    ));
-    HealthTimer { stop, task }
-}
-
-impl HealthTimer {
-    /// Stops the timer (cancelling a run in flight) and waits for it, before the database
-    /// it uses is stopped.
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        if let Err(error) = self.task.await {
-            tracing::warn!(%error, "health check timer ended abnormally");
-        }
+    let health_state = state.clone();
+    let mut timers = vec![Timer::spawn("health check", move |stopped| {
+        switchboard_core::health::run_every(health_state, interval, stopped)
+    })];
+    let billing = state.config.billing.clone();
+    if billing.lago_api_url.is_some() && billing.lago_api_key.is_some() {
+        tracing::info!(
+            interval_secs = billing.export_interval.as_secs(),
+            "billing export to Lago runs every {} s",
+            billing.export_interval.as_secs()
+        );
+        let (pool, http) = (state.pool.clone(), state.http.clone());
+        timers.push(Timer::spawn("billing export", move |stopped| {
+            switchboard_core::billing::export::run_every(pool, http, billing, stopped)
+        }));
+    } else {
+        tracing::info!(
+            "billing export off: set SWITCHBOARD_LAGO_API_URL and SWITCHBOARD_LAGO_API_KEY to send usage to Lago"
+        );
     }
+    timers
 }
 
 /// The one place a secret is printed: a generated admin key, once, to the operator.

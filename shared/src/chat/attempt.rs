@@ -362,6 +362,14 @@ impl Run {
                 "completion_tokens": settlement.usage.output_tokens,
                 "provider_cost_usd": settlement.provider_cost.total_usd.to_string(),
                 "charged_usd": settlement.charged.to_string(),
+                // Lago's properties (api.md, "Billing export").
+                "input_tokens": settlement.usage.uncached_input_tokens,
+                "cached_input_tokens": settlement.usage.cached_input_tokens,
+                "cache_write_input_tokens": settlement.usage.cache_write_input_tokens,
+                "output_tokens": settlement.usage.output_tokens,
+                "cost_usd": settlement.charged.normalize().to_string(),
+                "power_level": self.power_level.to_string(),
+                "task_type": self.task_type.to_string(),
             }),
         };
         let settled = hold.capture(&self.state.ledger, item).await;

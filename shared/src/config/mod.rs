@@ -5,6 +5,7 @@
 //! modules it configures import their section; the configuration imports no domain module
 //! (only the leaf `auth::format`, to check the admin key's shape, and `secret`).
 
+mod billing;
 mod breaker;
 mod chat;
 mod database;
@@ -15,6 +16,7 @@ mod ledger;
 mod routing;
 mod server;
 
+pub use billing::BillingSettings;
 pub use breaker::BreakerSettings;
 pub use chat::ChatSettings;
 pub use database::{DatabaseSettings, DbTlsSettings, split_host_port, validate_db_host};
@@ -42,6 +44,7 @@ pub struct Config {
     pub routing: RoutingSettings,
     pub breaker: BreakerSettings,
     pub health: HealthSettings,
+    pub billing: BillingSettings,
 }
 
 impl Config {
@@ -63,6 +66,7 @@ impl Config {
             routing: RoutingSettings::from_env(&env)?,
             breaker: BreakerSettings::from_env(&env)?,
             health: HealthSettings::from_env(&env)?,
+            billing: BillingSettings::from_env(&env)?,
             server,
         };
         if config.chat.max_stream_duration >= config.ledger.hold_ttl {

@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_byok_cooldown"),
     migration!(11, "0011_cache_write_prices"),
     migration!(12, "0012_usage_prices"),
+    migration!(13, "0013_billing_export"),
 ];
 
 /// Arbitrary constant naming the migration lock.

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::admin::AdminError;
 use crate::auth::AuthError;
+use crate::billing::ExportError;
 use crate::db::DbError;
 use crate::keys::KeysError;
 use crate::providers::{ProviderError, status_is_retryable};
@@ -271,6 +272,15 @@ impl From<AdminError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         ApiError::Authentication(error.to_string())
+    }
+}
+
+impl From<ExportError> for ApiError {
+    fn from(error: ExportError) -> Self {
+        match error {
+            ExportError::NotConfigured => ApiError::ServiceUnavailable(error.to_string()),
+            ExportError::Db(db) => ApiError::from(db),
+        }
     }
 }
 

@@ -1,0 +1,405 @@
+//! One export pass: unbilled `billing_events` to Lago, batch by batch.
+//!
+//! - A batch (at most 100 events, oldest first) is read `FOR UPDATE SKIP LOCKED` in a
+//!   transaction that stays open while it is sent: a second exporter skips those rows.
+//! - 2xx: the events and their requests' usage rows get `billed_at`.
+//! - 5xx, 429, a timeout or no connection: each event's `next_attempt_at` moves on with
+//!   backoff (10 s doubling per attempt, at most 10 minutes) and the pass stops; the next
+//!   pass (or the next run of the schedule) tries again.
+//! - 4xx: the batch is split in halves until the refused events stand alone; those record
+//!   `billing_error` and are not sent again until an admin re-queues them
+//!   ([`requeue_failed`]); the others go through.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio_postgres::GenericClient;
+use utoipa::ToSchema;
+
+use super::lago::{LagoClient, LagoFailure, MAX_BATCH};
+use crate::config::BillingSettings;
+use crate::db::{DbError, DbPool};
+
+/// Batches one pass sends at most (then the schedule's next run goes on).
+const MAX_BATCHES_PER_PASS: usize = 100;
+/// Backoff after a transient failure: this, doubled per attempt, at most [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(
+        "the billing export is not configured: set SWITCHBOARD_LAGO_API_URL and SWITCHBOARD_LAGO_API_KEY"
+    )]
+    NotConfigured,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for ExportError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Db(DbError::from(error))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ExportError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        Self::Db(DbError::from(error))
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ExportReport {
+    /// Events Lago accepted.
+    pub sent: u64,
+    /// Events Lago refused (now in the failures list).
+    pub failed: u64,
+    /// Events left for a later pass because Lago was unavailable.
+    pub deferred: u64,
+}
+
+/// An unbilled event, in Lago's shape.
+struct Pending {
+    id: i64,
+    event: Value,
+}
+
+/// Runs one export pass (see the module docs).
+pub async fn export_once(
+    pool: &DbPool,
+    http: &reqwest::Client,
+    settings: &BillingSettings,
+) -> Result<ExportReport, ExportError> {
+    let (Some(api_url), Some(api_key)) = (&settings.lago_api_url, &settings.lago_api_key) else {
+        return Err(ExportError::NotConfigured);
+    };
+    let lago = LagoClient {
+        http,
+        api_url,
+        api_key,
+    };
+    let mut report = ExportReport::default();
+    for _ in 0..MAX_BATCHES_PER_PASS {
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        let pending = lock_batch(&*tx, &settings.metric_code).await?;
+        if pending.is_empty() {
+            break;
+        }
+        let full = pending.len() == MAX_BATCH;
+        let batch = deliver(&*tx, &lago, pending).await?;
+        tx.commit().await?;
+        report.sent += batch.sent;
+        report.failed += batch.failed;
+        report.deferred += batch.deferred;
+        if batch.deferred > 0 || !full {
+            break;
+        }
+    }
+    if report != ExportReport::default() {
+        tracing::info!(
+            sent = report.sent,
+            failed = report.failed,
+            deferred = report.deferred,
+            "billing export pass"
+        );
+    }
+    Ok(report)
+}
+
+async fn lock_batch(
+    client: &impl GenericClient,
+    metric_code: &str,
+) -> Result<Vec<Pending>, ExportError> {
+    let rows = client
+        .query(
+            "SELECT e.id, e.transaction_id, COALESCE(a.billing_subscription_id, e.external_customer_id),
+                    e.properties, extract(epoch FROM e.event_timestamp)::bigint
+             FROM billing_events e
+             LEFT JOIN accounts a ON a.user_id = e.external_customer_id
+             WHERE e.billed_at IS NULL AND e.billing_error IS NULL
+               AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= now())
+             ORDER BY e.id
+             LIMIT $1
+             FOR UPDATE OF e SKIP LOCKED",
+            &[&(MAX_BATCH as i64)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let properties: Value = row.get(3);
+            Pending {
+                id: row.get(0),
+                event: lago_event(row.get(1), row.get(2), metric_code, row.get(4), &properties),
+            }
+        })
+        .collect())
+}
+
+/// Lago's event for one capture (api.md, "Billing export").
+fn lago_event(
+    transaction_id: String,
+    subscription: String,
+    code: &str,
+    timestamp: i64,
+    p: &Value,
+) -> Value {
+    let number = |key: &str, fallback: &str| {
+        p.get(key)
+            .or_else(|| p.get(fallback))
+            .cloned()
+            .unwrap_or(json!(0))
+    };
+    json!({
+        "transaction_id": transaction_id,
+        "external_subscription_id": subscription,
+        "code": code,
+        "timestamp": timestamp,
+        "properties": {
+            "input_tokens": number("input_tokens", "prompt_tokens"),
+            "cached_input_tokens": number("cached_input_tokens", "cached_tokens"),
+            "cache_write_input_tokens": number("cache_write_input_tokens", "cache_write_input_tokens"),
+            "output_tokens": number("output_tokens", "completion_tokens"),
+            "cost_usd": p.get("cost_usd").or_else(|| p.get("charged_usd")).cloned().unwrap_or(json!("0")),
+            "model": p.get("model").cloned().unwrap_or(Value::Null),
+            "provider": p.get("provider").cloned().unwrap_or(Value::Null),
+            "byok": p.get("byok").cloned().unwrap_or(json!(false)),
+            "power_level": p.get("power_level").cloned().unwrap_or(Value::Null),
+            "task_type": p.get("task_type").cloned().unwrap_or(Value::Null),
+        }
+    })
+}
+
+/// Sends the batch, splitting it when Lago refuses it, and records each event's fate in
+/// the open transaction.
+async fn deliver(
+    tx: &impl GenericClient,
+    lago: &LagoClient<'_>,
+    pending: Vec<Pending>,
+) -> Result<ExportReport, ExportError> {
+    let mut report = ExportReport::default();
+    let mut queue = vec![pending];
+    while let Some(batch) = queue.pop() {
+        let ids: Vec<i64> = batch.iter().map(|p| p.id).collect();
+        let events: Vec<Value> = batch.iter().map(|p| p.event.clone()).collect();
+        match lago.send(&events).await {
+            Ok(()) => {
+                mark_billed(tx, &ids).await?;
+                report.sent += ids.len() as u64;
+            }
+            Err(LagoFailure::Transient(message)) => {
+                // Everything not yet sent waits for a later pass.
+                let mut waiting = ids;
+                waiting.extend(queue.drain(..).flatten().map(|p| p.id));
+                tracing::warn!(events = waiting.len(), error = %message, "Lago unavailable; the events are retried later");
+                defer(tx, &waiting).await?;
+                report.deferred += waiting.len() as u64;
+            }
+            Err(LagoFailure::Rejected { message, .. }) if batch.len() == 1 => {
+                tracing::error!(event_id = ids[0], error = %message, "Lago refused a billing event; it waits for an admin");
+                mark_failed(tx, ids[0], &message).await?;
+                report.failed += 1;
+            }
+            Err(LagoFailure::Rejected { .. }) => {
+                let mut batch = batch;
+                let second = batch.split_off(batch.len() / 2);
+                queue.push(second);
+                queue.push(batch);
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn mark_billed(client: &impl GenericClient, ids: &[i64]) -> Result<(), ExportError> {
+    client
+        .execute(
+            "UPDATE billing_events SET billed_at = now(), attempts = attempts + 1,
+                 next_attempt_at = NULL
+             WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    client
+        .execute(
+            "UPDATE llm_usage_logs u SET billed_at = now()
+             FROM billing_events e
+             WHERE e.id = ANY($1) AND u.billed_at IS NULL
+               AND u.request_id = e.properties->>'request_id' AND u.user_id = e.external_customer_id",
+            &[&ids],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn defer(client: &impl GenericClient, ids: &[i64]) -> Result<(), ExportError> {
+    client
+        .execute(
+            "UPDATE billing_events SET attempts = attempts + 1,
+                 next_attempt_at = now() + least(
+                     make_interval(secs => $2::double precision * power(2, least(attempts, 20))),
+                     make_interval(secs => $3::double precision))
+             WHERE id = ANY($1)",
+            &[
+                &ids,
+                &FIRST_BACKOFF.as_secs_f64(),
+                &MAX_BACKOFF.as_secs_f64(),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn mark_failed(client: &impl GenericClient, id: i64, error: &str) -> Result<(), ExportError> {
+    client
+        .execute(
+            "UPDATE billing_events SET billing_error = $2, attempts = attempts + 1 WHERE id = $1",
+            &[&id, &error],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Runs an export pass every `settings.export_interval` until `stop` resolves (`serve`'s
+/// timer; in AWS the `billing-export` function's schedule).
+pub async fn run_every(
+    pool: DbPool,
+    http: reqwest::Client,
+    settings: BillingSettings,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let interval = settings.export_interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = ticker.tick() => {}
+        }
+        tokio::select! {
+            () = &mut stop => break,
+            result = export_once(&pool, &http, &settings) => {
+                if let Err(error) = result {
+                    tracing::warn!(error = %crate::report::error_chain(&error), "billing export failed");
+                }
+            }
+        }
+    }
+}
+
+/// One event Lago refused.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FailedEvent {
+    /// The client's request id (`x-request-id`).
+    pub request_id: Option<String>,
+    /// Lago's `transaction_id` (the ledger id of the request).
+    pub transaction_id: String,
+    pub user_id: String,
+    pub error: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `GET /admin/billing/export`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BacklogView {
+    /// Events not yet billed and not failed.
+    pub unbilled: i64,
+    pub oldest_unbilled_at: Option<DateTime<Utc>>,
+    /// Events Lago refused, waiting for an admin.
+    pub failed: i64,
+    /// The most recent 100 of them.
+    pub failures: Vec<FailedEvent>,
+}
+
+/// The export backlog, for admins.
+pub async fn backlog(client: &impl GenericClient) -> Result<BacklogView, ExportError> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE billing_error IS NULL),
+                    min(created_at) FILTER (WHERE billing_error IS NULL),
+                    count(*) FILTER (WHERE billing_error IS NOT NULL)
+             FROM billing_events WHERE billed_at IS NULL",
+            &[],
+        )
+        .await?;
+    let failures = client
+        .query(
+            "SELECT properties->>'request_id', transaction_id, external_customer_id, billing_error,
+                    attempts, created_at
+             FROM billing_events WHERE billed_at IS NULL AND billing_error IS NOT NULL
+             ORDER BY id DESC LIMIT 100",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| FailedEvent {
+            request_id: r.get(0),
+            transaction_id: r.get(1),
+            user_id: r.get(2),
+            error: r.get(3),
+            attempts: r.get(4),
+            created_at: r.get(5),
+        })
+        .collect();
+    Ok(BacklogView {
+        unbilled: row.get(0),
+        oldest_unbilled_at: row.get(1),
+        failed: row.get(2),
+        failures,
+    })
+}
+
+/// Puts the refused events back in the queue (after the cause was fixed in Lago);
+/// returns how many.
+pub async fn requeue_failed(client: &impl GenericClient) -> Result<u64, ExportError> {
+    Ok(client
+        .execute(
+            "UPDATE billing_events SET billing_error = NULL, next_attempt_at = NULL
+             WHERE billed_at IS NULL AND billing_error IS NOT NULL",
+            &[],
+        )
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capture_becomes_lagos_event() {
+        let properties = json!({
+            "request_id": "req-1", "model": "gpt-4o", "provider": "openai", "byok": false,
+            "input_tokens": 90, "cached_input_tokens": 10, "cache_write_input_tokens": 0,
+            "output_tokens": 20, "cost_usd": "0.000425", "power_level": "balanced",
+            "task_type": "chat"
+        });
+        let event = lago_event(
+            "ledger-1".into(),
+            "sub-1".into(),
+            "llm_usage",
+            1_700_000_000,
+            &properties,
+        );
+        assert_eq!(
+            event,
+            json!({
+                "transaction_id": "ledger-1",
+                "external_subscription_id": "sub-1",
+                "code": "llm_usage",
+                "timestamp": 1_700_000_000,
+                "properties": {
+                    "input_tokens": 90, "cached_input_tokens": 10, "cache_write_input_tokens": 0,
+                    "output_tokens": 20, "cost_usd": "0.000425", "model": "gpt-4o",
+                    "provider": "openai", "byok": false, "power_level": "balanced",
+                    "task_type": "chat"
+                }
+            })
+        );
+    }
+}
