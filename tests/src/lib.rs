@@ -2,6 +2,7 @@
 //! test, a fake upstream provider server, and a moto server for the AWS paths.
 
 pub mod fake_lago;
+pub mod fake_stripe;
 pub mod fake_upstream;
 pub mod gateway;
 pub mod moto;

@@ -26,8 +26,7 @@ fn settings(lago: &FakeLago) -> BillingSettings {
     BillingSettings {
         lago_api_url: Some(lago.url()),
         lago_api_key: Some(Secret::new(LAGO_TEST_KEY)),
-        metric_code: "llm_usage".into(),
-        export_interval: Duration::from_secs(60),
+        ..BillingSettings::default()
     }
 }
 

@@ -212,7 +212,9 @@ fn chat_streams_through_rest_api_and_function_url() {
             "/v1/byok",
             "/v1/byok/{proxy+}",
             "/v1/api-keys",
-            "/v1/api-keys/{proxy+}"
+            "/v1/api-keys/{proxy+}",
+            "/v1/billing/checkout",
+            "/webhooks/stripe"
         ])
     );
 }

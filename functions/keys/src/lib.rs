@@ -6,6 +6,7 @@
 //! `switchboard serve` merges [`openapi`] into its `/openapi.json`; this function's own
 //! Lambda serves it at `/openapi.json` too.
 
+mod billing;
 pub mod openapi;
 
 use std::sync::LazyLock;
@@ -37,6 +38,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(validate_byok))
         .routes(routes!(list_api_keys, create_api_key))
         .routes(routes!(revoke_api_key))
+        .routes(routes!(billing::checkout))
+        .routes(routes!(billing::stripe_webhook))
 }
 
 /// The keys routes, for mounting (by `switchboard serve`) or wrapping with [`app`].

@@ -1,5 +1,5 @@
-//! Money out of the database: the export of every capture to Lago ([`export`]), through
-//! Lago's batch events API ([`lago`]).
+//! Money in and out: Stripe Checkout top-ups ([`stripe`]), and the export of every capture
+//! to Lago ([`export`]), through Lago's batch events API ([`lago`]).
 //!
 //! Each capture writes one `billing_events` row in its own transaction (the outbox). An
 //! export pass sends the unbilled rows, oldest first, in batches of at most 100, and sets
@@ -9,6 +9,7 @@
 
 pub mod export;
 pub mod lago;
+pub mod stripe;
 
 pub use export::{
     BacklogView, ExportError, ExportReport, FailedEvent, backlog, export_once, requeue_failed,

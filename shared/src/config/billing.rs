@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use rust_decimal::Decimal;
+
 use super::ConfigError;
 use super::env::Env;
 use crate::secret::Secret;
@@ -18,6 +20,52 @@ pub struct BillingSettings {
     /// How often `serve` exports (`SWITCHBOARD_BILLING_EXPORT_INTERVAL_SECS`, default 60;
     /// in AWS the `billing-export` function's schedule decides).
     pub export_interval: Duration,
+    /// `SWITCHBOARD_STRIPE_API_URL`, default `https://api.stripe.com`.
+    pub stripe_api_url: String,
+    /// `SWITCHBOARD_STRIPE_API_KEY` (a secret key, `sk_…`); unset turns checkout off.
+    pub stripe_api_key: Option<Secret>,
+    /// `SWITCHBOARD_STRIPE_WEBHOOK_SECRET` (`whsec_…`); unset refuses every webhook.
+    pub stripe_webhook_secret: Option<Secret>,
+    /// `SWITCHBOARD_STRIPE_SUCCESS_URL` / `_CANCEL_URL`: where Checkout sends the user.
+    pub stripe_success_url: Option<String>,
+    pub stripe_cancel_url: Option<String>,
+    /// `SWITCHBOARD_STRIPE_MIN_USD` / `_MAX_USD`: a top-up's range (default 5 to 1000).
+    pub stripe_min_usd: Decimal,
+    pub stripe_max_usd: Decimal,
+}
+
+impl Default for BillingSettings {
+    fn default() -> Self {
+        Self {
+            lago_api_url: None,
+            lago_api_key: None,
+            metric_code: "llm_usage".into(),
+            export_interval: Duration::from_secs(60),
+            stripe_api_url: "https://api.stripe.com".into(),
+            stripe_api_key: None,
+            stripe_webhook_secret: None,
+            stripe_success_url: None,
+            stripe_cancel_url: None,
+            stripe_min_usd: Decimal::from(5),
+            stripe_max_usd: Decimal::from(1000),
+        }
+    }
+}
+
+/// A positive amount of dollars, or the default.
+fn dollars(env: &Env, variable: &'static str, default: Decimal) -> Result<Decimal, ConfigError> {
+    match env.get(variable) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<Decimal>()
+            .ok()
+            .filter(|d| *d > Decimal::ZERO)
+            .ok_or_else(|| ConfigError {
+                variable,
+                reason: format!("`{v}` is not a positive amount of dollars"),
+            }),
+    }
 }
 
 impl BillingSettings {
@@ -44,7 +92,28 @@ impl BillingSettings {
                     .into(),
             });
         }
+        let defaults = Self::default();
+        let stripe_min_usd = dollars(env, "SWITCHBOARD_STRIPE_MIN_USD", defaults.stripe_min_usd)?;
+        let stripe_max_usd = dollars(env, "SWITCHBOARD_STRIPE_MAX_USD", defaults.stripe_max_usd)?;
+        if stripe_min_usd > stripe_max_usd {
+            return Err(ConfigError {
+                variable: "SWITCHBOARD_STRIPE_MIN_USD",
+                reason: "is above SWITCHBOARD_STRIPE_MAX_USD".into(),
+            });
+        }
         Ok(Self {
+            stripe_api_url: env
+                .get("SWITCHBOARD_STRIPE_API_URL")
+                .map(|u| u.trim().trim_end_matches('/').to_string())
+                .unwrap_or(defaults.stripe_api_url),
+            stripe_api_key: env.get("SWITCHBOARD_STRIPE_API_KEY").map(Secret::new),
+            stripe_webhook_secret: env
+                .get("SWITCHBOARD_STRIPE_WEBHOOK_SECRET")
+                .map(Secret::new),
+            stripe_success_url: env.get("SWITCHBOARD_STRIPE_SUCCESS_URL"),
+            stripe_cancel_url: env.get("SWITCHBOARD_STRIPE_CANCEL_URL"),
+            stripe_min_usd,
+            stripe_max_usd,
             lago_api_url,
             lago_api_key: env.get("SWITCHBOARD_LAGO_API_KEY").map(Secret::new),
             metric_code,

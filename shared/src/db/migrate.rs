@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011_cache_write_prices"),
     migration!(12, "0012_usage_prices"),
     migration!(13, "0013_billing_export"),
+    migration!(14, "0014_stripe"),
 ];
 
 /// Arbitrary constant naming the migration lock.

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::admin::AdminError;
 use crate::auth::AuthError;
 use crate::billing::ExportError;
+use crate::billing::stripe::StripeError;
 use crate::db::DbError;
 use crate::keys::KeysError;
 use crate::providers::{ProviderError, status_is_retryable};
@@ -280,6 +281,20 @@ impl From<ExportError> for ApiError {
         match error {
             ExportError::NotConfigured => ApiError::ServiceUnavailable(error.to_string()),
             ExportError::Db(db) => ApiError::from(db),
+        }
+    }
+}
+
+impl From<StripeError> for ApiError {
+    fn from(error: StripeError) -> Self {
+        match error {
+            StripeError::NotConfigured => ApiError::ServiceUnavailable(error.to_string()),
+            StripeError::InvalidAmount(message) => ApiError::invalid_param("amount_usd", message),
+            StripeError::Upstream(_) => ApiError::Upstream(error.to_string()),
+            StripeError::BadSignature(_) | StripeError::MalformedEvent => {
+                ApiError::invalid(error.to_string())
+            }
+            StripeError::Db(db) => ApiError::from(db),
         }
     }
 }

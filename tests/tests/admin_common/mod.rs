@@ -292,6 +292,9 @@ pub const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/usage/summary"),
     ("GET", "/admin/audit-log"),
     ("POST", "/admin/health-check"),
+    ("GET", "/admin/billing/export"),
+    ("POST", "/admin/billing/export"),
+    ("POST", "/admin/billing/export/retry"),
 ];
 
 /// A concrete path for a templated one (`{id}` → a number, a user id or a UUID).
