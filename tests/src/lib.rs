@@ -4,6 +4,7 @@
 pub mod fake_lago;
 pub mod fake_stripe;
 pub mod fake_upstream;
+pub mod fake_webhook;
 pub mod gateway;
 pub mod moto;
 pub mod test_db;

@@ -107,7 +107,19 @@ pub async fn export_billing(
         let pool = connect_pool_with(&database.url, 2, &config.database.tls)?;
         migrate_pool(&pool).await?;
         let http = switchboard_core::state::upstream_http_client();
-        Ok(switchboard_core::billing::export_once(&pool, &http, &config.billing).await?)
+        let report = switchboard_core::billing::export_once(&pool, &http, &config.billing).await?;
+        // Pending budget alerts go out with the same pass (when a webhook is configured).
+        let alerts =
+            switchboard_core::billing::alerts::deliver_pending(&pool, &http, &config.billing)
+                .await?;
+        if alerts.delivered + alerts.failed > 0 {
+            tracing::info!(
+                delivered = alerts.delivered,
+                failed = alerts.failed,
+                "budget alerts"
+            );
+        }
+        Ok(report)
     }
     .await;
     database.stop()?;
@@ -214,15 +226,17 @@ fn spawn_timers(state: &AppState) -> Vec<Timer> {
         switchboard_core::health::run_every(health_state, interval, stopped)
     })];
     let billing = state.config.billing.clone();
-    if billing.lago_api_url.is_some() && billing.lago_api_key.is_some() {
+    if switchboard_core::billing::enabled(&billing) {
         tracing::info!(
             interval_secs = billing.export_interval.as_secs(),
-            "billing export to Lago runs every {} s",
+            lago = billing.lago_api_url.is_some(),
+            alerts = billing.alert_webhook_url.is_some(),
+            "billing pass (Lago export, budget alerts) runs every {} s",
             billing.export_interval.as_secs()
         );
         let (pool, http) = (state.pool.clone(), state.http.clone());
-        timers.push(Timer::spawn("billing export", move |stopped| {
-            switchboard_core::billing::export::run_every(pool, http, billing, stopped)
+        timers.push(Timer::spawn("billing", move |stopped| {
+            switchboard_core::billing::run_every(pool, http, billing, stopped)
         }));
     } else {
         tracing::info!(

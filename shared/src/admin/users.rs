@@ -9,8 +9,8 @@ use tokio_postgres::{GenericClient, Row};
 use utoipa::{IntoParams, ToSchema};
 
 use super::input::{
-    check_money, check_user_id, money_opt, money_patch, nullable, present, serialize_money,
-    serialize_money_opt,
+    check_money, check_text, check_user_id, money_opt, money_patch, nullable, present,
+    serialize_money, serialize_money_opt,
 };
 use super::page::{Page, Paged, fetch};
 use super::providers::{vocab, vocab_opt};
@@ -78,6 +78,14 @@ pub struct UserView {
     #[serde(serialize_with = "serialize_money")]
     #[schema(schema_with = super::schema::money)]
     pub month_spend: Decimal,
+    /// Lago's `external_subscription_id` for this account (the billing export).
+    pub billing_subscription_id: String,
+    /// Budget alerts at these percentages of the monthly cap (1-100).
+    pub alert_thresholds_pct: Vec<i32>,
+    /// A budget alert when the balance falls below this; null: none.
+    #[serde(serialize_with = "serialize_money_opt")]
+    #[schema(schema_with = super::schema::money_nullable)]
+    pub low_balance_alert_usd: Option<Decimal>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -103,6 +111,15 @@ pub struct NewUser {
     /// Default `active`.
     #[serde(default)]
     pub status: Option<AccountStatus>,
+    /// Default: the user id.
+    #[serde(default)]
+    pub billing_subscription_id: Option<String>,
+    /// Default `[]`.
+    #[serde(default)]
+    pub alert_thresholds_pct: Option<Vec<i32>>,
+    #[serde(default, deserialize_with = "money_opt")]
+    #[schema(schema_with = super::schema::money_nullable)]
+    pub low_balance_alert_usd: Option<Decimal>,
 }
 
 /// `PATCH /admin/users/{id}`: only the fields present change.
@@ -121,6 +138,16 @@ pub struct UserPatch {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(schema_with = super::schema::power_level_nullable)]
     pub default_power_level: Option<Option<PowerLevel>>,
+    /// null: back to the user id.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub billing_subscription_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub alert_thresholds_pct: Option<Vec<i32>>,
+    /// null: no low-balance alert.
+    #[serde(default, deserialize_with = "money_patch")]
+    #[schema(schema_with = super::schema::money_nullable)]
+    pub low_balance_alert_usd: Option<Option<Decimal>>,
 }
 
 /// Filters of `GET /admin/users`.
@@ -142,7 +169,8 @@ const SELECT: &str = "SELECT a.user_id, a.tier, a.status, a.monthly_cap_usd, a.d
     COALESCE((SELECT sum(h.amount_usd) FROM credit_holds h \
               WHERE h.user_id = a.user_id AND h.state = 'active' AND h.expires_at > now()), 0), \
     CASE WHEN a.month_spend_period = sb_current_period() THEN a.month_spend_usd ELSE 0 END, \
-    a.created_at, a.updated_at \
+    a.created_at, a.updated_at, COALESCE(a.billing_subscription_id, a.user_id), \
+    a.alert_thresholds_pct, a.low_balance_alert_usd \
     FROM accounts a";
 
 fn view_of(row: &Row) -> Result<UserView, AdminError> {
@@ -157,9 +185,58 @@ fn view_of(row: &Row) -> Result<UserView, AdminError> {
         credits_balance: row.try_get(5)?,
         credits_held: row.try_get(6)?,
         month_spend: row.try_get(7)?,
+        billing_subscription_id: row.try_get(10)?,
+        alert_thresholds_pct: row.try_get(11)?,
+        low_balance_alert_usd: row.try_get(12)?,
         created_at: row.try_get(8)?,
         updated_at: row.try_get(9)?,
     })
+}
+
+/// The billing fields of an account, checked.
+struct BillingFields {
+    subscription: Option<String>,
+    thresholds: Vec<i32>,
+    low_balance: Option<Decimal>,
+}
+
+impl BillingFields {
+    fn check(
+        subscription: Option<String>,
+        mut thresholds: Vec<i32>,
+        low_balance: Option<Decimal>,
+    ) -> Result<Self, AdminError> {
+        if let Some(id) = &subscription {
+            check_text("billing_subscription_id", id, 1, 200)?;
+        }
+        if thresholds.iter().any(|p| !(1..=100).contains(p)) || thresholds.len() > 20 {
+            return Err(AdminError::invalid(
+                "alert_thresholds_pct",
+                "alert_thresholds_pct holds at most 20 percentages, each from 1 to 100",
+            ));
+        }
+        thresholds.sort_unstable();
+        thresholds.dedup();
+        let low_balance = low_balance
+            .map(|amount| check_money("low_balance_alert_usd", amount, CAP_INTEGER_DIGITS, false))
+            .transpose()?;
+        Ok(Self {
+            subscription,
+            thresholds,
+            low_balance,
+        })
+    }
+
+    async fn write(&self, client: &impl GenericClient, id: &str) -> Result<(), AdminError> {
+        client
+            .execute(
+                "UPDATE accounts SET billing_subscription_id = $2, alert_thresholds_pct = $3,
+                     low_balance_alert_usd = $4 WHERE user_id = $1",
+                &[&id, &self.subscription, &self.thresholds, &self.low_balance],
+            )
+            .await?;
+        Ok(())
+    }
 }
 
 pub(crate) fn not_found(id: &str) -> AdminError {
@@ -249,6 +326,12 @@ pub async fn create(
             input.id
         )));
     }
+    let alerts = BillingFields::check(
+        input.billing_subscription_id,
+        input.alert_thresholds_pct.unwrap_or_default(),
+        input.low_balance_alert_usd,
+    )?;
+    alerts.write(&tx, &input.id).await?;
     let view = get(&tx, &input.id).await?;
     actor
         .audit(
@@ -283,13 +366,29 @@ pub async fn update(
     let power = patch
         .default_power_level
         .unwrap_or(before.default_power_level);
+    let billing = BillingFields::check(
+        match patch.billing_subscription_id {
+            Some(value) => value,
+            None => Some(before.billing_subscription_id.clone()).filter(|s| s != id),
+        },
+        patch
+            .alert_thresholds_pct
+            .unwrap_or_else(|| before.alert_thresholds_pct.clone()),
+        patch
+            .low_balance_alert_usd
+            .unwrap_or(before.low_balance_alert_usd),
+    )?;
     if tier == before.tier
         && status == before.status
         && cap == before.monthly_cap_usd
         && power == before.default_power_level
+        && billing.subscription.as_deref().unwrap_or(id) == before.billing_subscription_id
+        && billing.thresholds == before.alert_thresholds_pct
+        && billing.low_balance == before.low_balance_alert_usd
     {
         return Ok(before);
     }
+    billing.write(&tx, id).await?;
     tx.execute(
         "UPDATE accounts SET tier = $2, status = $3, monthly_cap_usd = $4, default_power_level = $5 \
          WHERE user_id = $1",

@@ -264,34 +264,6 @@ async fn mark_failed(client: &impl GenericClient, id: i64, error: &str) -> Resul
     Ok(())
 }
 
-/// Runs an export pass every `settings.export_interval` until `stop` resolves (`serve`'s
-/// timer; in AWS the `billing-export` function's schedule).
-pub async fn run_every(
-    pool: DbPool,
-    http: reqwest::Client,
-    settings: BillingSettings,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    let interval = settings.export_interval;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => break,
-            _ = ticker.tick() => {}
-        }
-        tokio::select! {
-            () = &mut stop => break,
-            result = export_once(&pool, &http, &settings) => {
-                if let Err(error) = result {
-                    tracing::warn!(error = %crate::report::error_chain(&error), "billing export failed");
-                }
-            }
-        }
-    }
-}
-
 /// One event Lago refused.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FailedEvent {

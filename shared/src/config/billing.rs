@@ -32,6 +32,11 @@ pub struct BillingSettings {
     /// `SWITCHBOARD_STRIPE_MIN_USD` / `_MAX_USD`: a top-up's range (default 5 to 1000).
     pub stripe_min_usd: Decimal,
     pub stripe_max_usd: Decimal,
+    /// `SWITCHBOARD_ALERT_WEBHOOK_URL`: where budget alerts are POSTed; unset keeps them
+    /// queued.
+    pub alert_webhook_url: Option<String>,
+    /// `SWITCHBOARD_ALERT_WEBHOOK_SECRET`: signs each alert (required with the URL).
+    pub alert_webhook_secret: Option<Secret>,
 }
 
 impl Default for BillingSettings {
@@ -48,6 +53,8 @@ impl Default for BillingSettings {
             stripe_cancel_url: None,
             stripe_min_usd: Decimal::from(5),
             stripe_max_usd: Decimal::from(1000),
+            alert_webhook_url: None,
+            alert_webhook_secret: None,
         }
     }
 }
@@ -101,7 +108,18 @@ impl BillingSettings {
                 reason: "is above SWITCHBOARD_STRIPE_MAX_USD".into(),
             });
         }
+        let alert_webhook_url = env.get("SWITCHBOARD_ALERT_WEBHOOK_URL");
+        let alert_webhook_secret = env.get("SWITCHBOARD_ALERT_WEBHOOK_SECRET").map(Secret::new);
+        if alert_webhook_url.is_some() && alert_webhook_secret.is_none() {
+            return Err(ConfigError {
+                variable: "SWITCHBOARD_ALERT_WEBHOOK_SECRET",
+                reason: "required with SWITCHBOARD_ALERT_WEBHOOK_URL (every alert is signed)"
+                    .into(),
+            });
+        }
         Ok(Self {
+            alert_webhook_url,
+            alert_webhook_secret,
             stripe_api_url: env
                 .get("SWITCHBOARD_STRIPE_API_URL")
                 .map(|u| u.trim().trim_end_matches('/').to_string())

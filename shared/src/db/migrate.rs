@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_usage_prices"),
     migration!(13, "0013_billing_export"),
     migration!(14, "0014_stripe"),
+    migration!(15, "0015_budget_alerts"),
 ];
 
 /// Arbitrary constant naming the migration lock.

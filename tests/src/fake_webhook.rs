@@ -1,0 +1,95 @@
+//! A webhook receiver: records every POST (its `Switchboard-Signature` header and raw
+//! body) and answers 200, or the statuses queued with [`FakeWebhook::fail_next`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use tokio::sync::oneshot;
+
+/// One delivery as received.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub signature: Option<String>,
+    pub body: Vec<u8>,
+    /// The status the receiver answered.
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct Inner {
+    deliveries: Vec<Delivery>,
+    statuses: VecDeque<u16>,
+}
+
+pub struct FakeWebhook {
+    addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl FakeWebhook {
+    #[allow(clippy::expect_used)]
+    pub async fn start() -> FakeWebhook {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fake webhook: bind");
+        let addr = listener.local_addr().expect("fake webhook: address");
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(Arc::clone(&inner));
+        let (shutdown, stop) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.await;
+                })
+                .await;
+        });
+        FakeWebhook {
+            addr,
+            inner,
+            _shutdown: shutdown,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.lock().deliveries.clone()
+    }
+
+    pub fn fail_next(&self, statuses: &[u16]) {
+        self.lock().statuses.extend(statuses.iter().copied());
+    }
+}
+
+async fn receive(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+    let status = inner.statuses.pop_front().unwrap_or(200);
+    inner.deliveries.push(Delivery {
+        signature: headers
+            .get("switchboard-signature")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body: body.to_vec(),
+        status,
+    });
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
