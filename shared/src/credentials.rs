@@ -403,6 +403,35 @@ pub async fn database_url(
     Ok(Some(url))
 }
 
+/// Lago's API key: `SWITCHBOARD_LAGO_API_KEY`, else the secret at
+/// `SWITCHBOARD_LAGO_API_KEY_SECRET_ARN` (`{"api_key": "..."}` or the key itself), else
+/// `None`.
+pub async fn lago_api_key(
+    config: &Config,
+    aws: &AwsContext,
+) -> Result<Option<Secret>, SecretsError> {
+    if let Some(key) = &config.billing.lago_api_key {
+        return Ok(Some(key.clone()));
+    }
+    let Some(arn) = &config.billing.lago_api_key_secret_arn else {
+        return Ok(None);
+    };
+    let client = aws_sdk_secretsmanager::Client::new(aws.sdk_config().await);
+    let text = fetch_string(&client, arn).await?;
+    let key = match serde_json::from_str::<Value>(text.expose()) {
+        Ok(Value::Object(object)) => object
+            .get("api_key")
+            .and_then(Value::as_str)
+            .map(Secret::new)
+            .ok_or(SecretsError::Format {
+                arn: arn.to_owned(),
+                reason: "has no string field api_key",
+            })?,
+        _ => text,
+    };
+    Ok(Some(key).filter(|k| !k.expose().trim().is_empty()))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -105,8 +105,9 @@ impl AppState {
     /// Everything a Lambda function needs: the database (`DATABASE_URL`, or the RDS secret
     /// at `DATABASE_SECRET_ARN`) and the key services (KMS or the local master key, system
     /// provider keys).
-    pub async fn load(config: Config) -> Result<Self, StateError> {
+    pub async fn load(mut config: Config) -> Result<Self, StateError> {
         let aws = AwsContext::default();
+        config.billing.lago_api_key = crate::credentials::lago_api_key(&config, &aws).await?;
         let url = crate::credentials::database_url(&config, &aws)
             .await?
             .ok_or(StateError::NoDatabase)?;

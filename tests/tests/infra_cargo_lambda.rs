@@ -7,7 +7,8 @@
 //!   admin key of `events/admin-list-providers.json` (from `SWITCHBOARD_ADMIN_KEY`);
 //! - `chat` on the REST proxy event and the Function URL events (streamed and not);
 //! - `admin` on `GET /admin/providers`; `keys` on `PUT /v1/byok/groq` (KMS envelope);
-//! - `health-check` on the scheduled event.
+//! - `health-check` on the scheduled event;
+//! - `billing-export` on its scheduled event (Lago key from Secrets Manager, a fake Lago).
 //!
 //! Skipped with a message when cargo-lambda is not installed, unless
 //! `SWITCHBOARD_REQUIRE_CARGO_LAMBDA` is set (scripts/test sets it and installs
@@ -34,7 +35,14 @@ const CHAT_KEY: &str = "sk-sb-e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0";
 const ADMIN_KEY: &str = "sk-sb-a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0";
 const BYOK_USER_KEY: &str = "sk-sb-b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
 
-const FUNCTIONS: [&str; 5] = ["migrate", "chat", "admin", "keys", "health-check"];
+const FUNCTIONS: [&str; 6] = [
+    "migrate",
+    "chat",
+    "admin",
+    "keys",
+    "health-check",
+    "billing-export",
+];
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// `$CARGO_LAMBDA`, else `.venv/bin/cargo-lambda`, else `cargo-lambda` on PATH.
@@ -275,6 +283,29 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .unwrap();
     let db = TestDb::empty().await;
     let upstream = FakeUpstream::start().await;
+    // billing-export reads Lago's key from Secrets Manager, as in AWS.
+    let lago = switchboard_tests::fake_lago::FakeLago::start().await;
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .endpoint_url(moto.endpoint_url())
+            .build(),
+    );
+    let lago_secret = secrets
+        .create_secret()
+        .name("switchboard/lago-api-key")
+        .secret_string(
+            serde_json::json!({"api_key": switchboard_tests::fake_lago::LAGO_TEST_KEY}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
 
     let mut env: Vec<(String, String)> = vec![
         ("DATABASE_URL".into(), db.url().to_owned()),
@@ -287,6 +318,8 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         ("AWS_REGION".into(), "us-east-1".into()),
         ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH".into(), "true".into()),
         ("RUST_LOG".into(), "info".into()),
+        ("SWITCHBOARD_LAGO_API_URL".into(), lago.url()),
+        ("SWITCHBOARD_LAGO_API_KEY_SECRET_ARN".into(), lago_secret),
     ];
     for slug in ["openai", "anthropic", "google", "openrouter"] {
         env.push((
@@ -465,5 +498,24 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .unwrap()
         .get(0);
     assert!(checked >= 1, "no provider was checked: {summary}");
+
+    // billing-export: the scheduled event sends every capture above to Lago.
+    let report = json(
+        &invoke(
+            &cargo_lambda,
+            &watch,
+            "billing-export",
+            "billing-export-scheduled.json",
+        )
+        .await,
+    );
+    let captures: i64 = client
+        .query_one("SELECT count(*) FROM billing_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(captures >= 1, "the chat invocations above were charged");
+    assert_eq!(report["export"]["sent"], captures, "{report}");
+    assert_eq!(lago.events().len() as i64, captures);
     drop(watch);
 }

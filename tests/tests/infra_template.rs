@@ -109,11 +109,12 @@ fn refs_in(value: &Value) -> BTreeSet<String> {
     out
 }
 
-const FUNCTIONS: [(&str, &str); 5] = [
+const FUNCTIONS: [(&str, &str); 6] = [
     ("ChatFunction", "chat"),
     ("AdminFunction", "admin"),
     ("KeysFunction", "keys"),
     ("HealthCheckFunction", "health-check"),
+    ("BillingExportFunction", "billing-export"),
     ("MigrateFunction", "migrate"),
 ];
 
@@ -141,6 +142,7 @@ fn functions_are_arm64_provided_al2023_built_by_cargo_lambda() {
             "functions/admin",
             "functions/keys",
             "functions/health-check",
+            "functions/billing-export",
             "functions/switchboard",
         ]
         .iter()
@@ -346,7 +348,16 @@ fn secrets_exist_hold_no_values_and_each_role_reads_only_its_own() {
     let names: BTreeSet<&str> = secrets.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        BTreeSet::from(["AdminKeySecret", "ProviderKeysSecret", "DatabaseSecret"])
+        BTreeSet::from([
+            "AdminKeySecret",
+            "ProviderKeysSecret",
+            "DatabaseSecret",
+            "LagoApiKeySecret"
+        ])
+    );
+    assert_eq!(
+        resources(&t)["LagoApiKeySecret"]["Properties"]["SecretString"],
+        r#"{"api_key": ""}"#
     );
     assert_eq!(
         resources(&t)["AdminKeySecret"]["Properties"]["SecretString"],
@@ -363,7 +374,7 @@ fn secrets_exist_hold_no_values_and_each_role_reads_only_its_own() {
     );
 
     // Which secret references each role may read.
-    let expected: [(&str, &[&str]); 5] = [
+    let expected: [(&str, &[&str]); 6] = [
         (
             "ChatFunctionRole",
             &[
@@ -390,6 +401,14 @@ fn secrets_exist_hold_no_values_and_each_role_reads_only_its_own() {
                 "DatabaseSecret",
                 "ExistingDatabaseSecretArn",
                 "ProviderKeysSecret",
+            ],
+        ),
+        (
+            "BillingExportFunctionRole",
+            &[
+                "DatabaseSecret",
+                "ExistingDatabaseSecretArn",
+                "LagoApiKeySecret",
             ],
         ),
         (
@@ -545,6 +564,7 @@ fn migrations_run_on_deploy_before_the_functions_change() {
         "AdminFunction",
         "KeysFunction",
         "HealthCheckFunction",
+        "BillingExportFunction",
     ] {
         assert_eq!(
             resources(&t)[name]["DependsOn"],

@@ -26,27 +26,42 @@ pub fn enabled(settings: &BillingSettings) -> bool {
         || settings.alert_webhook_url.is_some()
 }
 
+/// What one billing pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PassReport {
+    /// `None` when Lago is not configured (the export is off).
+    pub export: Option<ExportReport>,
+    pub alerts: alerts::AlertReport,
+}
+
 /// One billing pass: the export to Lago (when configured) and the pending budget alerts
-/// (when a webhook URL is configured). Failures are logged; the next pass retries.
-pub async fn run_pass(pool: &DbPool, http: &reqwest::Client, settings: &BillingSettings) {
-    if settings.lago_api_url.is_some()
-        && settings.lago_api_key.is_some()
-        && let Err(error) = export_once(pool, http, settings).await
-    {
-        tracing::warn!(error = %crate::report::error_chain(&error), "billing export failed");
+/// (when a webhook URL is configured).
+pub async fn run_pass_report(
+    pool: &DbPool,
+    http: &reqwest::Client,
+    settings: &BillingSettings,
+) -> Result<PassReport, ExportError> {
+    let export = if settings.lago_api_url.is_some() && settings.lago_api_key.is_some() {
+        Some(export_once(pool, http, settings).await?)
+    } else {
+        tracing::info!("billing export off: SWITCHBOARD_LAGO_API_URL or its key is unset");
+        None
+    };
+    let alerts = alerts::deliver_pending(pool, http, settings).await?;
+    if alerts.delivered + alerts.failed > 0 {
+        tracing::info!(
+            delivered = alerts.delivered,
+            failed = alerts.failed,
+            "budget alerts"
+        );
     }
-    match alerts::deliver_pending(pool, http, settings).await {
-        Ok(report) if report.delivered + report.failed > 0 => {
-            tracing::info!(
-                delivered = report.delivered,
-                failed = report.failed,
-                "budget alerts"
-            );
-        }
-        Ok(_) => {}
-        Err(error) => {
-            tracing::warn!(error = %crate::report::error_chain(&error), "budget alert delivery failed")
-        }
+    Ok(PassReport { export, alerts })
+}
+
+/// [`run_pass_report`] for a timer: failures are logged; the next pass retries.
+pub async fn run_pass(pool: &DbPool, http: &reqwest::Client, settings: &BillingSettings) {
+    if let Err(error) = run_pass_report(pool, http, settings).await {
+        tracing::warn!(error = %crate::report::error_chain(&error), "billing pass failed");
     }
 }
 

@@ -15,6 +15,9 @@ pub struct BillingSettings {
     pub lago_api_url: Option<String>,
     /// `SWITCHBOARD_LAGO_API_KEY`: Lago's API key, sent as `Authorization: Bearer`.
     pub lago_api_key: Option<Secret>,
+    /// `SWITCHBOARD_LAGO_API_KEY_SECRET_ARN`: the key from Secrets Manager instead (AWS);
+    /// the secret holds `{"api_key": "..."}` or the key itself.
+    pub lago_api_key_secret_arn: Option<String>,
     /// `SWITCHBOARD_LAGO_METRIC_CODE`: the billable metric's code, default `llm_usage`.
     pub metric_code: String,
     /// How often `serve` exports (`SWITCHBOARD_BILLING_EXPORT_INTERVAL_SECS`, default 60;
@@ -44,6 +47,7 @@ impl Default for BillingSettings {
         Self {
             lago_api_url: None,
             lago_api_key: None,
+            lago_api_key_secret_arn: None,
             metric_code: "llm_usage".into(),
             export_interval: Duration::from_secs(60),
             stripe_api_url: "https://api.stripe.com".into(),
@@ -134,6 +138,7 @@ impl BillingSettings {
             stripe_max_usd,
             lago_api_url,
             lago_api_key: env.get("SWITCHBOARD_LAGO_API_KEY").map(Secret::new),
+            lago_api_key_secret_arn: env.get("SWITCHBOARD_LAGO_API_KEY_SECRET_ARN"),
             metric_code,
             export_interval: env.seconds(
                 "SWITCHBOARD_BILLING_EXPORT_INTERVAL_SECS",
