@@ -98,25 +98,12 @@ async fn every_capture_reaches_lago_once_with_its_exact_cost() {
     assert_eq!((report.sent, report.failed, report.deferred), (12, 0, 0));
     let events = lago.events();
     assert_eq!(events.len(), 12);
-    // One event per request: Lago's transaction ids are the requests' ledger ids.
+    // One event per request: Lago's transaction ids are the request ids.
     let sent: HashSet<String> = events
         .iter()
         .map(|e| e["transaction_id"].as_str().unwrap().to_string())
         .collect();
-    let expected: HashSet<String> = gw
-        .db
-        .connect()
-        .await
-        .query(
-            "SELECT transaction_id FROM billing_events WHERE properties->>'request_id' = ANY($1)",
-            &[&ids],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(sent, expected);
+    assert_eq!(sent, ids.iter().cloned().collect::<HashSet<_>>());
     assert_eq!(cost_sum(&events), captured_total(&gw).await);
     let first = &events[0];
     assert_eq!(first["external_subscription_id"], "sub-billed");
@@ -228,7 +215,7 @@ async fn a_refused_event_waits_for_an_admin_without_blocking_the_others() {
         .await
         .unwrap()
         .get(0);
-    lago.refuse(&bad);
+    lago.refuse("mix-3");
 
     let (status, report) = admin(&gw, "POST", "/admin/billing/export", &ops).await;
     assert_eq!(status, 200, "{report}");
@@ -261,6 +248,25 @@ async fn a_refused_event_waits_for_an_admin_without_blocking_the_others() {
         (backlog["unbilled"].as_i64(), backlog["failed"].as_i64()),
         (Some(0), Some(0))
     );
+}
+
+#[tokio::test]
+async fn a_reused_request_id_still_gives_each_charge_its_own_event() {
+    let lago = FakeLago::start().await;
+    let gw = Gateway::start().await;
+    let key = gw.user("reuser", "starter", "10").await;
+    requests(&gw, &key, "same", 1).await;
+    // The same X-Request-Id again: a second, separate charge.
+    requests(&gw, &key, "same", 1).await;
+    assert_eq!(export(&gw, &lago).await.sent, 2);
+    let ids: Vec<String> = lago
+        .events()
+        .iter()
+        .map(|e| e["transaction_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids[0], "same-0");
+    assert!(ids[1].starts_with("same-0:") && ids[1].len() > 8, "{ids:?}");
+    assert_eq!(cost_sum(&lago.events()), captured_total(&gw).await);
 }
 
 #[tokio::test]

@@ -1,5 +1,8 @@
 //! One export pass: unbilled `billing_events` to Lago, batch by batch.
 //!
+//! - Lago's `transaction_id` is the request id; when a client reused an `X-Request-Id`,
+//!   the later events of that id get `:<ledger id>` appended, so each stays unique (and the
+//!   same on every retry).
 //! - A batch (at most 100 events, oldest first) is read `FOR UPDATE SKIP LOCKED` in a
 //!   transaction that stays open while it is sent: a second exporter skips those rows.
 //! - 2xx: the events and their requests' usage rows get `billed_at`.
@@ -116,7 +119,14 @@ async fn lock_batch(
 ) -> Result<Vec<Pending>, ExportError> {
     let rows = client
         .query(
-            "SELECT e.id, e.transaction_id, COALESCE(a.billing_subscription_id, e.external_customer_id),
+            "SELECT e.id,
+                    CASE WHEN e.properties->>'request_id' IS NULL THEN e.transaction_id
+                         WHEN EXISTS (SELECT 1 FROM billing_events b
+                                      WHERE b.properties->>'request_id' = e.properties->>'request_id'
+                                        AND b.id < e.id)
+                         THEN (e.properties->>'request_id') || ':' || e.transaction_id
+                         ELSE e.properties->>'request_id' END,
+                    COALESCE(a.billing_subscription_id, e.external_customer_id),
                     e.properties, extract(epoch FROM e.event_timestamp)::bigint
              FROM billing_events e
              LEFT JOIN accounts a ON a.user_id = e.external_customer_id

@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013_billing_export"),
     migration!(14, "0014_stripe"),
     migration!(15, "0015_budget_alerts"),
+    migration!(16, "0016_billing_request_ids"),
 ];
 
 /// Arbitrary constant naming the migration lock.
