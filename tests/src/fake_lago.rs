@@ -42,24 +42,12 @@ pub struct FakeLago {
 }
 
 impl FakeLago {
-    #[allow(clippy::expect_used)]
     pub async fn start() -> FakeLago {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("fake Lago: bind");
-        let addr = listener.local_addr().expect("fake Lago: address");
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new()
             .route("/api/v1/events/batch", post(batch))
             .with_state(Arc::clone(&inner));
-        let (shutdown, stop) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.await;
-                })
-                .await;
-        });
+        let (addr, shutdown) = crate::spawn_server("fake Lago", app).await;
         FakeLago {
             addr,
             inner,

@@ -33,24 +33,12 @@ pub struct FakeStripe {
 }
 
 impl FakeStripe {
-    #[allow(clippy::expect_used)]
     pub async fn start() -> FakeStripe {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("fake Stripe: bind");
-        let addr = listener.local_addr().expect("fake Stripe: address");
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new()
             .route("/v1/checkout/sessions", post(create_session))
             .with_state(Arc::clone(&inner));
-        let (shutdown, stop) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.await;
-                })
-                .await;
-        });
+        let (addr, shutdown) = crate::spawn_server("fake Stripe", app).await;
         FakeStripe {
             addr,
             inner,

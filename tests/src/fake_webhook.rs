@@ -34,24 +34,12 @@ pub struct FakeWebhook {
 }
 
 impl FakeWebhook {
-    #[allow(clippy::expect_used)]
     pub async fn start() -> FakeWebhook {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("fake webhook: bind");
-        let addr = listener.local_addr().expect("fake webhook: address");
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(Arc::clone(&inner));
-        let (shutdown, stop) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.await;
-                })
-                .await;
-        });
+        let (addr, shutdown) = crate::spawn_server("fake webhook", app).await;
         FakeWebhook {
             addr,
             inner,
