@@ -432,6 +432,37 @@ pub async fn lago_api_key(
     Ok(Some(key).filter(|k| !k.expose().trim().is_empty()))
 }
 
+/// Fills the billing secrets the environment left unset (the Stripe key, the Stripe
+/// webhook secret, the alert webhook secret) from the JSON secret at
+/// `SWITCHBOARD_BILLING_SECRETS_ARN`; empty strings count as unset.
+pub async fn fill_billing_secrets(
+    config: &mut Config,
+    aws: &AwsContext,
+) -> Result<(), SecretsError> {
+    let Some(arn) = config.billing.billing_secrets_arn.clone() else {
+        return Ok(());
+    };
+    let client = aws_sdk_secretsmanager::Client::new(aws.sdk_config().await);
+    let json = fetch_json(&client, &arn).await?;
+    let field = |name: &str| {
+        json.get(name)
+            .and_then(Value::as_str)
+            .filter(|v| !v.trim().is_empty())
+            .map(Secret::new)
+    };
+    let billing = &mut config.billing;
+    if billing.stripe_api_key.is_none() {
+        billing.stripe_api_key = field("stripe_api_key");
+    }
+    if billing.stripe_webhook_secret.is_none() {
+        billing.stripe_webhook_secret = field("stripe_webhook_secret");
+    }
+    if billing.alert_webhook_secret.is_none() {
+        billing.alert_webhook_secret = field("alert_webhook_secret");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

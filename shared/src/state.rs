@@ -108,6 +108,7 @@ impl AppState {
     pub async fn load(mut config: Config) -> Result<Self, StateError> {
         let aws = AwsContext::default();
         config.billing.lago_api_key = crate::credentials::lago_api_key(&config, &aws).await?;
+        crate::credentials::fill_billing_secrets(&mut config, &aws).await?;
         let url = crate::credentials::database_url(&config, &aws)
             .await?
             .ok_or(StateError::NoDatabase)?;

@@ -352,7 +352,8 @@ fn secrets_exist_hold_no_values_and_each_role_reads_only_its_own() {
             "AdminKeySecret",
             "ProviderKeysSecret",
             "DatabaseSecret",
-            "LagoApiKeySecret"
+            "LagoApiKeySecret",
+            "BillingSecret"
         ])
     );
     assert_eq!(
@@ -393,7 +394,11 @@ fn secrets_exist_hold_no_values_and_each_role_reads_only_its_own() {
         ),
         (
             "KeysFunctionRole",
-            &["DatabaseSecret", "ExistingDatabaseSecretArn"],
+            &[
+                "BillingSecret",
+                "DatabaseSecret",
+                "ExistingDatabaseSecretArn",
+            ],
         ),
         (
             "HealthCheckFunctionRole",
@@ -406,6 +411,7 @@ fn secrets_exist_hold_no_values_and_each_role_reads_only_its_own() {
         (
             "BillingExportFunctionRole",
             &[
+                "BillingSecret",
                 "DatabaseSecret",
                 "ExistingDatabaseSecretArn",
                 "LagoApiKeySecret",

@@ -136,3 +136,75 @@ async fn database_credentials_come_from_an_rds_secret() {
         .unwrap_err();
     assert!(error.to_string().contains("switchboard/missing"), "{error}");
 }
+
+#[tokio::test]
+async fn billing_secrets_fill_what_the_environment_left_unset() {
+    use aws_config::BehaviorVersion;
+    use aws_sdk_secretsmanager::config::{Credentials, Region};
+    use switchboard_core::config::Config;
+    use switchboard_core::credentials::{AwsContext, fill_billing_secrets, lago_api_key};
+
+    let moto = start_moto().await;
+    let client = secrets_client(&moto.endpoint_url());
+    let billing = create_secret(
+        &client,
+        "switchboard/billing",
+        &json!({"stripe_api_key": "sk_live_from_secret", "stripe_webhook_secret": "",
+                "alert_webhook_secret": "alert-from-secret"})
+        .to_string(),
+    )
+    .await;
+    let lago = create_secret(
+        &client,
+        "switchboard/lago-api-key",
+        &json!({"api_key": "lago-from-secret"}).to_string(),
+    )
+    .await;
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(moto.endpoint_url())
+        .load()
+        .await;
+    let aws = AwsContext::with_sdk_config(sdk);
+    let vars = [
+        ("SWITCHBOARD_BILLING_SECRETS_ARN", billing.as_str()),
+        ("SWITCHBOARD_LAGO_API_KEY_SECRET_ARN", lago.as_str()),
+        (
+            "SWITCHBOARD_ALERT_WEBHOOK_URL",
+            "https://hooks.example/alerts",
+        ),
+        ("SWITCHBOARD_STRIPE_WEBHOOK_SECRET", "whsec_from_env"),
+    ];
+    let mut config = Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    })
+    .expect("the alert secret may come from the billing secret");
+    fill_billing_secrets(&mut config, &aws).await.unwrap();
+    let billing = &config.billing;
+    assert_eq!(
+        billing.stripe_api_key.as_ref().unwrap().expose(),
+        "sk_live_from_secret"
+    );
+    assert_eq!(
+        billing.stripe_webhook_secret.as_ref().unwrap().expose(),
+        "whsec_from_env",
+        "the environment wins; an empty field sets nothing"
+    );
+    assert_eq!(
+        billing.alert_webhook_secret.as_ref().unwrap().expose(),
+        "alert-from-secret"
+    );
+    assert_eq!(
+        lago_api_key(&config, &aws).await.unwrap().unwrap().expose(),
+        "lago-from-secret"
+    );
+    // Without the billing secret, an alert URL needs its secret in the environment.
+    let e = Config::from_lookup(|name| {
+        (name == "SWITCHBOARD_ALERT_WEBHOOK_URL").then(|| "https://hooks.example/a".to_string())
+    })
+    .unwrap_err();
+    assert_eq!(e.variable, "SWITCHBOARD_ALERT_WEBHOOK_SECRET");
+}

@@ -40,6 +40,10 @@ pub struct BillingSettings {
     pub alert_webhook_url: Option<String>,
     /// `SWITCHBOARD_ALERT_WEBHOOK_SECRET`: signs each alert (required with the URL).
     pub alert_webhook_secret: Option<Secret>,
+    /// `SWITCHBOARD_BILLING_SECRETS_ARN`: a Secrets Manager secret `{"stripe_api_key",
+    /// "stripe_webhook_secret", "alert_webhook_secret"}` filling those of the three that
+    /// the environment leaves unset (AWS).
+    pub billing_secrets_arn: Option<String>,
 }
 
 impl Default for BillingSettings {
@@ -59,6 +63,7 @@ impl Default for BillingSettings {
             stripe_max_usd: Decimal::from(1000),
             alert_webhook_url: None,
             alert_webhook_secret: None,
+            billing_secrets_arn: None,
         }
     }
 }
@@ -114,16 +119,21 @@ impl BillingSettings {
         }
         let alert_webhook_url = env.get("SWITCHBOARD_ALERT_WEBHOOK_URL");
         let alert_webhook_secret = env.get("SWITCHBOARD_ALERT_WEBHOOK_SECRET").map(Secret::new);
-        if alert_webhook_url.is_some() && alert_webhook_secret.is_none() {
+        let billing_secrets_arn = env.get("SWITCHBOARD_BILLING_SECRETS_ARN");
+        if alert_webhook_url.is_some()
+            && alert_webhook_secret.is_none()
+            && billing_secrets_arn.is_none()
+        {
             return Err(ConfigError {
                 variable: "SWITCHBOARD_ALERT_WEBHOOK_SECRET",
-                reason: "required with SWITCHBOARD_ALERT_WEBHOOK_URL (every alert is signed)"
+                reason: "required with SWITCHBOARD_ALERT_WEBHOOK_URL (every alert is signed), here or in SWITCHBOARD_BILLING_SECRETS_ARN"
                     .into(),
             });
         }
         Ok(Self {
             alert_webhook_url,
             alert_webhook_secret,
+            billing_secrets_arn,
             stripe_api_url: env
                 .get("SWITCHBOARD_STRIPE_API_URL")
                 .map(|u| u.trim().trim_end_matches('/').to_string())
