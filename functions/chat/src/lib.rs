@@ -2,6 +2,7 @@
 //! which routes, admits, calls, falls back and settles), `GET /v1/models` (filtered by the
 //! caller's tier) and `GET /v1/account`.
 
+mod messages;
 mod openapi;
 mod sse;
 
@@ -22,6 +23,7 @@ use switchboard_core::state::AppState;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(messages::messages))
         .route("/v1/models", get(list_models))
         .route("/v1/account", get(account))
         .with_state(state)

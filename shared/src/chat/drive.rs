@@ -221,6 +221,7 @@ async fn answer_complete(
         routed: Routed::of(candidate),
         response,
         metadata,
+        usage: settlement.usage,
     }))));
 }
 

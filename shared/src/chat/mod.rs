@@ -136,6 +136,9 @@ pub struct Completed {
     pub response: ChatCompletion,
     /// `_metadata` (design README step 8).
     pub metadata: Value,
+    /// The billed usage in disjoint buckets (doors that answer in another shape, such as
+    /// the Messages API, report cache reads and writes from it).
+    pub usage: Usage,
 }
 
 /// A committed stream: chunks, then one [`StreamItem::End`] sent after settlement. Dropping

@@ -1,0 +1,336 @@
+//! `POST /v1/messages`: the Anthropic Messages API, inbound — a door over the same core
+//! run as chat completions (routing, admission, fallbacks, settlement). The request is
+//! translated into the chat run's request (the provider adapters then speak each upstream
+//! format, Anthropic's included, `cache_control` kept), and the answer back into
+//! Anthropic's shape; errors use Anthropic's error shape with api.md's statuses.
+//!
+//! Not yet: `stream: true` (answered 400), `thinking`, and `POST /v1/messages/count_tokens`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{Map, Value, json};
+use switchboard_core::auth::Caller;
+use switchboard_core::chat::{self, ChatAnswer, ChatInput, RequestOptions};
+use switchboard_core::http::{ApiError, RequestId};
+use switchboard_core::providers::{ChatRequest, Usage};
+use switchboard_core::state::AppState;
+
+/// An error in Anthropic's shape: `{"type":"error","error":{"type","message"}}`, with the
+/// status (and `Retry-After`, and the logging) of our own error answer.
+fn anthropic_error(error: ApiError) -> Response {
+    let status = error.status();
+    let kind = match status.as_u16() {
+        400 | 405 | 413 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        _ => "api_error",
+    };
+    let message = error.body()["error"]["message"]
+        .as_str()
+        .unwrap_or("error")
+        .to_string();
+    let (mut parts, _) = error.into_response().into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let body = json!({"type": "error", "error": {"type": kind, "message": message}});
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}
+
+fn invalid(param: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid_param(param, message)
+}
+
+/// Anthropic content (a string, or blocks) as OpenAI content parts, for a user or system
+/// turn; `tool_result` blocks are returned separately (they become `tool` messages).
+fn user_parts(content: &Value, at: &str) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
+    let mut parts = Vec::new();
+    let mut tool_results = Vec::new();
+    match content {
+        Value::String(text) => parts.push(json!({"type": "text", "text": text})),
+        Value::Array(blocks) => {
+            for (i, block) in blocks.iter().enumerate() {
+                let mut part = match block["type"].as_str() {
+                    Some("text") => json!({"type": "text", "text": block["text"]}),
+                    Some("image") => {
+                        let source = &block["source"];
+                        let url = match source["type"].as_str() {
+                            Some("base64") => format!(
+                                "data:{};base64,{}",
+                                source["media_type"].as_str().unwrap_or("image/png"),
+                                source["data"].as_str().unwrap_or_default()
+                            ),
+                            Some("url") => source["url"].as_str().unwrap_or_default().to_string(),
+                            _ => {
+                                return Err(invalid(
+                                    &format!("{at}.content[{i}].source"),
+                                    "an image source is `base64` or `url`",
+                                ));
+                            }
+                        };
+                        json!({"type": "image_url", "image_url": {"url": url}})
+                    }
+                    Some("tool_result") => {
+                        let text = match &block["content"] {
+                            Value::String(text) => text.clone(),
+                            Value::Array(inner) => inner
+                                .iter()
+                                .filter_map(|b| b["text"].as_str())
+                                .collect::<Vec<_>>()
+                                .join("\n"),
+                            Value::Null => String::new(),
+                            other => other.to_string(),
+                        };
+                        tool_results.push(json!({
+                            "role": "tool",
+                            "tool_call_id": block["tool_use_id"],
+                            "content": text,
+                        }));
+                        continue;
+                    }
+                    other => {
+                        return Err(invalid(
+                            &format!("{at}.content[{i}].type"),
+                            format!("content blocks of type {other:?} are not supported here"),
+                        ));
+                    }
+                };
+                if let Some(cache_control) = block.get("cache_control") {
+                    part["cache_control"] = cache_control.clone();
+                }
+                parts.push(part);
+            }
+        }
+        _ => {
+            return Err(invalid(
+                &format!("{at}.content"),
+                "content is a string or an array of blocks",
+            ));
+        }
+    }
+    Ok((parts, tool_results))
+}
+
+/// Translates a Messages API request into the chat run's request.
+fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
+    let Some(object) = body.as_object() else {
+        return Err(ApiError::invalid("the body is not a JSON object"));
+    };
+    let max_tokens = object
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| invalid("max_tokens", "max_tokens (a positive integer) is required"))?;
+    if object.get("stream").and_then(Value::as_bool) == Some(true) {
+        return Err(invalid(
+            "stream",
+            "stream: true is not supported on /v1/messages yet; use /v1/chat/completions to stream",
+        ));
+    }
+    let mut messages = Vec::new();
+    match object.get("system") {
+        None | Some(Value::Null) => {}
+        Some(system) => {
+            let (parts, _) = user_parts(system, "system")?;
+            messages.push(json!({"role": "system", "content": parts}));
+        }
+    }
+    let turns = object
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("messages", "messages (an array) is required"))?;
+    for (i, turn) in turns.iter().enumerate() {
+        let at = format!("messages[{i}]");
+        match turn["role"].as_str() {
+            Some("user") => {
+                let (parts, tool_results) = user_parts(&turn["content"], &at)?;
+                messages.extend(tool_results);
+                if !parts.is_empty() {
+                    messages.push(json!({"role": "user", "content": parts}));
+                }
+            }
+            Some("assistant") => {
+                let mut text = String::new();
+                let mut tool_calls = Vec::new();
+                match &turn["content"] {
+                    Value::String(s) => text.push_str(s),
+                    Value::Array(blocks) => {
+                        for block in blocks {
+                            match block["type"].as_str() {
+                                Some("text") => {
+                                    text.push_str(block["text"].as_str().unwrap_or_default())
+                                }
+                                Some("tool_use") => tool_calls.push(json!({
+                                    "id": block["id"],
+                                    "type": "function",
+                                    "function": {
+                                        "name": block["name"],
+                                        "arguments": block["input"].to_string(),
+                                    },
+                                })),
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(invalid(
+                            &format!("{at}.content"),
+                            "content is a string or blocks",
+                        ));
+                    }
+                }
+                let mut message = json!({"role": "assistant", "content": text});
+                if !tool_calls.is_empty() {
+                    message["tool_calls"] = Value::Array(tool_calls);
+                }
+                messages.push(message);
+            }
+            _ => {
+                return Err(invalid(
+                    &format!("{at}.role"),
+                    "role is `user` or `assistant`",
+                ));
+            }
+        }
+    }
+    let mut chat = Map::new();
+    chat.insert(
+        "model".into(),
+        object.get("model").cloned().unwrap_or(Value::Null),
+    );
+    chat.insert("messages".into(), Value::Array(messages));
+    chat.insert("max_tokens".into(), json!(max_tokens));
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("stop_sequences", "stop"),
+    ] {
+        if let Some(value) = object.get(from).filter(|v| !v.is_null()) {
+            chat.insert(to.into(), value.clone());
+        }
+    }
+    if let Some(user) = object.get("metadata").and_then(|m| m.get("user_id")) {
+        chat.insert("user".into(), user.clone());
+    }
+    if let Some(tools) = object.get("tools").and_then(Value::as_array) {
+        let tools: Vec<Value> = tools
+            .iter()
+            .map(|t| {
+                json!({"type": "function", "function": {
+                    "name": t["name"],
+                    "description": t.get("description").cloned().unwrap_or(Value::Null),
+                    "parameters": t.get("input_schema").cloned().unwrap_or(json!({"type": "object"})),
+                }})
+            })
+            .collect();
+        chat.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(choice) = object.get("tool_choice") {
+        let mapped = match choice["type"].as_str() {
+            Some("auto") => json!("auto"),
+            Some("any") => json!("required"),
+            Some("none") => json!("none"),
+            Some("tool") => json!({"type": "function", "function": {"name": choice["name"]}}),
+            _ => {
+                return Err(invalid(
+                    "tool_choice",
+                    "tool_choice.type is auto, any, tool or none",
+                ));
+            }
+        };
+        chat.insert("tool_choice".into(), mapped);
+    }
+    let request: ChatRequest = serde_json::from_value(Value::Object(chat))
+        .map_err(|e| ApiError::invalid(format!("the request cannot be read: {e}")))?;
+    Ok(request)
+}
+
+/// The chat run's answer in Anthropic's shape.
+fn to_message(response: &Value, usage: &Usage) -> Value {
+    let choice = &response["choices"][0];
+    let message = &choice["message"];
+    let mut content = Vec::new();
+    if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
+        content.push(json!({"type": "text", "text": text}));
+    }
+    for call in message["tool_calls"].as_array().into_iter().flatten() {
+        let input: Value = call["function"]["arguments"]
+            .as_str()
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_else(|| json!({}));
+        content.push(json!({
+            "type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": input,
+        }));
+    }
+    let stop_reason = match choice["finish_reason"].as_str() {
+        Some("length") => "max_tokens",
+        Some("tool_calls") => "tool_use",
+        Some("content_filter") => "refusal",
+        _ => "end_turn",
+    };
+    json!({
+        "id": response["id"],
+        "type": "message",
+        "role": "assistant",
+        "model": response["model"],
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": null,
+        "usage": {
+            "input_tokens": usage.uncached_input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cached_input_tokens,
+            "cache_creation_input_tokens": usage.cache_write_input_tokens,
+        },
+    })
+}
+
+pub async fn messages(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match run(state, caller, request_id, headers, body).await {
+        Ok(response) => response,
+        Err(error) => anthropic_error(error),
+    }
+}
+
+async fn run(
+    state: AppState,
+    caller: Result<Caller, ApiError>,
+    request_id: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = caller?;
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let request = to_chat_request(&body)?;
+    let options = RequestOptions::from_headers(&headers)?;
+    let input = ChatInput {
+        caller,
+        request,
+        request_id,
+        options,
+    };
+    match chat::run(&state, input).await? {
+        ChatAnswer::Complete(completed) => {
+            let response = serde_json::to_value(&completed.response).map_err(ApiError::internal)?;
+            let mut message = to_message(&response, &completed.usage);
+            message["_metadata"] = completed.metadata;
+            let mut answer = (StatusCode::OK, Json(message)).into_response();
+            crate::routed_headers(&mut answer, &completed.routed);
+            Ok(answer)
+        }
+        // Not reachable: streaming requests are refused above.
+        ChatAnswer::Stream(_) => Err(ApiError::invalid("stream is not supported here yet")),
+    }
+}
