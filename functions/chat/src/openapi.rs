@@ -40,7 +40,8 @@ fn header(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
         .build()
 }
 
-/// Every chat route: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/account`.
+/// Every chat route: `POST /v1/chat/completions`, `POST /v1/messages`, `GET /v1/models`,
+/// `GET /v1/account`.
 pub fn document() -> OpenApi {
     let errors = |builder: ResponsesBuilder| {
         builder
@@ -83,6 +84,50 @@ pub fn document() -> OpenApi {
                 .response("429", error("rate limit; see Retry-After"))
                 .response("502", error("every candidate failed"))
                 .response("504", error("the request deadline passed"))
+                .build(),
+        )
+        .security(SecurityRequirement::new(SCHEME, Vec::<String>::new()))
+        .build();
+    let messages = OperationBuilder::new()
+        .tag("chat")
+        .summary(Some(
+            "The Anthropic Messages API, routed, billed and with fallbacks",
+        ))
+        .description(Some(
+            "Anthropic's request and answer shapes over the same run as chat completions; \
+             `x-api-key` or `Authorization: Bearer`. `max_tokens` is required; `stream: true` is \
+             not supported yet (400). Errors come as `{type: error, error: {type, message}}`.",
+        ))
+        .parameter(header("anthropic-version", "accepted (e.g. 2023-06-01)"))
+        .parameter(header(
+            "X-Power-Level",
+            "eco | balanced | precision, for `model: auto`",
+        ))
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .required(Some(Required::True))
+                .content(
+                    "application/json",
+                    json_object("Anthropic's Messages request").build(),
+                )
+                .build(),
+        ))
+        .responses(
+            errors(ResponsesBuilder::new())
+                .response(
+                    "200",
+                    ResponseBuilder::new()
+                        .description("an Anthropic message with usage and `_metadata`")
+                        .content(
+                            "application/json",
+                            json_object("Anthropic's message").build(),
+                        ),
+                )
+                .response("400", error("malformed request (invalid_request_error)"))
+                .response("402", error("credits or the monthly cap (billing_error)"))
+                .response("404", error("not_found_error"))
+                .response("429", error("rate_limit_error; see Retry-After"))
+                .response("502", error("every candidate failed (api_error)"))
                 .build(),
         )
         .security(SecurityRequirement::new(SCHEME, Vec::<String>::new()))
@@ -133,6 +178,7 @@ pub fn document() -> OpenApi {
                     "/v1/chat/completions",
                     PathItem::new(HttpMethod::Post, completions),
                 )
+                .path("/v1/messages", PathItem::new(HttpMethod::Post, messages))
                 .path("/v1/models", PathItem::new(HttpMethod::Get, models))
                 .path("/v1/account", PathItem::new(HttpMethod::Get, account)),
         )
