@@ -168,12 +168,6 @@ async fn errors_come_in_anthropics_shape() {
             400,
             "invalid_request_error",
         ),
-        (
-            ("x-api-key", key.clone()),
-            json!({"model": "gpt-4o", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}),
-            400,
-            "invalid_request_error",
-        ),
         (("x-api-key", key.clone()), hi.clone(), 402, "billing_error"),
         (
             ("x-api-key", key.clone()),
@@ -189,4 +183,106 @@ async fn errors_come_in_anthropics_shape() {
         assert!(answer["error"]["message"].is_string());
     }
     assert_eq!(gw.upstream.request_count(), 0);
+}
+
+#[tokio::test]
+async fn a_streamed_answer_follows_anthropics_event_sequence() {
+    let gw = Gateway::start().await;
+    let key = gw.user("streamer", "starter", "5").await;
+    gw.upstream
+        .push(Reply::text("one two three").with_usage(50, 7, 0));
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/v1/messages")
+        .header("x-api-key", key.clone())
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            json!({"model": "claude-3-5-sonnet-20241022", "max_tokens": 50, "stream": true,
+                   "messages": [{"role": "user", "content": "Count."}]})
+            .to_string(),
+        ))
+        .unwrap();
+    let response = gw.send(request).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let events = switchboard_tests::gateway::parse_sse(&String::from_utf8_lossy(&bytes));
+    let names: Vec<&str> = events
+        .iter()
+        .map(|(name, _)| name.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(names[..3], ["message_start", "ping", "content_block_start"]);
+    assert!(names.contains(&"content_block_delta"));
+    assert_eq!(
+        names[names.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    let text: String = events
+        .iter()
+        .filter(|(name, _)| name.as_deref() == Some("content_block_delta"))
+        .map(|(_, data)| {
+            let data: Value = serde_json::from_str(data).unwrap();
+            data["delta"]["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(text, "one two three");
+    let delta: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(delta["usage"]["output_tokens"], 7);
+    assert_eq!(delta["usage"]["input_tokens"], 50);
+    assert!(delta["_metadata"]["cost_usd"].is_string());
+    gw.assert_ledger_consistent("streamer").await;
+}
+
+#[tokio::test]
+async fn a_streamed_tool_call_arrives_as_a_tool_use_block() {
+    let gw = Gateway::start().await;
+    let key = gw.user("stool", "starter", "5").await;
+    gw.upstream
+        .push(Reply::tool_call("get_weather", json!({"city": "Oslo"})));
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/v1/messages")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            json!({"model": "openai/gpt-4o", "max_tokens": 50, "stream": true,
+                   "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+                   "messages": [{"role": "user", "content": "Weather?"}]})
+            .to_string(),
+        ))
+        .unwrap();
+    let response = gw.send(request).await;
+    assert_eq!(response.status(), 200);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let events = switchboard_tests::gateway::parse_sse(&String::from_utf8_lossy(&bytes));
+    let start = events
+        .iter()
+        .find(|(name, _)| name.as_deref() == Some("content_block_start"))
+        .map(|(_, data)| serde_json::from_str::<Value>(data).unwrap())
+        .unwrap();
+    assert_eq!(start["content_block"]["type"], "tool_use");
+    assert_eq!(start["content_block"]["name"], "get_weather");
+    let json: String = events
+        .iter()
+        .filter(|(name, _)| name.as_deref() == Some("content_block_delta"))
+        .map(|(_, data)| {
+            let data: Value = serde_json::from_str(data).unwrap();
+            data["delta"]["partial_json"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&json).unwrap(),
+        json!({"city": "Oslo"})
+    );
+    let delta: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    gw.assert_ledger_consistent("stool").await;
 }

@@ -3,6 +3,7 @@
 //! caller's tier) and `GET /v1/account`.
 
 mod messages;
+mod messages_sse;
 mod openapi;
 mod sse;
 

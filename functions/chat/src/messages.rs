@@ -4,7 +4,9 @@
 //! format, Anthropic's included, `cache_control` kept), and the answer back into
 //! Anthropic's shape; errors use Anthropic's error shape with api.md's statuses.
 //!
-//! Not yet: `stream: true` (answered 400), `thinking`, and `POST /v1/messages/count_tokens`.
+//! `stream: true` answers with Anthropic's event sequence (`messages_sse`).
+//!
+//! Not yet: `thinking`, `top_k`, and `POST /v1/messages/count_tokens`.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -126,12 +128,6 @@ fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
         .get("max_tokens")
         .and_then(Value::as_u64)
         .ok_or_else(|| invalid("max_tokens", "max_tokens (a positive integer) is required"))?;
-    if object.get("stream").and_then(Value::as_bool) == Some(true) {
-        return Err(invalid(
-            "stream",
-            "stream: true is not supported on /v1/messages yet; use /v1/chat/completions to stream",
-        ));
-    }
     let mut messages = Vec::new();
     match object.get("system") {
         None | Some(Value::Null) => {}
@@ -205,6 +201,10 @@ fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
     );
     chat.insert("messages".into(), Value::Array(messages));
     chat.insert("max_tokens".into(), json!(max_tokens));
+    if object.get("stream").and_then(Value::as_bool) == Some(true) {
+        chat.insert("stream".into(), json!(true));
+        chat.insert("stream_options".into(), json!({"include_usage": true}));
+    }
     for (from, to) in [
         ("temperature", "temperature"),
         ("top_p", "top_p"),
@@ -330,7 +330,11 @@ async fn run(
             crate::routed_headers(&mut answer, &completed.routed);
             Ok(answer)
         }
-        // Not reachable: streaming requests are refused above.
-        ChatAnswer::Stream(_) => Err(ApiError::invalid("stream is not supported here yet")),
+        ChatAnswer::Stream(stream) => {
+            let routed = stream.routed.clone();
+            let mut answer = crate::messages_sse::response(stream);
+            crate::routed_headers(&mut answer, &routed);
+            Ok(answer)
+        }
     }
 }

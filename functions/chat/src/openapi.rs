@@ -95,8 +95,8 @@ pub fn document() -> OpenApi {
         ))
         .description(Some(
             "Anthropic's request and answer shapes over the same run as chat completions; \
-             `x-api-key` or `Authorization: Bearer`. `max_tokens` is required; `stream: true` is \
-             not supported yet (400). Errors come as `{type: error, error: {type, message}}`.",
+             `x-api-key` or `Authorization: Bearer`. `max_tokens` is required; `stream: true` \
+             answers with Anthropic's SSE event sequence. Errors come as `{type: error, error: {type, message}}`.",
         ))
         .parameter(header("anthropic-version", "accepted (e.g. 2023-06-01)"))
         .parameter(header(

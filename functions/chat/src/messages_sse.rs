@@ -1,0 +1,205 @@
+//! A committed stream written as Anthropic's Messages SSE: `message_start`, `ping`, then per
+//! content block `content_block_start`, `content_block_delta` (`text_delta`, or
+//! `input_json_delta` for a tool call's arguments) and `content_block_stop`, then
+//! `message_delta` (stop reason and usage, plus `_metadata`) and `message_stop`. A stream
+//! that ended early ends with an `error` event instead. The run settles before it sends
+//! its end, so the last event always follows the settlement; dropping the body (the
+//! client left) tells the run to stop reading upstream.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+use switchboard_core::chat::{ChatStream, StreamItem};
+
+fn event(name: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+#[derive(PartialEq)]
+enum Block {
+    None,
+    Text,
+    /// A tool call, by its index in OpenAI's `tool_calls`.
+    Tool(u64),
+}
+
+struct Writer {
+    stream: ChatStream,
+    model: String,
+    started: bool,
+    block: Block,
+    /// The index of the current content block.
+    index: i64,
+    stop_reason: &'static str,
+    out: VecDeque<Bytes>,
+    done: bool,
+}
+
+impl Writer {
+    fn start(&mut self, id: &str) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.out.push_back(event(
+            "message_start",
+            &json!({"type": "message_start", "message": {
+                "id": id, "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            }}),
+        ));
+        self.out.push_back(event("ping", &json!({"type": "ping"})));
+    }
+
+    fn close_block(&mut self) {
+        if self.block != Block::None {
+            self.out.push_back(event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": self.index}),
+            ));
+            self.block = Block::None;
+        }
+    }
+
+    fn open(&mut self, block: Block, content_block: Value) {
+        self.close_block();
+        self.index += 1;
+        self.block = block;
+        self.out.push_back(event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": self.index, "content_block": content_block}),
+        ));
+    }
+
+    fn delta(&mut self, delta: Value) {
+        self.out.push_back(event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": self.index, "delta": delta}),
+        ));
+    }
+
+    fn chunk(&mut self, chunk: &Value) {
+        self.start(chunk["id"].as_str().unwrap_or_default());
+        let choice = &chunk["choices"][0];
+        if let Some(text) = choice["delta"]["content"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+        {
+            if self.block != Block::Text {
+                self.open(Block::Text, json!({"type": "text", "text": ""}));
+            }
+            self.delta(json!({"type": "text_delta", "text": text}));
+        }
+        for call in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let n = call["index"].as_u64().unwrap_or(0);
+            if self.block != Block::Tool(n) {
+                self.open(
+                    Block::Tool(n),
+                    json!({"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": {}}),
+                );
+            }
+            if let Some(arguments) = call["function"]["arguments"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+            {
+                self.delta(json!({"type": "input_json_delta", "partial_json": arguments}));
+            }
+        }
+        self.stop_reason = match choice["finish_reason"].as_str() {
+            Some("length") => "max_tokens",
+            Some("tool_calls") => "tool_use",
+            Some("content_filter") => "refusal",
+            Some(_) => "end_turn",
+            None => self.stop_reason,
+        };
+    }
+
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(frame) = self.out.pop_front() {
+                return Some(frame);
+            }
+            if self.done {
+                return None;
+            }
+            match self.stream.events.recv().await {
+                Some(StreamItem::Chunk(chunk)) => {
+                    let chunk = serde_json::to_value(&chunk).unwrap_or(Value::Null);
+                    self.chunk(&chunk);
+                }
+                Some(StreamItem::End(end)) => {
+                    self.done = true;
+                    self.start("");
+                    self.close_block();
+                    if let Some(error) = &end.error {
+                        let message = error.body()["error"]["message"].clone();
+                        self.out.push_back(event(
+                            "error",
+                            &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+                        ));
+                        continue;
+                    }
+                    self.out.push_back(event(
+                        "message_delta",
+                        &json!({
+                            "type": "message_delta",
+                            "delta": {"stop_reason": self.stop_reason, "stop_sequence": null},
+                            "usage": {
+                                "input_tokens": end.usage.uncached_input_tokens,
+                                "output_tokens": end.usage.output_tokens,
+                                "cache_read_input_tokens": end.usage.cached_input_tokens,
+                                "cache_creation_input_tokens": end.usage.cache_write_input_tokens,
+                            },
+                            "_metadata": end.metadata,
+                        }),
+                    ));
+                    self.out
+                        .push_back(event("message_stop", &json!({"type": "message_stop"})));
+                }
+                None => {
+                    self.done = true;
+                    self.out.push_back(event(
+                        "error",
+                        &json!({"type": "error", "error": {"type": "api_error",
+                            "message": "the stream ended without its final event"}}),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+pub fn response(stream: ChatStream) -> Response {
+    let writer = Writer {
+        model: stream.routed.model_id.clone(),
+        stream,
+        started: false,
+        block: Block::None,
+        index: -1,
+        stop_reason: "end_turn",
+        out: VecDeque::new(),
+        done: false,
+    };
+    let body = futures_util::stream::unfold(writer, |mut writer| async move {
+        let frame = writer.next().await?;
+        Some((Ok::<Bytes, Infallible>(frame), writer))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
