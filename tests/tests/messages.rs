@@ -286,3 +286,44 @@ async fn a_streamed_tool_call_arrives_as_a_tool_use_block() {
     assert_eq!(delta["delta"]["stop_reason"], "tool_use");
     gw.assert_ledger_consistent("stool").await;
 }
+
+#[tokio::test]
+async fn count_tokens_answers_the_estimate_and_charges_nothing() {
+    let gw = Gateway::start().await;
+    let key = gw.user("counter", "starter", "1").await;
+    let request = |body: Value| {
+        http::Request::builder()
+            .method("POST")
+            .uri("/v1/messages/count_tokens")
+            .header("x-api-key", key.clone())
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap()
+    };
+    let short = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]});
+    let long = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi there, ".repeat(200)}]});
+    let mut counts = Vec::new();
+    for body in [short, long] {
+        let response = gw.send(request(body)).await;
+        assert_eq!(response.status(), 200);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let answer: Value = serde_json::from_slice(&bytes).unwrap();
+        counts.push(answer["input_tokens"].as_u64().unwrap());
+    }
+    assert!(counts[0] > 0 && counts[1] > counts[0] * 50, "{counts:?}");
+    assert_eq!(gw.upstream.request_count(), 0);
+    assert_eq!(gw.balance("counter").await, rust_decimal::Decimal::ONE);
+    let response = gw
+        .send(
+            http::Request::builder()
+                .method("POST")
+                .uri("/v1/messages/count_tokens")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+}

@@ -6,7 +6,10 @@
 //!
 //! `stream: true` answers with Anthropic's event sequence (`messages_sse`).
 //!
-//! Not yet: `thinking`, `top_k`, and `POST /v1/messages/count_tokens`.
+//! `POST /v1/messages/count_tokens` answers `{"input_tokens": N}` with the estimate the
+//! hold uses, and charges nothing.
+//!
+//! Not yet: `thinking`, `top_k`.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -336,5 +339,26 @@ async fn run(
             crate::routed_headers(&mut answer, &routed);
             Ok(answer)
         }
+    }
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's estimated tokens, with the estimator
+/// the hold uses; no upstream call, no charge. `max_tokens` is not required here.
+pub async fn count_tokens(caller: Result<Caller, ApiError>, body: Bytes) -> Response {
+    let counted = async {
+        caller?;
+        let mut body: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+        if let Some(object) = body.as_object_mut() {
+            object.entry("max_tokens").or_insert(json!(1));
+            object.remove("stream");
+        }
+        let request = to_chat_request(&body)?;
+        Ok::<_, ApiError>(chat::estimate_prompt_tokens(&request))
+    }
+    .await;
+    match counted {
+        Ok(tokens) => Json(json!({"input_tokens": tokens})).into_response(),
+        Err(error) => anthropic_error(error),
     }
 }

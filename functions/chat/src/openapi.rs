@@ -132,6 +132,33 @@ pub fn document() -> OpenApi {
         )
         .security(SecurityRequirement::new(SCHEME, Vec::<String>::new()))
         .build();
+    let count_tokens = OperationBuilder::new()
+        .tag("chat")
+        .summary(Some(
+            "The prompt's estimated input tokens, Anthropic's shape; no charge",
+        ))
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .required(Some(Required::True))
+                .content(
+                    "application/json",
+                    json_object("Anthropic's Messages request").build(),
+                )
+                .build(),
+        ))
+        .responses(
+            errors(ResponsesBuilder::new())
+                .response(
+                    "200",
+                    ResponseBuilder::new()
+                        .description("{input_tokens}")
+                        .content("application/json", json_object("{input_tokens: N}").build()),
+                )
+                .response("400", error("malformed request (invalid_request_error)"))
+                .build(),
+        )
+        .security(SecurityRequirement::new(SCHEME, Vec::<String>::new()))
+        .build();
     let models = OperationBuilder::new()
         .tag("chat")
         .summary(Some(
@@ -179,6 +206,10 @@ pub fn document() -> OpenApi {
                     PathItem::new(HttpMethod::Post, completions),
                 )
                 .path("/v1/messages", PathItem::new(HttpMethod::Post, messages))
+                .path(
+                    "/v1/messages/count_tokens",
+                    PathItem::new(HttpMethod::Post, count_tokens),
+                )
                 .path("/v1/models", PathItem::new(HttpMethod::Get, models))
                 .path("/v1/account", PathItem::new(HttpMethod::Get, account)),
         )

@@ -14,9 +14,29 @@ use super::settle::{AdmissionItem, Hold};
 use crate::admission::{self, AdmissionError, ProviderLimit};
 use crate::http::ApiError;
 use crate::ledger;
+use crate::providers::ChatRequest;
 use crate::routing::{Candidate, RoutingContext, RoutingRequest, plan_candidates};
 use crate::state::AppState;
 use crate::tokens;
+
+/// The prompt's estimated tokens (the hold's input side, and `count_tokens`). The tokenizer
+/// follows the requested model's family; `auto` (or any non-OpenAI model) gets the
+/// conservative heuristic. Tool definitions count too.
+pub fn estimate_prompt_tokens(request: &ChatRequest) -> u32 {
+    let messages: Vec<Value> = request
+        .messages
+        .iter()
+        .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+        .collect();
+    let mut prompt_tokens = tokens::estimate_prompt_tokens(&request.model, &messages);
+    if let Some(tools) = &request.tools
+        && let Ok(json) = serde_json::to_string(tools)
+    {
+        prompt_tokens =
+            prompt_tokens.saturating_add(tokens::estimate_text_tokens(&request.model, &json));
+    }
+    prompt_tokens
+}
 
 /// Estimates the prompt, builds the candidate plan and the run's deadlines.
 pub(super) async fn plan(
@@ -42,20 +62,7 @@ pub(super) async fn plan(
         .await
         .map_err(ApiError::internal)?;
 
-    // The tokenizer follows the requested model's family; `auto` (or any non-OpenAI model)
-    // gets the conservative heuristic. Tool definitions count too.
-    let messages: Vec<Value> = request
-        .messages
-        .iter()
-        .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
-        .collect();
-    let mut prompt_tokens = tokens::estimate_prompt_tokens(&request.model, &messages);
-    if let Some(tools) = &request.tools
-        && let Ok(json) = serde_json::to_string(tools)
-    {
-        prompt_tokens =
-            prompt_tokens.saturating_add(tokens::estimate_text_tokens(&request.model, &json));
-    }
+    let prompt_tokens = estimate_prompt_tokens(&request);
 
     let mut system_key_slugs = HashSet::new();
     for provider in catalog.providers() {

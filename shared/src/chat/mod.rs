@@ -34,6 +34,7 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+pub use admit::estimate_prompt_tokens;
 pub use settle::{LedgerQueues, Settled};
 
 use crate::auth::Caller;
