@@ -327,3 +327,36 @@ async fn count_tokens_answers_the_estimate_and_charges_nothing() {
         .await;
     assert_eq!(response.status(), 401);
 }
+
+#[tokio::test]
+async fn thinking_and_top_k_reach_anthropic_and_no_one_else() {
+    let gw = Gateway::start().await;
+    let key = gw.user("thinker", "starter", "5").await;
+    let body = |model: &str| {
+        json!({"model": model, "max_tokens": 2000, "top_k": 5,
+               "thinking": {"type": "enabled", "budget_tokens": 1024},
+               "messages": [{"role": "user", "content": "Think."}]})
+    };
+    let (status, _, answer) = messages(
+        &gw,
+        ("x-api-key", key.clone()),
+        body("claude-3-5-sonnet-20241022"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = gw.upstream.last_request().unwrap().body;
+    assert_eq!(
+        sent["thinking"],
+        json!({"type": "enabled", "budget_tokens": 1024})
+    );
+    assert_eq!(sent["top_k"], 5);
+    let (status, _, answer) =
+        messages(&gw, ("x-api-key", key.clone()), body("openai/gpt-4o")).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = gw.upstream.last_request().unwrap().body;
+    assert!(
+        sent.get("thinking").is_none() && sent.get("top_k").is_none(),
+        "{sent}"
+    );
+    gw.assert_ledger_consistent("thinker").await;
+}

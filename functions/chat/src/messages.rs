@@ -9,7 +9,8 @@
 //! `POST /v1/messages/count_tokens` answers `{"input_tokens": N}` with the estimate the
 //! hold uses, and charges nothing.
 //!
-//! Not yet: `thinking`, `top_k`.
+//! `thinking` and `top_k` reach an Anthropic-format upstream as they came; other formats
+//! do without them. Not yet: thinking content blocks in the answer.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -215,6 +216,12 @@ fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
     ] {
         if let Some(value) = object.get(from).filter(|v| !v.is_null()) {
             chat.insert(to.into(), value.clone());
+        }
+    }
+    // Anthropic's own parameters ride along for an Anthropic-format upstream.
+    for name in ["thinking", "top_k"] {
+        if let Some(value) = object.get(name).filter(|v| !v.is_null()) {
+            chat.insert(name.into(), value.clone());
         }
     }
     if let Some(user) = object.get("metadata").and_then(|m| m.get("user_id")) {

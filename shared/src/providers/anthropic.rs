@@ -21,6 +21,8 @@ use crate::catalog::ApiFormat;
 
 /// The `anthropic-version` header every request carries.
 pub(crate) const API_VERSION: &str = "2023-06-01";
+/// Request fields only Anthropic understands; the other formats never send them.
+pub const ANTHROPIC_ONLY_FIELDS: &[&str] = &["thinking", "top_k"];
 /// `max_tokens` when neither the client nor the catalog gives one (Anthropic requires it).
 pub const FALLBACK_MAX_TOKENS: u32 = crate::catalog::DEFAULT_OUTPUT_TOKENS;
 /// Anthropic's temperature range ends at 1; OpenAI's at 2.
@@ -55,6 +57,13 @@ pub(crate) fn build_request(
         );
     } else if let Some(top_p) = request.top_p {
         body.insert("top_p".into(), json!(top_p));
+    }
+    // Anthropic's own parameters, as the Messages API door received them (extended
+    // thinking counts toward max_tokens, so the hold already covers it).
+    for name in ANTHROPIC_ONLY_FIELDS {
+        if let Some(value) = request.extra.get(*name).filter(|v| !v.is_null()) {
+            body.insert((*name).into(), value.clone());
+        }
     }
     if let Some(stop) = &request.stop {
         body.insert("stop_sequences".into(), json!(stop.to_vec()));

@@ -29,11 +29,12 @@ pub(crate) fn build_request(
         });
     };
     body.insert("model".to_owned(), Value::String(target.model_id.clone()));
-    if !target.forward_unpriced_fields {
-        for name in request.extra.keys() {
-            if !FORWARDED_FIELDS.contains(&name.as_str()) {
-                body.remove(name);
-            }
+    for name in request.extra.keys() {
+        let anthropic_only = super::anthropic::ANTHROPIC_ONLY_FIELDS.contains(&name.as_str());
+        if anthropic_only
+            || (!target.forward_unpriced_fields && !FORWARDED_FIELDS.contains(&name.as_str()))
+        {
+            body.remove(name);
         }
     }
     if request.requested_output_tokens().is_none()
