@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(14, "0014_stripe"),
     migration!(15, "0015_budget_alerts"),
     migration!(16, "0016_billing_request_ids"),
+    migration!(17, "0017_budget_alert_trigger_when"),
 ];
 
 /// Arbitrary constant naming the migration lock.
