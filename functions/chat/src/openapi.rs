@@ -42,6 +42,14 @@ fn header(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
 
 /// Every chat route: `POST /v1/chat/completions`, `POST /v1/messages`, `GET /v1/models`,
 /// `GET /v1/account`.
+/// A required JSON request body.
+fn json_body(description: &str) -> utoipa::openapi::request_body::RequestBody {
+    RequestBodyBuilder::new()
+        .required(Some(Required::True))
+        .content("application/json", json_object(description).build())
+        .build()
+}
+
 pub fn document() -> OpenApi {
     let errors = |builder: ResponsesBuilder| {
         builder
@@ -61,12 +69,7 @@ pub fn document() -> OpenApi {
         .parameter(header("X-Power-Level", "eco | balanced | precision (default: the user's, else balanced)"))
         .parameter(header("X-Task-Type", "code | chat | rag | creative (default chat)"))
         .parameter(header("x-request-id", "echoed back when it is a sane token"))
-        .request_body(Some(
-            RequestBodyBuilder::new()
-                .required(Some(Required::True))
-                .content("application/json", json_object("OpenAI's CreateChatCompletionRequest").build())
-                .build(),
-        ))
+        .request_body(Some(json_body("OpenAI's CreateChatCompletionRequest")))
         .responses(
             errors(ResponsesBuilder::new())
                 .response(
@@ -103,15 +106,7 @@ pub fn document() -> OpenApi {
             "X-Power-Level",
             "eco | balanced | precision, for `model: auto`",
         ))
-        .request_body(Some(
-            RequestBodyBuilder::new()
-                .required(Some(Required::True))
-                .content(
-                    "application/json",
-                    json_object("Anthropic's Messages request").build(),
-                )
-                .build(),
-        ))
+        .request_body(Some(json_body("Anthropic's Messages request")))
         .responses(
             errors(ResponsesBuilder::new())
                 .response(
@@ -137,15 +132,7 @@ pub fn document() -> OpenApi {
         .summary(Some(
             "The prompt's estimated input tokens, Anthropic's shape; no charge",
         ))
-        .request_body(Some(
-            RequestBodyBuilder::new()
-                .required(Some(Required::True))
-                .content(
-                    "application/json",
-                    json_object("Anthropic's Messages request").build(),
-                )
-                .build(),
-        ))
+        .request_body(Some(json_body("Anthropic's Messages request")))
         .responses(
             errors(ResponsesBuilder::new())
                 .response(
