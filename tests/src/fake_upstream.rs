@@ -16,6 +16,11 @@
 //! - Gemini: `POST /v1beta/models/{model}:generateContent`,
 //!   `POST /v1beta/models/{model}:streamGenerateContent[?alt=sse]`,
 //!   `GET /v1beta/models`, `GET /v1beta/models/{model}`
+//! - Embeddings: OpenAI `POST /v1/embeddings` and Gemini
+//!   `POST /v1beta/models/{model}:batchEmbedContents`, scripted by the same steps (a
+//!   [`Reply`] is rendered as one vector per input, see [`fake_embedding`]; OpenAI's
+//!   answer reports the reply's `prompt_tokens` as its usage, Gemini's reports none, as
+//!   the real API does)
 //!
 //! Usage accounting: [`Usage::prompt_tokens`] is the *total* number of input
 //! tokens, cached ones included (the OpenAI and Gemini convention). On the
@@ -602,6 +607,9 @@ enum Route {
         /// Gemini: `streamGenerateContent`.
         path_stream: bool,
     },
+    Embeddings {
+        format: Format,
+    },
     Models(Format),
     Model(Format, String),
     MethodNotAllowed(Format),
@@ -653,6 +661,12 @@ fn route(method: &Method, path: &str, headers: &HeaderMap) -> Route {
                 path_stream: false,
             },
         ),
+        "/v1/embeddings" => post(
+            Format::OpenAi,
+            Route::Embeddings {
+                format: Format::OpenAi,
+            },
+        ),
         "/v1/models" => {
             let format = header_format(headers);
             get(format, Route::Models(format))
@@ -680,6 +694,15 @@ fn route(method: &Method, path: &str, headers: &HeaderMap) -> Route {
 
 fn gemini_model_route(method: &Method, last: &str) -> Route {
     match last.rsplit_once(':') {
+        Some((model, "batchEmbedContents")) if !model.is_empty() => {
+            if method == Method::POST {
+                Route::Embeddings {
+                    format: Format::Gemini,
+                }
+            } else {
+                Route::MethodNotAllowed(Format::Gemini)
+            }
+        }
         Some((model, action)) if !model.is_empty() => {
             let path_stream = match action {
                 "generateContent" => false,
@@ -846,6 +869,20 @@ async fn handle(
             };
             completion_response(&request, resolve_delays(step).await).await
         }
+        Route::Embeddings { format } => {
+            let inputs = match embedding_inputs(format, &body) {
+                Ok(inputs) => inputs,
+                Err(message) => return error_response(format, 400, None, None, Some(&message)),
+            };
+            let step = {
+                let mut inner = shared.lock();
+                match inner.steps.pop_front() {
+                    Some(step) => step,
+                    None => Step::Reply(inner.default.clone()),
+                }
+            };
+            embeddings_response(format, &body, &inputs, resolve_delays(step).await).await
+        }
         Route::Models(format) => {
             let (step, ids) = {
                 let mut inner = shared.lock();
@@ -954,6 +991,145 @@ async fn completion_response(request: &Completion, step: Step) -> Response {
         Step::Reset => reset_connection(),
         // `resolve_delays` never returns a delay.
         Step::Delay { .. } => error_response(request.format, 500, None, None, None),
+    }
+}
+
+/// The length of each input of an embeddings request (characters of a text, or tokens
+/// of a token array), in order; an error in the provider's words for a bad body.
+fn embedding_inputs(format: Format, body: &Value) -> Result<Vec<usize>, String> {
+    let item_len = |item: &Value| match item {
+        Value::String(text) => Some(text.chars().count()),
+        Value::Array(tokens) if tokens.iter().all(Value::is_u64) => Some(tokens.len()),
+        _ => None,
+    };
+    match format {
+        Format::OpenAi => {
+            required_model(body)?;
+            let inputs = match body.get("input") {
+                Some(Value::String(text)) => vec![text.chars().count()],
+                Some(Value::Array(items)) if items.iter().all(Value::is_u64) => vec![items.len()],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(item_len)
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or("'input' must be a string, an array of strings or token arrays")?,
+                Some(_) => return Err("'input' is invalid".to_owned()),
+                None => return Err("'input' is required".to_owned()),
+            };
+            if inputs.is_empty() || inputs.contains(&0) {
+                return Err("'input' must not be empty".to_owned());
+            }
+            Ok(inputs)
+        }
+        _ => {
+            let requests = body
+                .get("requests")
+                .and_then(Value::as_array)
+                .ok_or("'requests' is required")?;
+            if requests.is_empty() || requests.len() > 100 {
+                return Err("at most 100 requests can be in one batch".to_owned());
+            }
+            requests
+                .iter()
+                .map(|r| {
+                    r["content"]["parts"][0]["text"]
+                        .as_str()
+                        .map(|t| t.chars().count())
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| "each request needs content.parts[0].text".to_owned())
+        }
+    }
+}
+
+/// The vector the fake answers for input `index` of `len` characters (or tokens) in
+/// `dimensions` numbers: `[index + 0.25, len, 0.125, 0.25, …]`, every value exact in
+/// `f32`, so that tests can check the float and base64 forms exactly.
+pub fn fake_embedding(index: usize, len: usize, dimensions: usize) -> Vec<f32> {
+    (0..dimensions.max(2))
+        .map(|j| match j {
+            0 => index as f32 + 0.25,
+            1 => len as f32,
+            _ => (j - 1) as f32 * 0.125,
+        })
+        .collect()
+}
+
+/// Default vector size of the fake's embeddings.
+pub const DEFAULT_EMBEDDING_DIMENSIONS: usize = 8;
+
+async fn embeddings_response(
+    format: Format,
+    body: &Value,
+    inputs: &[usize],
+    step: Step,
+) -> Response {
+    let dimensions = match format {
+        Format::Gemini => body["requests"][0]["outputDimensionality"].as_u64(),
+        _ => body["dimensions"].as_u64(),
+    }
+    .map_or(DEFAULT_EMBEDDING_DIMENSIONS, |d| d as usize);
+    let render = |reply: &Reply| {
+        let vectors = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, len)| fake_embedding(i, *len, dimensions));
+        match format {
+            Format::Gemini => json!({
+                "embeddings": vectors.map(|values| json!({"values": values})).collect::<Vec<_>>()
+            }),
+            _ => {
+                let base64 = body["encoding_format"] == "base64";
+                let data: Vec<Value> = vectors
+                    .enumerate()
+                    .map(|(index, values)| {
+                        let embedding = if base64 {
+                            use base64::Engine as _;
+                            let bytes: Vec<u8> =
+                                values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                            json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                        } else {
+                            json!(values)
+                        };
+                        json!({"object": "embedding", "index": index, "embedding": embedding})
+                    })
+                    .collect();
+                json!({
+                    "object": "list",
+                    "data": data,
+                    "model": body["model"],
+                    "usage": {
+                        "prompt_tokens": reply.usage.prompt_tokens,
+                        "total_tokens": reply.usage.prompt_tokens,
+                    },
+                })
+            }
+        }
+    };
+    match step {
+        Step::Reply(reply) => json_response(StatusCode::OK, &render(&reply)),
+        Step::SlowStream { reply, frame_delay } => {
+            tokio::time::sleep(frame_delay).await;
+            json_response(StatusCode::OK, &render(&reply))
+        }
+        Step::CutStream { reply, .. } => {
+            let full = render(&reply).to_string();
+            let half: String = full.chars().take(full.chars().count() / 2).collect();
+            streaming_response("application/json", vec![half], None, true)
+        }
+        Step::Status {
+            status,
+            body,
+            retry_after,
+        } => error_response(format, status, body, retry_after.as_deref(), None),
+        Step::Malformed => malformed_json_response(),
+        Step::Raw {
+            status,
+            content_type,
+            body,
+        } => raw_response(status, &content_type, body),
+        Step::Reset => reset_connection(),
+        Step::Delay { .. } => error_response(format, 500, None, None, None),
     }
 }
 

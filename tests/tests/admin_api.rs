@@ -1176,8 +1176,8 @@ async fn routing_rules_are_validated_and_audited() {
     let (_, list) = h
         .admin("GET", "/admin/routing-rules?power_level=precision", None)
         .await;
-    // The seed's precision rule plus ours.
-    assert_eq!(list["total"], 2);
+    // The seed's precision rules (one chat, two embedding) plus ours.
+    assert_eq!(list["total"], 4);
     let (_, list) = h
         .admin(
             "GET",

@@ -11,7 +11,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rust_decimal::Decimal;
 use switchboard_core::catalog::{
     ApiFormat, AuthType, Catalog, CatalogCache, CatalogError, CatalogSource, HealthStatus,
-    PowerLevel, Tier, load_catalog,
+    ModelType, PowerLevel, Tier, load_catalog,
 };
 use switchboard_tests::test_db::{TestDb, with_database};
 use tokio_postgres::NoTls;
@@ -56,8 +56,8 @@ async fn the_seed_loads_into_typed_rows_and_indexes() {
     let client = db.pool().get().await.unwrap();
     let catalog = load_catalog(&**client).await.unwrap();
     assert_eq!(catalog.providers().len(), 7);
-    assert_eq!(catalog.models().len(), 4);
-    assert_eq!(catalog.rules().len(), 3);
+    assert_eq!(catalog.models().len(), 6);
+    assert_eq!(catalog.rules().len(), 9);
 
     let anthropic = catalog.provider_by_slug("anthropic").unwrap();
     assert_eq!(anthropic.api_format, ApiFormat::Anthropic);
@@ -103,8 +103,13 @@ async fn the_seed_loads_into_typed_rows_and_indexes() {
         (PowerLevel::Balanced, "gpt-4-turbo"),
         (PowerLevel::Precision, "claude-3-5-sonnet-20241022"),
     ] {
-        let rules: Vec<_> = catalog.rules_for(level).collect();
+        // One chat rule per level (each level also has the two embedding rules).
+        let rules: Vec<_> = catalog
+            .rules_for(level)
+            .filter(|r| catalog.model(r.model_id).unwrap().model_type == ModelType::Chat)
+            .collect();
         assert_eq!(rules.len(), 1, "{level}");
+        assert_eq!(catalog.rules_for(level).count(), 3, "{level}");
         let rule = rules[0];
         assert_eq!(catalog.model(rule.model_id).unwrap().model_id, model_id);
         assert_eq!((rule.priority, rule.weight), (1, 100));
@@ -124,12 +129,14 @@ async fn the_seed_loads_into_typed_rows_and_indexes() {
     assert_eq!(
         listed(Tier::Free),
         vec![
+            "google/text-embedding-004",
             "openai/gpt-4-turbo",
             "openai/gpt-4o",
+            "openai/text-embedding-3-small",
             "openrouter/meta-llama/llama-3-70b-instruct"
         ]
     );
-    assert_eq!(listed(Tier::Starter).len(), 4);
+    assert_eq!(listed(Tier::Starter).len(), 6);
 }
 
 #[tokio::test]

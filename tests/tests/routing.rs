@@ -13,8 +13,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 use switchboard_core::catalog::{
-    AuthType, Catalog, HealthStatus, Model, PowerLevel, Provider, RoutingRule, TaskType, Tier,
-    load_catalog,
+    AuthType, Catalog, HealthStatus, Model, ModelType, PowerLevel, Provider, RoutingRule, TaskType,
+    Tier, load_catalog,
 };
 use switchboard_core::config::PowerLevelCeilings;
 use switchboard_core::http::ApiError;
@@ -52,6 +52,7 @@ fn request(tier: Tier, power_level: PowerLevel, model: &str) -> RoutingRequest {
         power_level,
         task_type: TaskType::Chat,
         model: model.into(),
+        model_type: ModelType::Chat,
         capabilities: RequiredCapabilities::default(),
         estimated_prompt_tokens: 100,
         requested_output_tokens: None,
@@ -424,7 +425,9 @@ async fn rules_match_power_level_tier_and_task_type_exactly() {
     let (filter, message) = removed_by(&catalog, &auto(Tier::Free, PowerLevel::Eco));
     assert_eq!(filter, RoutingFilter::RuleMatch);
     assert!(
-        message.contains("no active routing rule for power level eco, tier free, task type chat"),
+        message.contains(
+            "no active routing rule for chat models at power level eco, tier free, task type chat"
+        ),
         "{message}"
     );
 
@@ -660,6 +663,7 @@ async fn capabilities_need_both_model_and_provider_support() {
         function_calling: true,
         vision: true,
         json_mode: true,
+        token_input: false,
     };
     let (_, message) = removed_by(&catalog, &everything);
     assert!(
@@ -1547,6 +1551,7 @@ fn randomized_catalog(seed: &Catalog, rng: &mut StdRng, now: DateTime<Utc>) -> C
         let mut m = (**template).clone();
         m.id = 1000 + i as i32;
         m.model_id = format!("model-{i}");
+        m.model_type = ModelType::Chat;
         m.provider_id = pick(rng, &provider_ids);
         m.is_active = rng.random_bool(0.85);
         m.is_deprecated = false;
@@ -1604,6 +1609,7 @@ async fn random_catalogs_never_yield_a_filtered_out_candidate() {
             function_calling: rng.random_bool(0.2),
             vision: rng.random_bool(0.2),
             json_mode: rng.random_bool(0.2),
+            token_input: false,
         };
         req.estimated_prompt_tokens = rng.random_range(0..20_000);
         req.requested_output_tokens = rng.random_bool(0.5).then(|| rng.random_range(0..8_000));

@@ -107,9 +107,11 @@ async fn an_unknown_applied_migration_is_refused() {
 async fn seed_has_the_specified_catalog_and_is_idempotent() {
     let db = TestDb::new().await;
     let client = db.connect().await;
+    // Four chat models and two embedding models (0018); three chat rules and six
+    // embedding rules.
     assert_eq!(count(&client, "llm_providers").await, 7);
-    assert_eq!(count(&client, "llm_models").await, 4);
-    assert_eq!(count(&client, "llm_routing_rules").await, 3);
+    assert_eq!(count(&client, "llm_models").await, 6);
+    assert_eq!(count(&client, "llm_routing_rules").await, 9);
 
     let providers = client
         .query("SELECT provider_slug, api_format, auth_type, base_url FROM llm_providers ORDER BY provider_slug", &[])
@@ -185,7 +187,7 @@ async fn seed_has_the_specified_catalog_and_is_idempotent() {
     let rules = client
         .query(
             "SELECT r.power_level, m.model_name FROM llm_routing_rules r JOIN llm_models m ON m.id = r.model_id
-             ORDER BY r.power_level",
+             WHERE m.model_type = 'chat' ORDER BY r.power_level",
             &[],
         )
         .await
@@ -200,12 +202,50 @@ async fn seed_has_the_specified_catalog_and_is_idempotent() {
         ]
     );
 
-    // Running the seed's SQL again inserts nothing.
-    let seed = MIGRATIONS.iter().find(|m| m.name.contains("seed")).unwrap();
-    client.batch_execute(seed.sql).await.unwrap();
+    let embedding: Vec<(String, String, Decimal)> = client
+        .query(
+            "SELECT p.provider_slug, m.model_id, m.cost_per_1m_input_tokens FROM llm_models m
+             JOIN llm_providers p ON p.id = m.provider_id WHERE m.model_type = 'embedding' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        embedding,
+        vec![
+            (
+                "google".into(),
+                "text-embedding-004".into(),
+                Decimal::new(10, 2)
+            ),
+            (
+                "openai".into(),
+                "text-embedding-3-small".into(),
+                Decimal::new(2, 2)
+            ),
+        ]
+    );
+
+    // Running the seed's SQL again (the catalog's, and the embedding models' inserts)
+    // inserts nothing.
+    let sql = |name: &str| {
+        MIGRATIONS
+            .iter()
+            .find(|m| m.name.contains(name))
+            .unwrap()
+            .sql
+    };
+    client.batch_execute(sql("seed")).await.unwrap();
+    let embeddings = sql("embeddings");
+    let inserts = &embeddings[embeddings.find("INSERT INTO llm_models").unwrap()
+        ..embeddings.find("-- The three statements").unwrap()];
+    client.batch_execute(inserts).await.unwrap();
     assert_eq!(count(&client, "llm_providers").await, 7);
-    assert_eq!(count(&client, "llm_models").await, 4);
-    assert_eq!(count(&client, "llm_routing_rules").await, 3);
+    assert_eq!(count(&client, "llm_models").await, 6);
+    assert_eq!(count(&client, "llm_routing_rules").await, 9);
 }
 
 async fn expect_violation(client: &tokio_postgres::Client, sql: &str, state: &SqlState) {
@@ -388,5 +428,5 @@ async fn each_test_gets_its_own_database() {
         .await
         .unwrap();
     assert_eq!(count(&a.connect().await, "llm_routing_rules").await, 0);
-    assert_eq!(count(&b.connect().await, "llm_routing_rules").await, 3);
+    assert_eq!(count(&b.connect().await, "llm_routing_rules").await, 9);
 }

@@ -1,20 +1,23 @@
-//! The chat function: `POST /v1/chat/completions` (a thin door over `switchboard_core::chat`,
-//! which routes, admits, calls, falls back and settles), `GET /v1/models` (filtered by the
-//! caller's tier) and `GET /v1/account`.
+//! The chat function: `POST /v1/chat/completions`, `POST /v1/messages` and
+//! `POST /v1/embeddings` (thin doors over `switchboard_core::chat`, which routes, admits,
+//! calls, falls back and settles), `GET /v1/models` (filtered by the caller's tier, in
+//! OpenAI's or Anthropic's list shape) and `GET /v1/account`.
 
+mod embeddings;
 mod messages;
 mod messages_sse;
 mod openapi;
 mod sse;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 use switchboard_core::auth::Caller;
-use switchboard_core::chat::{self, ChatAnswer, ChatInput, RequestOptions, Routed};
+use switchboard_core::catalog::ModelType;
+use switchboard_core::chat::{self, ChatAnswer, ChatInput, RequestOptions, Route, Routed};
 use switchboard_core::http::{ApiError, AppJson, RequestId, finish_router};
 use switchboard_core::ledger;
 use switchboard_core::providers::ChatRequest;
@@ -26,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/messages", post(messages::messages))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(list_models))
         .route("/v1/account", get(account))
         .with_state(state)
@@ -66,6 +70,7 @@ async fn chat_completions(
         request,
         request_id,
         options,
+        route: Route::ChatCompletions,
     };
     Ok(match chat::run(&state, input).await? {
         ChatAnswer::Complete(completed) => {
@@ -95,30 +100,104 @@ fn routed_headers(response: &mut Response, routed: &Routed) {
     }
 }
 
-/// OpenAI's model list, only what the caller's tier may use: each `model_id` once, and
-/// each offer also as `provider_slug/model_id` (to pin a provider).
+/// The model list, only what the caller's tier may use. OpenAI's shape by default: each
+/// `model_id` once and each offer also as `provider_slug/model_id` (to pin a provider),
+/// with its `model_type` (`chat` or `embedding`). With an `anthropic-version` header,
+/// Anthropic's shape ([`anthropic_models`]).
 async fn list_models(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+    headers: HeaderMap,
+    Query(page): Query<AnthropicPage>,
+) -> Result<Response, ApiError> {
     let catalog = state
         .catalog
         .get(&state.pool)
         .await
         .map_err(ApiError::internal)?;
     let mut seen = std::collections::HashSet::new();
-    let mut data = Vec::new();
+    let mut models = Vec::new();
     for (model, provider) in catalog.models_for_tier(caller.tier) {
-        let created = model.created_at.timestamp();
-        if seen.insert(model.model_id.clone()) {
-            data.push(json!({"id": model.model_id, "object": "model", "created": created, "owned_by": provider.provider_slug}));
-        }
         let pinned = format!("{}/{}", provider.provider_slug, model.model_id);
-        if seen.insert(pinned.clone()) {
-            data.push(json!({"id": pinned, "object": "model", "created": created, "owned_by": provider.provider_slug}));
+        for id in [model.model_id.clone(), pinned] {
+            if seen.insert(id.clone()) {
+                models.push((id, model, provider));
+            }
         }
     }
-    Ok(Json(json!({"object": "list", "data": data})))
+    if headers.contains_key("anthropic-version") {
+        let chat_models = models
+            .iter()
+            .filter(|(_, model, _)| model.model_type == ModelType::Chat)
+            .map(|(id, model, _)| {
+                json!({
+                    "type": "model",
+                    "id": id,
+                    "display_name": model.display_name.as_deref().unwrap_or(&model.model_name),
+                    "created_at": model.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                })
+            })
+            .collect();
+        return Ok(Json(anthropic_models(chat_models, &page)?).into_response());
+    }
+    let data: Vec<Value> = models
+        .iter()
+        .map(|(id, model, provider)| {
+            json!({
+                "id": id,
+                "object": "model",
+                "created": model.created_at.timestamp(),
+                "owned_by": provider.provider_slug,
+                "model_type": model.model_type,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+/// Anthropic's list paging: `limit` (1–1000, default 20), `after_id`, `before_id`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct AnthropicPage {
+    limit: Option<usize>,
+    after_id: Option<String>,
+    before_id: Option<String>,
+}
+
+/// Anthropic's list shape: `{data, has_more, first_id, last_id}`, chat models only (the
+/// Messages API cannot call an embedding model).
+fn anthropic_models(all: Vec<Value>, page: &AnthropicPage) -> Result<Value, ApiError> {
+    let limit = page.limit.unwrap_or(20);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid_param(
+            "limit",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let position = |id: &str, param: &'static str| {
+        all.iter()
+            .position(|m| m["id"] == id)
+            .ok_or_else(|| ApiError::invalid_param(param, format!("unknown {param}")))
+    };
+    let (start, end) = match (&page.after_id, &page.before_id) {
+        (Some(after), _) => (position(after, "after_id")? + 1, all.len()),
+        (None, Some(before)) => {
+            let end = position(before, "before_id")?;
+            (end.saturating_sub(limit), end)
+        }
+        (None, None) => (0, all.len()),
+    };
+    let data: Vec<Value> = all[start..end].iter().take(limit).cloned().collect();
+    let has_more = if page.before_id.is_some() && page.after_id.is_none() {
+        start > 0
+    } else {
+        start + data.len() < end
+    };
+    Ok(json!({
+        "data": data,
+        "has_more": has_more,
+        "first_id": data.first().map(|m| m["id"].clone()),
+        "last_id": data.last().map(|m| m["id"].clone()),
+    }))
 }
 
 async fn account(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {

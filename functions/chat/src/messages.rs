@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{Map, Value, json};
 use switchboard_core::auth::Caller;
-use switchboard_core::chat::{self, ChatAnswer, ChatInput, RequestOptions};
+use switchboard_core::chat::{self, ChatAnswer, ChatInput, RequestOptions, Route};
 use switchboard_core::http::{ApiError, RequestId};
 use switchboard_core::providers::{ChatRequest, Usage};
 use switchboard_core::state::AppState;
@@ -131,6 +131,7 @@ fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
     let max_tokens = object
         .get("max_tokens")
         .and_then(Value::as_u64)
+        .filter(|n| *n >= 1)
         .ok_or_else(|| invalid("max_tokens", "max_tokens (a positive integer) is required"))?;
     let mut messages = Vec::new();
     match object.get("system") {
@@ -304,10 +305,13 @@ pub async fn messages(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    lambda: Option<Extension<lambda_http::Context>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match run(state, caller, request_id, headers, body).await {
+    let deadline =
+        lambda.and_then(|Extension(context)| chat::invocation_deadline(context.deadline));
+    match run(state, caller, request_id, deadline, headers, body).await {
         Ok(response) => response,
         Err(error) => anthropic_error(error),
     }
@@ -317,6 +321,7 @@ async fn run(
     state: AppState,
     caller: Result<Caller, ApiError>,
     request_id: String,
+    deadline: Option<std::time::SystemTime>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -324,12 +329,14 @@ async fn run(
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
     let request = to_chat_request(&body)?;
-    let options = RequestOptions::from_headers(&headers)?;
+    let mut options = RequestOptions::from_headers(&headers)?;
+    options.invocation_deadline = deadline;
     let input = ChatInput {
         caller,
         request,
         request_id,
         options,
+        route: Route::Messages,
     };
     match chat::run(&state, input).await? {
         ChatAnswer::Complete(completed) => {

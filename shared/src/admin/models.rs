@@ -16,7 +16,7 @@ use super::input::{
 use super::page::{Page, Paged, fetch};
 use super::providers::{vocab, vocab_opt};
 use super::{Actor, AdminError, audit_json};
-use crate::catalog::{PowerLevel, Tier};
+use crate::catalog::{ModelType, PowerLevel, Tier};
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ModelView {
@@ -31,6 +31,9 @@ pub struct ModelView {
     pub context_window: i32,
     /// Maximum output tokens.
     pub max_tokens: Option<i32>,
+    /// `chat` (default) or `embedding`: which routes may pick the model.
+    #[schema(schema_with = super::schema::model_type)]
+    pub model_type: ModelType,
     pub supports_streaming: bool,
     pub supports_function_calling: bool,
     pub supports_vision: bool,
@@ -85,6 +88,10 @@ pub struct NewModel {
     pub context_window: i32,
     #[serde(default)]
     pub max_tokens: Option<i32>,
+    /// Default `chat`.
+    #[serde(default)]
+    #[schema(schema_with = super::schema::model_type_nullable)]
+    pub model_type: Option<ModelType>,
     /// Default true.
     #[serde(default)]
     pub supports_streaming: Option<bool>,
@@ -149,6 +156,9 @@ pub struct ModelPatch {
     #[schema(value_type = Option<i32>)]
     pub max_tokens: Option<Option<i32>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::schema::model_type)]
+    pub model_type: Option<ModelType>,
+    #[serde(default, deserialize_with = "present")]
     pub supports_streaming: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     pub supports_function_calling: Option<bool>,
@@ -202,6 +212,8 @@ pub struct ModelFilter {
     #[param(schema_with = super::schema::power_level)]
     pub power_level: Option<PowerLevel>,
     pub is_active: Option<bool>,
+    #[param(schema_with = super::schema::model_type)]
+    pub model_type: Option<ModelType>,
     /// Page size, 1-500 (default 50).
     pub limit: Option<i64>,
     /// Items to skip (default 0).
@@ -216,6 +228,7 @@ struct ModelFields {
     display_name: Option<String>,
     context_window: i32,
     max_tokens: Option<i32>,
+    model_type: ModelType,
     supports_streaming: bool,
     supports_function_calling: bool,
     supports_vision: bool,
@@ -243,6 +256,7 @@ impl ModelFields {
             display_name: view.display_name.clone(),
             context_window: view.context_window,
             max_tokens: view.max_tokens,
+            model_type: view.model_type,
             supports_streaming: view.supports_streaming,
             supports_function_calling: view.supports_function_calling,
             supports_vision: view.supports_vision,
@@ -307,7 +321,7 @@ const SELECT: &str = "SELECT m.id, m.provider_id, p.provider_slug, m.model_id, m
     m.cost_per_1m_tokens_cached, m.power_level, m.power_level_priority, m.is_active, m.is_deprecated, \
     m.deprecation_date, m.replacement_model_id, m.min_tier_required, m.avg_latency_ms, \
     m.avg_tokens_per_second, m.created_at, m.updated_at, m.cost_per_1m_cache_write_tokens, \
-    m.cost_per_1m_cache_write_1h_tokens \
+    m.cost_per_1m_cache_write_1h_tokens, m.model_type \
     FROM llm_models m JOIN llm_providers p ON p.id = m.provider_id";
 
 fn view_of(row: &Row) -> Result<ModelView, AdminError> {
@@ -320,6 +334,7 @@ fn view_of(row: &Row) -> Result<ModelView, AdminError> {
         display_name: row.try_get(5)?,
         context_window: row.try_get(6)?,
         max_tokens: row.try_get(7)?,
+        model_type: vocab(row, 28)?,
         supports_streaming: row.try_get(8)?,
         supports_function_calling: row.try_get(9)?,
         supports_vision: row.try_get(10)?,
@@ -354,7 +369,8 @@ pub async fn list(
     let page = Page::new(filter.limit, filter.offset)?;
     let power_level = filter.power_level.map(PowerLevel::as_str);
     let condition = "($1::integer IS NULL OR m.provider_id = $1) AND ($2::text IS NULL OR m.model_id = $2) \
-        AND ($3::text IS NULL OR m.power_level = $3) AND ($4::boolean IS NULL OR m.is_active = $4)";
+        AND ($3::text IS NULL OR m.power_level = $3) AND ($4::boolean IS NULL OR m.is_active = $4) \
+        AND ($5::text IS NULL OR m.model_type = $5)";
     let (rows, total) = fetch(
         client,
         &format!("{SELECT} WHERE {condition} ORDER BY m.id"),
@@ -364,6 +380,7 @@ pub async fn list(
             &filter.model_id,
             &power_level,
             &filter.is_active,
+            &filter.model_type.map(ModelType::as_str),
         ],
         page,
     )
@@ -419,6 +436,7 @@ pub async fn create(
         display_name: input.display_name,
         context_window: input.context_window,
         max_tokens: input.max_tokens,
+        model_type: input.model_type.unwrap_or_default(),
         supports_streaming: input.supports_streaming.unwrap_or(true),
         supports_function_calling: input.supports_function_calling.unwrap_or(false),
         supports_vision: input.supports_vision.unwrap_or(false),
@@ -445,9 +463,10 @@ pub async fn create(
              max_tokens, supports_streaming, supports_function_calling, supports_vision, supports_json_mode, \
              cost_per_1m_input_tokens, cost_per_1m_output_tokens, cost_per_1m_tokens_cached, power_level, \
              power_level_priority, is_active, is_deprecated, deprecation_date, replacement_model_id, \
-             min_tier_required, cost_per_1m_cache_write_tokens, cost_per_1m_cache_write_1h_tokens) \
+             min_tier_required, cost_per_1m_cache_write_tokens, cost_per_1m_cache_write_1h_tokens, \
+             model_type) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-             $21, $22) \
+             $21, $22, $23) \
              RETURNING id",
             &[
                 &fields.provider_id,
@@ -472,6 +491,7 @@ pub async fn create(
                 &fields.min_tier_required.as_str(),
                 &fields.cost_cache_write,
                 &fields.cost_cache_write_1h,
+                &fields.model_type.as_str(),
             ],
         )
         .await?;
@@ -522,6 +542,9 @@ pub async fn update(
     }
     if let Some(v) = patch.max_tokens {
         new.max_tokens = v;
+    }
+    if let Some(v) = patch.model_type {
+        new.model_type = v;
     }
     if let Some(v) = patch.supports_streaming {
         new.supports_streaming = v;
@@ -583,7 +606,7 @@ pub async fn update(
          cost_per_1m_output_tokens = $13, cost_per_1m_tokens_cached = $14, power_level = $15, \
          power_level_priority = $16, is_active = $17, is_deprecated = $18, deprecation_date = $19, \
          replacement_model_id = $20, min_tier_required = $21, cost_per_1m_cache_write_tokens = $22, \
-         cost_per_1m_cache_write_1h_tokens = $23 WHERE id = $1",
+         cost_per_1m_cache_write_1h_tokens = $23, model_type = $24 WHERE id = $1",
         &[
             &id,
             &new.provider_id,
@@ -608,6 +631,7 @@ pub async fn update(
             &new.min_tier_required.as_str(),
             &new.cost_cache_write,
             &new.cost_cache_write_1h,
+            &new.model_type.as_str(),
         ],
     )
     .await?;

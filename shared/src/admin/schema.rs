@@ -4,7 +4,7 @@
 
 use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 
-use crate::catalog::{ApiFormat, AuthType, HealthStatus, PowerLevel, TaskType, Tier};
+use crate::catalog::{ApiFormat, AuthType, HealthStatus, ModelType, PowerLevel, TaskType, Tier};
 
 fn vocabulary(values: Vec<&'static str>, nullable: bool, description: &str) -> Object {
     let schema_type: SchemaType = if nullable {
@@ -40,6 +40,7 @@ macro_rules! vocabulary_schemas {
 vocabulary_schemas! {
     tier, tier_nullable, Tier, "User tier (ordered free < starter < professional < enterprise).";
     power_level, power_level_nullable, PowerLevel, "Power level.";
+    model_type, model_type_nullable, ModelType, "What the model does: chat routes pick `chat` models, /v1/embeddings `embedding` models.";
     task_type, task_type_nullable, TaskType, "Task type.";
     api_format, api_format_nullable, ApiFormat, "Wire format the provider speaks.";
     auth_type, auth_type_nullable, AuthType, "How the provider key is sent (always a header).";

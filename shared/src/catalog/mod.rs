@@ -18,4 +18,6 @@ pub const DEFAULT_OUTPUT_TOKENS: u32 = 4096;
 pub use queries::{CatalogError, load_catalog};
 pub use snapshot::Catalog;
 pub use tables::{Model, Provider, RoutingRule};
-pub use types::{ApiFormat, AuthType, HealthStatus, PowerLevel, TaskType, Tier, UnknownValue};
+pub use types::{
+    ApiFormat, AuthType, HealthStatus, ModelType, PowerLevel, TaskType, Tier, UnknownValue,
+};

@@ -40,7 +40,7 @@ const MODELS_SQL: &str = "SELECT id, provider_id, model_name, model_id, display_
      cost_per_1m_tokens_cached, power_level, power_level_priority, is_active, is_deprecated, \
      deprecation_date, replacement_model_id, min_tier_required, avg_latency_ms, \
      avg_tokens_per_second, created_at, updated_at, cost_per_1m_cache_write_tokens, \
-     cost_per_1m_cache_write_1h_tokens \
+     cost_per_1m_cache_write_1h_tokens, model_type \
      FROM llm_models ORDER BY id";
 
 const RULES_SQL: &str = "SELECT id, model_id, power_level, user_tier, task_type, priority, weight, \
@@ -131,6 +131,7 @@ fn model_from_row(row: &Row) -> Result<Model, CatalogError> {
         display_name: row.try_get("display_name")?,
         max_tokens: row.try_get("max_tokens")?,
         context_window: row.try_get("context_window")?,
+        model_type: parse(TABLE, id, row.try_get("model_type")?)?,
         supports_streaming: row.try_get("supports_streaming")?,
         supports_function_calling: row.try_get("supports_function_calling")?,
         supports_vision: row.try_get("supports_vision")?,

@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
-use super::types::{ApiFormat, AuthType, HealthStatus, PowerLevel, TaskType, Tier};
+use super::types::{ApiFormat, AuthType, HealthStatus, ModelType, PowerLevel, TaskType, Tier};
 
 /// A row of `llm_providers`: where and how to call an upstream, and its health.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +62,8 @@ pub struct Model {
     /// Maximum output tokens; `None` = not limited beyond the context window.
     pub max_tokens: Option<i32>,
     pub context_window: i32,
+    /// `chat` or `embedding`: which routes may pick this model.
+    pub model_type: ModelType,
     pub supports_streaming: bool,
     pub supports_function_calling: bool,
     pub supports_vision: bool,

@@ -84,6 +84,15 @@ vocabulary!(
 );
 
 vocabulary!(
+    /// What a model does: chat routes (`/v1/chat/completions`, `/v1/messages`) pick only
+    /// `chat` models, `/v1/embeddings` only `embedding` models.
+    ModelType, "model type", {
+        Chat => "chat",
+        Embedding => "embedding",
+    }
+);
+
+vocabulary!(
     /// The wire format a provider speaks.
     ApiFormat, "api format", {
         OpenAi => "openai",
@@ -116,6 +125,14 @@ vocabulary!(
 impl Default for PowerLevel {
     fn default() -> Self {
         PowerLevel::Balanced
+    }
+}
+
+// The vocabulary macro owns the derive list, so `#[derive(Default)]` is not available.
+#[allow(clippy::derivable_impls)]
+impl Default for ModelType {
+    fn default() -> Self {
+        ModelType::Chat
     }
 }
 

@@ -5,50 +5,40 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use serde_json::Value;
 
-use super::ChatInput;
+use super::RequestOptions;
 use super::attempt::Run;
 use super::lambda_margin;
 use super::settle::{AdmissionItem, Hold};
+use super::work::{Route, Work};
 use crate::admission::{self, AdmissionError, ProviderLimit};
+use crate::auth::Caller;
 use crate::http::ApiError;
 use crate::ledger;
-use crate::providers::ChatRequest;
 use crate::routing::{Candidate, RoutingContext, RoutingRequest, plan_candidates};
 use crate::state::AppState;
-use crate::tokens;
 
-/// The prompt's estimated tokens (the hold's input side, and `count_tokens`). The tokenizer
-/// follows the requested model's family; `auto` (or any non-OpenAI model) gets the
-/// conservative heuristic. Tool definitions count too.
-pub fn estimate_prompt_tokens(request: &ChatRequest) -> u32 {
-    let messages: Vec<Value> = request
-        .messages
-        .iter()
-        .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
-        .collect();
-    let mut prompt_tokens = tokens::estimate_prompt_tokens(&request.model, &messages);
-    if let Some(tools) = &request.tools
-        && let Ok(json) = serde_json::to_string(tools)
-    {
-        prompt_tokens =
-            prompt_tokens.saturating_add(tokens::estimate_text_tokens(&request.model, &json));
-    }
-    prompt_tokens
+/// What an entry point hands to [`plan`].
+pub(super) struct Input {
+    pub caller: Caller,
+    pub work: Work,
+    pub request_id: String,
+    pub options: RequestOptions,
+    pub route: Route,
 }
 
 /// Estimates the prompt, builds the candidate plan and the run's deadlines.
 pub(super) async fn plan(
     state: &AppState,
-    input: ChatInput,
+    input: Input,
     started: Instant,
 ) -> Result<Run, ApiError> {
-    let ChatInput {
+    let Input {
         caller,
-        request,
+        work,
         request_id,
         options,
+        route,
     } = input;
     let power_level = options
         .power_level
@@ -62,7 +52,7 @@ pub(super) async fn plan(
         .await
         .map_err(ApiError::internal)?;
 
-    let prompt_tokens = estimate_prompt_tokens(&request);
+    let prompt_tokens = work.estimate_prompt_tokens();
 
     let mut system_key_slugs = HashSet::new();
     for provider in catalog.providers() {
@@ -76,10 +66,11 @@ pub(super) async fn plan(
         tier: caller.tier,
         power_level,
         task_type,
-        model: request.model.clone(),
-        capabilities: request.required_capabilities(),
+        model: work.model().to_string(),
+        model_type: work.model_type(),
+        capabilities: work.required_capabilities(),
         estimated_prompt_tokens: prompt_tokens,
-        requested_output_tokens: request.requested_output_tokens(),
+        requested_output_tokens: work.requested_output_tokens(),
         byok_providers: caller.byok_provider_ids.iter().copied().collect(),
     };
     let context = RoutingContext {
@@ -90,7 +81,7 @@ pub(super) async fn plan(
     let plan = plan_candidates(&catalog, &routing_request, &context, &mut rand::rng())?;
     let mut candidates: Vec<Candidate> = plan.candidates;
     // Fields the ledger cannot price may go out only on the user's own key.
-    if let Some(field) = request.price_raising_fields().first().copied() {
+    if let Some(field) = work.price_raising_fields().first().copied() {
         candidates.retain(|c| c.byok);
         if candidates.is_empty() {
             return Err(ApiError::invalid_param(
@@ -115,7 +106,8 @@ pub(super) async fn plan(
     Ok(Run {
         state: state.clone(),
         caller,
-        request,
+        work,
+        route,
         request_id,
         ledger_id: uuid::Uuid::new_v4().to_string(),
         power_level,
@@ -137,7 +129,7 @@ impl Run {
     /// then the hold for the worst case of the candidates that may be tried. A provider at
     /// its limit gives way to the next candidate (one more round trip, only then).
     pub(super) async fn admit(&mut self) -> Result<Hold, ApiError> {
-        let requested_output = self.request.requested_output_tokens();
+        let requested_output = self.work.requested_output_tokens();
         let key_rpm = self
             .caller
             .rpm_limit
@@ -194,7 +186,7 @@ impl Run {
     /// The hold (ledger.md): the worst case over the candidates that may be tried — the
     /// provider cost for platform-key candidates, the platform fee for BYOK ones.
     fn hold_amount(&self, requested_output: Option<u32>) -> Decimal {
-        let may_write_cache = self.request.has_cache_control();
+        let may_write_cache = self.work.has_cache_control();
         let offers = self.candidates.iter().map(|c| ledger::HoldOffer {
             prices: ledger::TokenPrices::of(&c.model),
             max_output_tokens: u64::from(c.output_token_limit(requested_output)),
@@ -219,7 +211,7 @@ impl Run {
         let limit = provider_limit(
             candidate,
             self.prompt_tokens,
-            self.request.requested_output_tokens(),
+            self.work.requested_output_tokens(),
         );
         match self.state.pool.get().await {
             Ok(client) => match admission::take_provider_slot(&**client, &limit).await {

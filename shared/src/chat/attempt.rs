@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::Routed;
 use super::settle::{CaptureItem, Hold, Settled};
+use super::work::{Route, Work};
 use crate::auth::Caller;
 use crate::breaker;
 use crate::catalog::{AuthType, PowerLevel, TaskType};
@@ -17,7 +18,7 @@ use crate::db::DbError;
 use crate::http::ApiError;
 use crate::keys::byok::{self, ByokUse};
 use crate::ledger::{self, CaptureKind, TokenBuckets, TokenPrices, UsageLogRow};
-use crate::providers::{ChatRequest, ProviderError, UpstreamTarget, Usage};
+use crate::providers::{ProviderError, UpstreamTarget, Usage};
 use crate::routing::Candidate;
 use crate::state::AppState;
 
@@ -25,7 +26,8 @@ use crate::state::AppState;
 pub(super) struct Run {
     pub state: AppState,
     pub caller: Caller,
-    pub request: ChatRequest,
+    pub work: Work,
+    pub route: Route,
     pub request_id: String,
     /// The ledger's own id for the hold, the capture and the billing event: unique per
     /// request even when a client reuses an `x-request-id`.
@@ -211,7 +213,8 @@ impl Run {
             power_level: Some(self.power_level.to_string()),
             task_type: Some(self.task_type.to_string()),
             used_byok: candidate.byok,
-            stream: self.request.is_stream(),
+            stream: self.work.is_stream(),
+            route: Some(self.route.path().to_string()),
             latency_ms: Some(i32::try_from(latency.as_millis()).unwrap_or(i32::MAX)),
             status_code: status_code.map(i32::from),
             was_fallback: attempt > 1,

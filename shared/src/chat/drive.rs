@@ -10,14 +10,18 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::attempt::{Failure, Health, Run, Success, describe};
 use super::settle::{Hold, SETTLE_BUDGET};
-use super::{ChatAnswer, ChatStream, Completed, Routed, StreamEnd, StreamItem};
+use super::work::Work;
+use super::{
+    Answered, ChatAnswer, ChatStream, Completed, EmbeddingsAnswer, Routed, StreamEnd, StreamItem,
+};
 use crate::http::ApiError;
 use crate::providers::{
-    ChatCompletionChunk, ChunkStream, Completion, ProviderError, StreamEvent, TimeoutPhase,
+    ChatCompletionChunk, ChatRequest, ChunkStream, Completion, Embedded, EmbeddingUsage,
+    ProviderError, StreamEvent, TimeoutPhase,
 };
 use crate::routing::Candidate;
 
-type Reply = oneshot::Sender<Result<ChatAnswer, ApiError>>;
+type Reply = oneshot::Sender<Result<Answered, ApiError>>;
 
 /// Chunks a stream may have waiting for a slow client before the run waits for it.
 const STREAM_BUFFER: usize = 64;
@@ -26,9 +30,15 @@ const CLIENT_GONE: &str = "the client disconnected before the answer was deliver
 
 /// What a successful attempt returned.
 enum Answer {
-    Complete(Completion),
+    Buffered(Buffered),
     /// A stream that produced its first content (or ended cleanly before any).
     Stream(Opened),
+}
+
+/// A whole answer, read at once.
+enum Buffered {
+    Chat(Completion),
+    Embeddings(Embedded),
 }
 
 /// A stream read up to its first content chunk.
@@ -81,34 +91,24 @@ pub(super) async fn drive(mut run: Run, reply: Reply) {
             }
         };
         let started = Instant::now();
-        let outcome = if run.request.is_stream() {
-            open_stream(&run, &target, remaining).await
-        } else {
-            match tokio::time::timeout(
-                remaining,
-                run.state.providers.complete(&target, &run.request),
-            )
-            .await
-            {
-                Err(_) => Err(Failure::deadline(TimeoutPhase::Attempt)),
-                Ok(Ok(completion)) => Ok(Answer::Complete(completion)),
-                Ok(Err(error)) => Err(Failure::upstream(error)),
+        let providers = &run.state.providers;
+        let outcome = match &run.work {
+            Work::Chat(request) if request.is_stream() => {
+                open_stream(&run, request, &target, remaining).await
             }
+            Work::Chat(request) => within(remaining, providers.complete(&target, request))
+                .await
+                .map(|c| Answer::Buffered(Buffered::Chat(c))),
+            Work::Embed(request) => within(remaining, providers.embed(&target, request))
+                .await
+                .map(|e| Answer::Buffered(Buffered::Embeddings(e))),
         };
         drop(target);
         match outcome {
-            Ok(Answer::Complete(completion)) => {
+            Ok(Answer::Buffered(answer)) => {
                 let latency = started.elapsed();
-                return answer_complete(
-                    run,
-                    hold,
-                    candidate,
-                    user_key_id,
-                    latency,
-                    completion,
-                    reply,
-                )
-                .await;
+                return answer_buffered(run, hold, candidate, user_key_id, latency, answer, reply)
+                    .await;
             }
             Ok(Answer::Stream(opened)) => {
                 return answer_stream(run, hold, candidate, user_key_id, started, opened, reply)
@@ -135,18 +135,29 @@ pub(super) async fn drive(mut run: Run, reply: Reply) {
     let _ = reply.send(Err(run.exhausted_error(last_error, deadline_passed)));
 }
 
+/// One buffered call within `remaining`: past it, the gateway's own deadline.
+async fn within<T>(
+    remaining: Duration,
+    call: impl std::future::Future<Output = Result<T, ProviderError>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(remaining, call).await {
+        Err(_) => Err(Failure::deadline(TimeoutPhase::Attempt)),
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(Failure::upstream(error)),
+    }
+}
+
 /// Opens a stream and reads it up to its first content chunk, within `remaining`. An error
 /// before any content is a failed attempt: the run may fall back.
 async fn open_stream(
     run: &Run,
+    request: &ChatRequest,
     target: &crate::providers::UpstreamTarget,
     remaining: Duration,
 ) -> Result<Answer, Failure> {
     let deadline = Instant::now() + remaining;
     let mut chunks =
-        match tokio::time::timeout(remaining, run.state.providers.stream(target, &run.request))
-            .await
-        {
+        match tokio::time::timeout(remaining, run.state.providers.stream(target, request)).await {
             Err(_) => return Err(Failure::deadline(TimeoutPhase::FirstByte)),
             Ok(Err(error)) => return Err(Failure::upstream(error)),
             Ok(Ok(chunks)) => chunks,
@@ -190,16 +201,20 @@ async fn open_stream(
     }
 }
 
-async fn answer_complete(
+async fn answer_buffered(
     mut run: Run,
     hold: Hold,
     candidate: &Candidate,
     user_key_id: Option<i32>,
     latency: Duration,
-    completion: Completion,
+    answer: Buffered,
     reply: Reply,
 ) {
-    let settlement = run.price(candidate, &completion.usage);
+    let usage = match &answer {
+        Buffered::Chat(completion) => completion.usage,
+        Buffered::Embeddings(embedded) => embedded.usage,
+    };
+    let settlement = run.price(candidate, &usage);
     let note = reply.is_closed().then_some(CLIENT_GONE);
     let settled = run
         .settle_success(
@@ -214,15 +229,34 @@ async fn answer_complete(
             },
         )
         .await;
-    let mut response = completion.response;
-    response.usage = Some(settlement.usage.to_openai());
     let metadata = run.metadata(candidate, &settlement, &settled);
-    let _ = reply.send(Ok(ChatAnswer::Complete(Box::new(Completed {
-        routed: Routed::of(candidate),
-        response,
-        metadata,
-        usage: settlement.usage,
-    }))));
+    let routed = Routed::of(candidate);
+    let answered = match answer {
+        Buffered::Chat(completion) => {
+            let mut response = completion.response;
+            response.usage = Some(settlement.usage.to_openai());
+            Answered::Chat(ChatAnswer::Complete(Box::new(Completed {
+                routed,
+                response,
+                metadata,
+                usage: settlement.usage,
+            })))
+        }
+        Buffered::Embeddings(embedded) => {
+            let mut response = embedded.response;
+            let billed = settlement.usage.input_tokens();
+            response.usage = EmbeddingUsage {
+                prompt_tokens: billed,
+                total_tokens: billed,
+            };
+            Answered::Embeddings(Box::new(EmbeddingsAnswer {
+                routed,
+                response,
+                metadata,
+            }))
+        }
+    };
+    let _ = reply.send(Ok(answered));
 }
 
 /// Why a committed stream stopped before the upstream's end.
@@ -255,7 +289,7 @@ async fn answer_stream(
     } = opened;
     let deadline = tokio::time::Instant::from_std(run.stream_end);
     let mut stop = reply
-        .send(Ok(ChatAnswer::Stream(stream)))
+        .send(Ok(Answered::Chat(ChatAnswer::Stream(stream))))
         .is_err()
         .then_some(Stop::ClientGone);
     while stop.is_none() {

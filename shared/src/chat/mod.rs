@@ -1,6 +1,6 @@
-//! One chat request's run (design README, steps 3–8), shared by every entry point that
-//! spends credits on a model call (chat completions today; the Anthropic Messages API and
-//! embeddings next): plan the candidates, admit (rate limits + hold, one round trip), try
+//! One request's run (design README, steps 3–8), shared by every entry point that spends
+//! credits on a model call (chat completions, the Anthropic Messages API, embeddings; see
+//! [`work`]): plan the candidates, admit (rate limits + hold, one round trip), try
 //! candidates in order within one deadline, and settle — capture with one usage row per
 //! attempt, or release.
 //!
@@ -27,6 +27,7 @@ mod admit;
 mod attempt;
 mod drive;
 mod settle;
+mod work;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,13 +35,15 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-pub use admit::estimate_prompt_tokens;
 pub use settle::{LedgerQueues, Settled};
+pub use work::{Route, estimate_prompt_tokens};
 
 use crate::auth::Caller;
 use crate::catalog::{PowerLevel, TaskType, UnknownValue};
 use crate::http::ApiError;
-use crate::providers::{ChatCompletion, ChatCompletionChunk, ChatRequest, Usage};
+use crate::providers::{
+    ChatCompletion, ChatCompletionChunk, ChatRequest, EmbeddingList, EmbeddingRequest, Usage,
+};
 use crate::state::AppState;
 
 /// A run in Lambda ends this long before the invocation deadline, so that its
@@ -64,11 +67,21 @@ pub fn invocation_deadline(deadline_ms: u64) -> Option<SystemTime> {
     (deadline > SystemTime::now()).then_some(deadline)
 }
 
-/// What a door extracted from one request.
+/// What a door extracted from one chat request.
 pub struct ChatInput {
     pub caller: Caller,
     pub request: ChatRequest,
     /// The `x-request-id`: usage rows and `_metadata` carry it.
+    pub request_id: String,
+    pub options: RequestOptions,
+    /// `/v1/chat/completions` or `/v1/messages`, recorded on the usage rows.
+    pub route: Route,
+}
+
+/// What the embeddings door extracted from one request.
+pub struct EmbedInput {
+    pub caller: Caller,
+    pub request: EmbeddingRequest,
     pub request_id: String,
     pub options: RequestOptions,
 }
@@ -142,6 +155,21 @@ pub struct Completed {
     pub usage: Usage,
 }
 
+/// An embeddings answer, settled.
+pub struct EmbeddingsAnswer {
+    pub routed: Routed,
+    /// OpenAI's shape, its `usage` the billed input tokens.
+    pub response: EmbeddingList,
+    /// `_metadata`, as on a chat answer.
+    pub metadata: Value,
+}
+
+/// What the run's task answers (each public entry point expects its own kind).
+enum Answered {
+    Chat(ChatAnswer),
+    Embeddings(Box<EmbeddingsAnswer>),
+}
+
 /// A committed stream: chunks, then one [`StreamItem::End`] sent after settlement. Dropping
 /// it tells the run that the client left.
 pub struct ChatStream {
@@ -169,10 +197,58 @@ pub struct StreamEnd {
 #[error("the chat run ended without an answer")]
 struct RunLost;
 
-/// Runs one request to its answer; settlement continues even if the caller is dropped.
+/// The run answered another kind than its entry point asked for (a bug).
+#[derive(Debug, thiserror::Error)]
+#[error("the run answered another kind of request than it was given")]
+struct WrongAnswer;
+
+/// Runs one chat request to its answer; settlement continues even if the caller is dropped.
 pub async fn run(state: &AppState, input: ChatInput) -> Result<ChatAnswer, ApiError> {
+    let ChatInput {
+        caller,
+        request,
+        request_id,
+        options,
+        route,
+    } = input;
+    let input = admit::Input {
+        caller,
+        work: work::Work::Chat(Box::new(request)),
+        request_id,
+        options,
+        route,
+    };
+    match start(state, input).await? {
+        Answered::Chat(answer) => Ok(answer),
+        Answered::Embeddings(_) => Err(ApiError::internal(WrongAnswer)),
+    }
+}
+
+/// Runs one embeddings request to its answer, through the same routing, admission,
+/// fallbacks and settlement as chat.
+pub async fn embed(state: &AppState, input: EmbedInput) -> Result<EmbeddingsAnswer, ApiError> {
+    let EmbedInput {
+        caller,
+        request,
+        request_id,
+        options,
+    } = input;
+    let input = admit::Input {
+        caller,
+        work: work::Work::Embed(request),
+        request_id,
+        options,
+        route: Route::Embeddings,
+    };
+    match start(state, input).await? {
+        Answered::Embeddings(answer) => Ok(*answer),
+        Answered::Chat(_) => Err(ApiError::internal(WrongAnswer)),
+    }
+}
+
+async fn start(state: &AppState, input: admit::Input) -> Result<Answered, ApiError> {
     let started = Instant::now();
-    input.request.validate()?;
+    input.work.validate()?;
     let run = admit::plan(state, input, started).await?;
     let (reply, answer) = oneshot::channel();
     tokio::spawn(drive::drive(run, reply));

@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(15, "0015_budget_alerts"),
     migration!(16, "0016_billing_request_ids"),
     migration!(17, "0017_budget_alert_trigger_when"),
+    migration!(18, "0018_embeddings"),
 ];
 
 /// Arbitrary constant naming the migration lock.

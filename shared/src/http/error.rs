@@ -191,12 +191,16 @@ impl From<crate::ledger::LedgerError> for ApiError {
     }
 }
 
-/// Routing errors in api.md's statuses (404 / 403 / 503).
+/// Routing errors in api.md's statuses (404 / 400 / 403 / 503).
 impl From<crate::routing::RoutingError> for ApiError {
     fn from(error: crate::routing::RoutingError) -> Self {
         use crate::routing::RoutingError;
         match error {
             RoutingError::ModelNotFound { .. } => Self::ModelNotFound(error.to_string()),
+            RoutingError::WrongModelType { .. } => Self::InvalidRequest {
+                message: error.to_string(),
+                param: Some("model".into()),
+            },
             RoutingError::TierTooLow { .. } => Self::Permission(error.to_string()),
             RoutingError::NoAvailableProvider { .. } => {
                 Self::NoAvailableProvider(error.to_string())

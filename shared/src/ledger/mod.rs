@@ -215,6 +215,9 @@ pub struct UsageLogRow {
     pub price_cache_write_per_1m: Option<Decimal>,
     pub price_cache_write_1h_per_1m: Option<Decimal>,
     pub price_output_per_1m: Option<Decimal>,
+    /// The route that spent the credits (`/v1/chat/completions`, `/v1/messages`,
+    /// `/v1/embeddings`).
+    pub route: Option<String>,
 }
 
 /// Everything one capture writes, atomically.

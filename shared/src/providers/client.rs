@@ -7,6 +7,7 @@ use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 
 use super::call::{ResponseContext, UpstreamCall, UpstreamTarget, unix_now};
+use super::embeddings::{self, Embedded, EmbeddingList, EmbeddingRequest, EmbeddingUsage};
 use super::error::{self, ProviderError, TimeoutPhase};
 use super::request::ChatRequest;
 use super::response::{ChatCompletion, Usage};
@@ -143,6 +144,69 @@ impl ProviderClient {
         Ok(Completion {
             response,
             usage,
+            usage_estimated,
+        })
+    }
+
+    /// One embeddings attempt (Gemini: one call per 100 inputs, all within the attempt's
+    /// time limit). The usage is the provider's, or the counted input where it reports
+    /// none.
+    pub async fn embed(
+        &self,
+        target: &UpstreamTarget,
+        request: &EmbeddingRequest,
+    ) -> Result<Embedded, ProviderError> {
+        request.validate()?;
+        let calls = embeddings::build_calls(target, request)?;
+        let context = ResponseContext {
+            model: target.model_id.clone(),
+            created: unix_now(),
+            prompt_estimate: 0,
+            key: target.api_key.clone(),
+        };
+        let attempt = async {
+            let mut bodies = Vec::with_capacity(calls.len());
+            for call in &calls {
+                let response = self
+                    .prepare(target, call, false)?
+                    .send()
+                    .await
+                    .map_err(|e| ProviderError::from_transport(&e, TimeoutPhase::Attempt))?;
+                if !response.status().is_success() {
+                    return Err(read_error(target, response).await);
+                }
+                bodies.push(read_limited(response, MAX_BODY_BYTES).await?);
+            }
+            Ok(bodies)
+        };
+        let bodies = tokio::time::timeout(self.timeouts.attempt, attempt)
+            .await
+            .map_err(|_| ProviderError::Timeout {
+                phase: TimeoutPhase::Attempt,
+            })??;
+        let (data, reported) =
+            embeddings::parse_answers(target.api_format, &bodies, request, &context)?;
+        let (input_tokens, usage_estimated) = match reported {
+            Some(tokens) => (tokens, false),
+            None => (
+                u64::from(request.estimated_input_tokens(&target.model_id)),
+                true,
+            ),
+        };
+        Ok(Embedded {
+            response: EmbeddingList {
+                object: "list".into(),
+                data,
+                model: target.model_id.clone(),
+                usage: EmbeddingUsage {
+                    prompt_tokens: input_tokens,
+                    total_tokens: input_tokens,
+                },
+            },
+            usage: Usage {
+                uncached_input_tokens: input_tokens,
+                ..Usage::default()
+            },
             usage_estimated,
         })
     }

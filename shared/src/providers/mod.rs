@@ -17,6 +17,7 @@
 mod anthropic;
 mod call;
 mod client;
+mod embeddings;
 mod error;
 mod gemini;
 mod openai;
@@ -29,6 +30,10 @@ mod translate;
 pub use anthropic::FALLBACK_MAX_TOKENS as ANTHROPIC_FALLBACK_MAX_TOKENS;
 pub use call::UpstreamTarget;
 pub use client::{Completion, ProviderClient, Timeouts};
+pub use embeddings::{
+    Embedded, EmbeddingData, EmbeddingInput, EmbeddingList, EmbeddingRequest, EmbeddingUsage,
+    EncodingFormat, MAX_EMBEDDING_INPUTS, decode_base64, encode_base64,
+};
 pub use error::{ProviderError, TimeoutPhase, status_is_retryable};
 pub use request::{
     ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl, JsonSchemaFormat,
@@ -53,4 +58,6 @@ pub struct RequiredCapabilities {
     pub vision: bool,
     /// `response_format` of type `json_object` or `json_schema`.
     pub json_mode: bool,
+    /// Embeddings whose input is token arrays: only an OpenAI-format provider takes them.
+    pub token_input: bool,
 }

@@ -477,6 +477,7 @@ impl ChatRequest {
                 .iter()
                 .any(|m| m.content.as_ref().is_some_and(MessageContent::has_image)),
             json_mode: self.json_mode().is_some(),
+            token_input: false,
         }
     }
 
@@ -904,7 +905,8 @@ mod tests {
                 streaming: true,
                 function_calling: true,
                 vision: true,
-                json_mode: true
+                json_mode: true,
+                token_input: false,
             }
         );
         assert_eq!(request.requested_output_tokens(), Some(50));

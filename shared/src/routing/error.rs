@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::catalog::Tier;
+use crate::catalog::{ModelType, Tier};
 
 /// The filters of routing.md, in the order they run. The one that removed the last
 /// candidate is named in [`RoutingError::NoAvailableProvider`].
@@ -66,6 +66,18 @@ pub enum RoutingError {
     /// 404 `model_not_found`.
     #[error("the model `{model}` does not exist")]
     ModelNotFound { model: String },
+    /// 400: the model exists, but is of another kind than the route calls (an embedding
+    /// model on a chat route, or the reverse).
+    #[error(
+        "the model `{model}` is {}; this route needs {} (chat models on /v1/chat/completions and /v1/messages, embedding models on /v1/embeddings)",
+        model_kind(*.actual),
+        model_kind(*.expected)
+    )]
+    WrongModelType {
+        model: String,
+        actual: ModelType,
+        expected: ModelType,
+    },
     /// 403: every remaining candidate needs a higher tier.
     #[error("{target} requires the {needed} tier or higher (your tier is {tier})")]
     TierTooLow {
@@ -85,4 +97,11 @@ pub enum RoutingError {
         filter: RoutingFilter,
         detail: String,
     },
+}
+
+fn model_kind(model_type: ModelType) -> &'static str {
+    match model_type {
+        ModelType::Chat => "a chat model",
+        ModelType::Embedding => "an embedding model",
+    }
 }

@@ -3,7 +3,9 @@
 //!
 //! 1. Source: `auto` → the active rules matching power level, tier (NULL = any) and task
 //!    type (NULL = any); a name → first every offer whose `model_id` equals it (ids may
-//!    contain `/`), else `provider_slug/model_id` split at the first `/`; else 404.
+//!    contain `/`), else `provider_slug/model_id` split at the first `/`; else 404. Only
+//!    models of the route's `model_type` are kept (a name that exists only as the other
+//!    kind is a 400).
 //! 2. Filters, in this order (the one that removes the last candidate is reported):
 //!    deprecation (a deprecated model is swapped for its `replacement_model_id`, followed
 //!    through up to [`MAX_REPLACEMENT_HOPS`] hops; none → removed), tier (403), model
@@ -26,9 +28,11 @@ use rand::Rng;
 
 use super::ceilings::blended_cost_per_1m;
 use super::error::{RoutingError, RoutingFilter};
-use super::request::{RequiredCapabilities, RoutingContext, RoutingRequest};
+use super::request::{RoutingContext, RoutingRequest};
 use super::weighted::weighted_order;
-use crate::catalog::{AuthType, Catalog, HealthStatus, Model, Provider, RoutingRule, Tier};
+use crate::catalog::{
+    ApiFormat, AuthType, Catalog, HealthStatus, Model, ModelType, Provider, RoutingRule, Tier,
+};
 
 /// How many `replacement_model_id` links a deprecated model is followed through.
 pub const MAX_REPLACEMENT_HOPS: usize = 4;
@@ -134,14 +138,15 @@ fn source_candidates(
             .rules_for(request.power_level)
             .filter(|rule| rule.matches(request.power_level, request.tier, request.task_type))
             .filter_map(|rule| draft(catalog.model(rule.model_id)?, Some(rule)))
+            .filter(|d| d.model.model_type == request.model_type)
             .collect();
         if drafts.is_empty() {
             return Err(RoutingError::NoAvailableProvider {
                 target: target.to_string(),
                 filter: RoutingFilter::RuleMatch,
                 detail: format!(
-                    "no active routing rule for power level {}, tier {}, task type {}",
-                    request.power_level, request.tier, request.task_type
+                    "no active routing rule for {} models at power level {}, tier {}, task type {}",
+                    request.model_type, request.power_level, request.tier, request.task_type
                 ),
             });
         }
@@ -161,6 +166,17 @@ fn source_candidates(
     if drafts.is_empty() {
         return Err(RoutingError::ModelNotFound {
             model: request.model.chars().take(200).collect(),
+        });
+    }
+    // Only the route's kind of model: a name that exists only as the other kind is the
+    // caller's mistake (400), not a missing model.
+    let other_kind = drafts[0].model.model_type;
+    drafts.retain(|d| d.model.model_type == request.model_type);
+    if drafts.is_empty() {
+        return Err(RoutingError::WrongModelType {
+            model: request.model.chars().take(200).collect(),
+            actual: other_kind,
+            expected: request.model_type,
         });
     }
     Ok(drafts)
@@ -223,13 +239,13 @@ impl Filtering<'_> {
         )?;
         self.keep(
             RoutingFilter::Capability,
-            |d| missing_capabilities(request.capabilities, d).is_empty(),
+            |d| missing_capabilities(request, d).is_empty(),
             |d| {
                 format!(
                     "`{}` at `{}` lacks {}",
                     d.model.model_id,
                     d.provider.provider_slug,
-                    missing_capabilities(request.capabilities, d).join(", ")
+                    missing_capabilities(request, d).join(", ")
                 )
             },
         )?;
@@ -425,9 +441,17 @@ fn positive(value: i32) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-fn missing_capabilities(needed: RequiredCapabilities, d: &Draft) -> Vec<&'static str> {
+fn missing_capabilities(request: &RoutingRequest, d: &Draft) -> Vec<&'static str> {
+    let needed = request.capabilities;
     let (m, p) = (&d.model, &d.provider);
     let mut missing = Vec::new();
+    // Embeddings go out in OpenAI's or Gemini's format; Anthropic's API has none.
+    if request.model_type == ModelType::Embedding && p.api_format == ApiFormat::Anthropic {
+        missing.push("an embeddings API");
+    }
+    if needed.token_input && p.api_format != ApiFormat::OpenAi {
+        missing.push("token-array input");
+    }
     if needed.streaming && !(m.supports_streaming && p.supports_streaming) {
         missing.push("streaming");
     }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::{PowerLevel, TaskType, Tier};
+use crate::catalog::{ModelType, PowerLevel, TaskType, Tier};
 use crate::config::PowerLevelCeilings;
 
 /// Defined with the provider adapters (they derive it from the request body).
@@ -19,6 +19,9 @@ pub struct RoutingRequest {
     pub task_type: TaskType,
     /// `auto`, a catalog `model_id` (which may contain `/`), or `provider_slug/model_id`.
     pub model: String,
+    /// The kind of model the route calls: chat routes never pick an embedding model, and
+    /// `/v1/embeddings` never a chat model.
+    pub model_type: ModelType,
     pub capabilities: RequiredCapabilities,
     /// From [`crate::tokens::estimate_prompt_tokens`].
     pub estimated_prompt_tokens: u32,

@@ -70,9 +70,15 @@ impl TokenCounter {
                 .any(|prefix| name.starts_with(prefix))
         {
             TokenCounter::O200kBase
-        } else if ["gpt-4", "gpt-3.5", "gpt-35"]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
+        } else if [
+            "gpt-4",
+            "gpt-3.5",
+            "gpt-35",
+            "text-embedding-3",
+            "text-embedding-ada",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
         {
             TokenCounter::Cl100kBase
         } else {

@@ -1,0 +1,37 @@
+//! `POST /v1/embeddings` (OpenAI's shape): a thin door over `switchboard_core::chat::embed`,
+//! which routes to embedding models only and bills through the same ledger as chat.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use switchboard_core::auth::Caller;
+use switchboard_core::chat::{self, EmbedInput, RequestOptions};
+use switchboard_core::http::{ApiError, AppJson, RequestId};
+use switchboard_core::providers::EmbeddingRequest;
+use switchboard_core::state::AppState;
+
+pub async fn embeddings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    lambda: Option<Extension<lambda_http::Context>>,
+    headers: HeaderMap,
+    AppJson(request): AppJson<EmbeddingRequest>,
+) -> Result<Response, ApiError> {
+    let mut options = RequestOptions::from_headers(&headers)?;
+    options.invocation_deadline =
+        lambda.and_then(|Extension(context)| chat::invocation_deadline(context.deadline));
+    let input = EmbedInput {
+        caller,
+        request,
+        request_id,
+        options,
+    };
+    let answer = chat::embed(&state, input).await?;
+    let mut body = serde_json::to_value(&answer.response).map_err(ApiError::internal)?;
+    body["_metadata"] = answer.metadata;
+    let mut response = Json(body).into_response();
+    crate::routed_headers(&mut response, &answer.routed);
+    Ok(response)
+}

@@ -1,0 +1,121 @@
+//! What a run calls the model for: a chat completion (from `/v1/chat/completions` or
+//! `/v1/messages`) or embeddings (`/v1/embeddings`). Everything else about a run —
+//! routing, admission, the hold, fallbacks, the breaker, the capture and its usage rows —
+//! is the same code for both.
+
+use serde_json::Value;
+
+use crate::catalog::ModelType;
+use crate::http::ApiError;
+use crate::providers::{ChatRequest, EmbeddingRequest, RequiredCapabilities};
+use crate::tokens;
+
+/// The route a request came through; recorded on its usage rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Route {
+    #[default]
+    ChatCompletions,
+    Messages,
+    Embeddings,
+}
+
+impl Route {
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::ChatCompletions => "/v1/chat/completions",
+            Route::Messages => "/v1/messages",
+            Route::Embeddings => "/v1/embeddings",
+        }
+    }
+}
+
+/// The request a run serves.
+pub(super) enum Work {
+    Chat(Box<ChatRequest>),
+    Embed(EmbeddingRequest),
+}
+
+impl Work {
+    /// 400 with `param` for what no provider would take.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        match self {
+            Work::Chat(request) => request.validate().map_err(ApiError::from),
+            Work::Embed(request) => request.validate().map_err(ApiError::from),
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        match self {
+            Work::Chat(request) => &request.model,
+            Work::Embed(request) => &request.model,
+        }
+    }
+
+    pub fn model_type(&self) -> ModelType {
+        match self {
+            Work::Chat(_) => ModelType::Chat,
+            Work::Embed(_) => ModelType::Embedding,
+        }
+    }
+
+    pub fn is_stream(&self) -> bool {
+        matches!(self, Work::Chat(request) if request.is_stream())
+    }
+
+    /// The output the caller asked for at most; an embedding produces none.
+    pub fn requested_output_tokens(&self) -> Option<u32> {
+        match self {
+            Work::Chat(request) => request.requested_output_tokens(),
+            Work::Embed(_) => Some(0),
+        }
+    }
+
+    pub fn has_cache_control(&self) -> bool {
+        matches!(self, Work::Chat(request) if request.has_cache_control())
+    }
+
+    pub fn required_capabilities(&self) -> RequiredCapabilities {
+        match self {
+            Work::Chat(request) => request.required_capabilities(),
+            Work::Embed(request) => RequiredCapabilities {
+                token_input: request.input.is_tokens(),
+                ..RequiredCapabilities::default()
+            },
+        }
+    }
+
+    /// Fields the ledger cannot price (chat only).
+    pub fn price_raising_fields(&self) -> Vec<&'static str> {
+        match self {
+            Work::Chat(request) => request.price_raising_fields(),
+            Work::Embed(_) => Vec::new(),
+        }
+    }
+
+    /// The input's estimated tokens: the hold's input side.
+    pub fn estimate_prompt_tokens(&self) -> u32 {
+        match self {
+            Work::Chat(request) => estimate_prompt_tokens(request),
+            Work::Embed(request) => request.estimated_input_tokens(&request.model),
+        }
+    }
+}
+
+/// The prompt's estimated tokens (the hold's input side, and `count_tokens`). The tokenizer
+/// follows the requested model's family; `auto` (or any non-OpenAI model) gets the
+/// conservative heuristic. Tool definitions count too.
+pub fn estimate_prompt_tokens(request: &ChatRequest) -> u32 {
+    let messages: Vec<Value> = request
+        .messages
+        .iter()
+        .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+        .collect();
+    let mut prompt_tokens = tokens::estimate_prompt_tokens(&request.model, &messages);
+    if let Some(tools) = &request.tools
+        && let Ok(json) = serde_json::to_string(tools)
+    {
+        prompt_tokens =
+            prompt_tokens.saturating_add(tokens::estimate_text_tokens(&request.model, &json));
+    }
+    prompt_tokens
+}
