@@ -74,7 +74,33 @@ def main() -> None:
     else:
         raise AssertionError("an unknown model must fail")
 
-    print("openai SDK: completion, stream, tools and errors OK")
+    # 5. Embeddings: the SDK's default (it asks for base64 and decodes it), floats, a
+    # batch, and a fallback from a failing OpenAI to Gemini. The fake upstream's vectors
+    # are [index + 0.25, length of the input, 0.125, 0.25, ...].
+    def expected(index, text, dimensions):
+        return [index + 0.25, float(len(text))] + [j * 0.125 for j in range(1, dimensions - 1)]
+
+    texts = ["the first text", "a second", "third"]
+    default = client.embeddings.create(model="text-embedding-3-small", input=texts[0], dimensions=6)
+    assert default.data[0].embedding == expected(0, texts[0], 6), default.data[0].embedding
+    assert default.usage.prompt_tokens > 0, default.usage
+    floats = client.embeddings.create(model="text-embedding-3-small", input=texts, encoding_format="float")
+    assert [d.index for d in floats.data] == [0, 1, 2], floats.data
+    for index, text in enumerate(texts):
+        assert floats.data[index].embedding == expected(index, text, 8), floats.data[index]
+    assert (floats.model_extra or {}).get("_metadata", {}).get("provider_used") == "openai", floats.model_extra
+    fallback = client.embeddings.create(model="auto", input=texts[:2], encoding_format="base64")
+    assert (fallback.model_extra or {})["_metadata"]["provider_used"] == "google", fallback.model_extra
+    assert (fallback.model_extra or {})["_metadata"]["attempts"] == 2, fallback.model_extra
+    assert isinstance(fallback.data[1].embedding, str), "base64 asked for explicitly stays a string"
+    try:
+        client.embeddings.create(model="gpt-4o", input="not an embedding model")
+    except Exception as error:  # openai.BadRequestError
+        assert type(error).__name__ == "BadRequestError", repr(error)
+    else:
+        raise AssertionError("a chat model cannot embed")
+
+    print("openai SDK: completion, stream, tools, errors and embeddings OK")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,285 @@
+//! The official Python SDKs against `switchboard serve`, unchanged but for their base URL:
+//! - `openai`: completion, stream with usage, tools, typed errors, embeddings (float,
+//!   base64, batch, fallback);
+//! - `anthropic`: `/v1/messages` (message, streamed message assembled by the SDK's
+//!   helpers, tool-use round trip, count_tokens, the models list, every error class the
+//!   SDK maps) with Anthropic-, OpenAI- and Gemini-format providers behind it.
+//!
+//! The SDKs are installed in `.venv` by the test script; the upstream is the in-process
+//! fake provider; each test checks the ledger afterwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use switchboard_tests::fake_upstream::{FakeUpstream, Reply, Step};
+use switchboard_tests::moto::workspace_root;
+use switchboard_tests::test_db::TestDb;
+
+/// `.venv`'s Python when it can import `module`; `None` (the test skips) when it cannot
+/// and the test script did not require the SDKs.
+fn python_with(module: &str) -> Option<PathBuf> {
+    let python = workspace_root().join(".venv/bin/python");
+    let has_sdk = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !has_sdk {
+        assert!(
+            std::env::var_os("SWITCHBOARD_REQUIRE_SDK").is_none(),
+            "the {module} SDK is missing from .venv (./scripts/test installs it)"
+        );
+        eprintln!("skipped: no {module} SDK in .venv (run ./scripts/test)");
+        return None;
+    }
+    Some(python)
+}
+
+/// An account with `balance` USD and a gateway key (limited to `rpm` requests a minute).
+async fn user_key(db: &TestDb, user_id: &str, balance: i64, rpm: Option<i32>) -> String {
+    let client = db.pool().get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO accounts (user_id, tier) VALUES ($1, 'starter')",
+            &[&user_id],
+        )
+        .await
+        .unwrap();
+    if balance > 0 {
+        switchboard_core::ledger::credit(
+            &**client,
+            user_id,
+            rust_decimal::Decimal::from(balance),
+            switchboard_core::ledger::CreditKind::TopUp,
+            &format!("sdk-topup-{user_id}"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let key = switchboard_core::auth::generate_api_key();
+    client
+        .execute(
+            "INSERT INTO gateway_api_keys (id, user_id, key_hash, key_prefix, rpm_limit) VALUES ($1, $2, $3, $4, $5)",
+            &[&uuid::Uuid::new_v4(), &user_id, &key.hash.as_slice(), &key.display_prefix, &rpm],
+        )
+        .await
+        .unwrap();
+    key.plaintext.expose().to_string()
+}
+
+/// `switchboard serve` on a free port, with the OpenAI, Anthropic and Google providers
+/// pointed at `upstream` (each in its own wire format) and a system key for each.
+struct Serve {
+    base: String,
+    child: tokio::process::Child,
+    data_dir: PathBuf,
+}
+
+impl Serve {
+    async fn start(db: &TestDb, upstream: &FakeUpstream, name: &str) -> Serve {
+        let client = db.connect().await;
+        for (slug, url) in [
+            ("openai", upstream.openai_base_url()),
+            ("anthropic", upstream.anthropic_base_url()),
+            ("google", upstream.gemini_base_url()),
+        ] {
+            client
+                .execute(
+                    "UPDATE llm_providers SET base_url = $2 WHERE provider_slug = $1",
+                    &[&slug, &url],
+                )
+                .await
+                .unwrap();
+        }
+        let data_dir = std::env::temp_dir().join(format!("sb-sdk-{name}-{}", std::process::id()));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("serve")
+            .env("DATABASE_URL", db.url())
+            .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SWITCHBOARD_DATA_DIR", &data_dir)
+            .env("SWITCHBOARD_ALLOW_PRIVATE_UPSTREAMS", "1")
+            .env(
+                "SWITCHBOARD_PROVIDER_KEY_OPENAI",
+                "sk-test-openai-system-key-0123456789",
+            )
+            .env(
+                "SWITCHBOARD_PROVIDER_KEY_ANTHROPIC",
+                "sk-ant-test-system-key-0123456789",
+            )
+            .env(
+                "SWITCHBOARD_PROVIDER_KEY_GOOGLE",
+                "AIza-test-google-system-key-0123",
+            )
+            .env_remove("SWITCHBOARD_KMS_KEY_ID")
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while reqwest::get(format!("{base}/healthz")).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "serve did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Serve {
+            base,
+            child,
+            data_dir,
+        }
+    }
+
+    /// Runs `tests/sdk/{script}` with `args`; panics with its output when it fails.
+    async fn run(mut self, python: &PathBuf, script: &str, args: &[&str]) {
+        let output = tokio::process::Command::new(python)
+            .arg(workspace_root().join("tests/sdk").join(script))
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        let _ = self.child.kill().await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        assert!(
+            output.status.success(),
+            "{script} failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+async fn assert_ledger_exact(db: &TestDb, user_id: &str) {
+    let client = db.pool().get().await.unwrap();
+    let report = switchboard_core::ledger::check_invariants(&**client, user_id)
+        .await
+        .unwrap();
+    assert!(report.holds() && report.active_holds == 0, "{report:?}");
+}
+
+#[tokio::test]
+async fn the_official_openai_sdk_works_unchanged() {
+    let Some(python) = python_with("openai") else {
+        return;
+    };
+    let db = TestDb::new().await;
+    let upstream = FakeUpstream::start().await;
+    let key = user_key(&db, "sdk-user", 5, None).await;
+
+    // Replies in the order the script asks: completion, stream, tool call, then the
+    // embeddings (default replies; the fallback's first attempt gets a 503).
+    upstream.push(Reply::text("Hello!"));
+    upstream.push(Reply::text("1 2 3 4 5").with_usage(20, 9, 0));
+    upstream.push(Reply::tool_call("get_weather", json!({"city": "Paris"})));
+    upstream.push(Reply::default());
+    upstream.push(Reply::default());
+    upstream.push(Step::status(503));
+
+    let serve = Serve::start(&db, &upstream, "openai").await;
+    let base = format!("{}/v1", serve.base);
+    serve
+        .run(&python, "openai_sdk_check.py", &[&base, &key])
+        .await;
+
+    assert_ledger_exact(&db, "sdk-user").await;
+    assert_eq!(
+        upstream.request_count(),
+        7,
+        "three chat calls and four embedding calls: the unknown and the wrong models never left the gateway"
+    );
+}
+
+#[tokio::test]
+async fn the_official_anthropic_sdk_works_unchanged() {
+    let Some(python) = python_with("anthropic") else {
+        return;
+    };
+    let db = TestDb::new().await;
+    let upstream = FakeUpstream::start().await;
+    // A Gemini chat model, so that a Gemini-format provider serves /v1/messages too.
+    db.connect()
+        .await
+        .batch_execute(
+            "INSERT INTO llm_models (provider_id, model_name, model_id, context_window, max_tokens,
+                 supports_streaming, supports_function_calling, cost_per_1m_input_tokens,
+                 cost_per_1m_output_tokens)
+             SELECT id, 'Gemini 2.0 Flash', 'gemini-2.0-flash', 1000000, 8192, true, true, 0.10, 0.40
+             FROM llm_providers WHERE provider_slug = 'google'",
+        )
+        .await
+        .unwrap();
+    let key = user_key(&db, "claude-sdk", 5, None).await;
+    let poor = user_key(&db, "claude-poor", 0, None).await;
+    let limited = user_key(&db, "claude-limited", 5, Some(1)).await;
+
+    // In the script's order.
+    upstream.push(
+        Reply::text("Hello from Claude.")
+            .with_usage(300, 12, 40)
+            .with_cache_creation(60),
+    );
+    upstream.push(Reply::text("1 2 3 4 5").with_usage(20, 9, 0));
+    upstream.push(Reply::tool_call("get_weather", json!({"city": "Paris"})));
+    upstream.push(Reply::text("It is 18 C and sunny in Paris."));
+    upstream.push(Reply::tool_call("get_weather", json!({"city": "Rome"})));
+    upstream.push(Reply::default()); // the rate-limited key's one request
+    upstream.push(Step::status(500)); // the provider failing
+
+    let serve = Serve::start(&db, &upstream, "anthropic").await;
+    let base = serve.base.clone();
+    serve
+        .run(
+            &python,
+            "anthropic_sdk_check.py",
+            &[&base, &key, &poor, &limited],
+        )
+        .await;
+
+    for user in ["claude-sdk", "claude-poor", "claude-limited"] {
+        assert_ledger_exact(&db, user).await;
+    }
+    let requests = upstream.requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/messages",
+            "/v1/messages",
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+            "/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+            "/v1/messages",
+            "/v1/messages",
+        ],
+        "count_tokens, the models list and the refused requests never reached a provider"
+    );
+    // The system prompt's cache_control went to Anthropic as it came.
+    assert_eq!(
+        requests[0].body["system"][0]["cache_control"],
+        json!({"type": "ephemeral"})
+    );
+    // The tool result went back to the OpenAI-format provider as a tool message.
+    let second_turn = &requests[3].body["messages"];
+    assert!(
+        second_turn
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["role"] == "tool" && m["content"] == "18 C, sunny"),
+        "{second_turn}"
+    );
+}
