@@ -53,16 +53,20 @@ def main() -> None:
     assert message.usage.cache_read_input_tokens == 40, message.usage
     assert message.usage.cache_creation_input_tokens == 60, message.usage
 
-    # 2. A streamed message; the SDK's helpers assemble the final message.
+    # 2. A streamed message with extended thinking; the SDK's helpers assemble the final
+    # message, thinking block (and its signature) included.
     with client.messages.stream(
         model="claude-3-5-sonnet-20241022",
-        max_tokens=100,
+        max_tokens=2000,
+        thinking={"type": "enabled", "budget_tokens": 1024},
         messages=[{"role": "user", "content": "Count to five."}],
     ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == "1 2 3 4 5", text
-    assert final.content[0].text == "1 2 3 4 5", final
+    assert final.content[0].type == "thinking", final
+    assert final.content[0].thinking == "Counting from one." and final.content[0].signature == "sig-sdk-1", final
+    assert final.content[1].text == "1 2 3 4 5", final
     assert final.stop_reason == "end_turn", final
     assert final.usage.output_tokens == 9, final.usage
 

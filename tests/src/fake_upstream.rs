@@ -172,6 +172,10 @@ pub struct Reply {
     /// `None`: `ToolCalls` when there are tool calls, `Stop` otherwise.
     pub finish_reason: Option<FinishReason>,
     pub usage: Usage,
+    /// Extended thinking (text, signature): Anthropic renders it as a `thinking` block
+    /// before the text (streamed as `thinking_delta` and `signature_delta`); the other
+    /// formats do not send it.
+    pub thinking: Option<(String, String)>,
 }
 
 impl Default for Reply {
@@ -188,7 +192,14 @@ impl Reply {
             tool_calls: Vec::new(),
             finish_reason: None,
             usage: Usage::default(),
+            thinking: None,
         }
+    }
+
+    /// Adds an Anthropic thinking block with its signature.
+    pub fn with_thinking(mut self, text: impl Into<String>, signature: impl Into<String>) -> Reply {
+        self.thinking = Some((text.into(), signature.into()));
+        self
     }
 
     /// An answer consisting of one tool call (no text), finish reason tool calls.
@@ -1616,6 +1627,9 @@ fn anthropic_usage(usage: &Usage, output_tokens: u64) -> Value {
 
 fn anthropic_json(request: &Completion, reply: &Reply) -> Value {
     let mut content = Vec::new();
+    if let Some((thinking, signature)) = &reply.thinking {
+        content.push(json!({"type": "thinking", "thinking": thinking, "signature": signature}));
+    }
     if reply.has_text_block() {
         content.push(json!({"type": "text", "text": reply.text}));
     }
@@ -1670,6 +1684,28 @@ fn anthropic_frames(request: &Completion, reply: &Reply) -> Vec<String> {
             pinged = true;
         }
     };
+    if let Some((thinking, signature)) = &reply.thinking {
+        frames.push(event(json!({
+            "type": "content_block_start",
+            "index": index,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""}
+        })));
+        ping(&mut frames);
+        for piece in split_text(thinking) {
+            frames.push(event(json!({
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "thinking_delta", "thinking": piece}
+            })));
+        }
+        frames.push(event(json!({
+            "type": "content_block_delta",
+            "index": index,
+            "delta": {"type": "signature_delta", "signature": signature}
+        })));
+        frames.push(event(json!({"type": "content_block_stop", "index": index})));
+        index += 1;
+    }
     if reply.has_text_block() {
         frames.push(event(json!({
             "type": "content_block_start",

@@ -360,3 +360,123 @@ async fn thinking_and_top_k_reach_anthropic_and_no_one_else() {
     );
     gw.assert_ledger_consistent("thinker").await;
 }
+
+#[tokio::test]
+async fn thinking_blocks_come_back_with_their_signature_and_go_back_unchanged() {
+    let gw = Gateway::start().await;
+    let key = gw.user("deep-thinker", "starter", "5").await;
+    gw.upstream.push(
+        Reply::text("The answer is 4.")
+            .with_thinking("Two plus two is four.", "sig-abc123")
+            .with_usage(40, 30, 0),
+    );
+    let question = json!({"role": "user", "content": "2+2?"});
+    let (status, _, answer) = messages(
+        &gw,
+        ("x-api-key", key.clone()),
+        json!({"model": "claude-3-5-sonnet-20241022", "max_tokens": 2000,
+               "thinking": {"type": "enabled", "budget_tokens": 1024},
+               "messages": [question]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["content"],
+        json!([
+            {"type": "thinking", "thinking": "Two plus two is four.", "signature": "sig-abc123"},
+            {"type": "text", "text": "The answer is 4."}
+        ])
+    );
+    assert_eq!(answer["usage"]["output_tokens"], 30);
+
+    // The next turn sends the assistant's content back, thinking first: it reaches
+    // Anthropic unchanged, and an OpenAI-format provider never sees it.
+    let follow_up = |model: &str| {
+        json!({"model": model, "max_tokens": 2000,
+               "thinking": {"type": "enabled", "budget_tokens": 1024},
+               "messages": [question, {"role": "assistant", "content": answer["content"]},
+                            {"role": "user", "content": "And 3+3?"}]})
+    };
+    let (status, _, _) = messages(
+        &gw,
+        ("x-api-key", key.clone()),
+        follow_up("claude-3-5-sonnet-20241022"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let sent = gw.upstream.last_request().unwrap().body;
+    assert_eq!(
+        sent["messages"][1]["content"][0], answer["content"][0],
+        "{sent}"
+    );
+    assert_eq!(sent["messages"][1]["content"][1]["type"], "text");
+    let (status, _, _) = messages(&gw, ("x-api-key", key), follow_up("openai/gpt-4o")).await;
+    assert_eq!(status, 200);
+    let sent = gw.upstream.last_request().unwrap().body;
+    assert!(!sent.to_string().contains("sig-abc123"), "{sent}");
+    gw.assert_ledger_consistent("deep-thinker").await;
+}
+
+#[tokio::test]
+async fn a_streamed_thinking_block_arrives_with_thinking_and_signature_deltas() {
+    let gw = Gateway::start().await;
+    let key = gw.user("stream-thinker", "starter", "5").await;
+    gw.upstream.push(
+        Reply::text("Four.")
+            .with_thinking("Adding two and two.", "sig-stream-9")
+            .with_usage(40, 20, 0),
+    );
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/v1/messages")
+        .header("x-api-key", key)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            json!({"model": "claude-3-5-sonnet-20241022", "max_tokens": 2000, "stream": true,
+                   "thinking": {"type": "enabled", "budget_tokens": 1024},
+                   "messages": [{"role": "user", "content": "2+2?"}]})
+            .to_string(),
+        ))
+        .unwrap();
+    let response = gw.send(request).await;
+    assert_eq!(response.status(), 200);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let events: Vec<(String, Value)> =
+        switchboard_tests::gateway::parse_sse(&String::from_utf8_lossy(&bytes))
+            .into_iter()
+            .map(|(name, data)| {
+                (
+                    name.unwrap_or_default(),
+                    serde_json::from_str(&data).unwrap(),
+                )
+            })
+            .collect();
+    let starts: Vec<&Value> = events
+        .iter()
+        .filter(|(name, _)| name == "content_block_start")
+        .map(|(_, data)| data)
+        .collect();
+    assert_eq!(starts[0]["content_block"]["type"], "thinking");
+    assert_eq!(starts[0]["index"], 0);
+    assert_eq!(starts[1]["content_block"]["type"], "text");
+    assert_eq!(starts[1]["index"], 1);
+    let deltas = |kind: &str, field: &str| -> String {
+        events
+            .iter()
+            .filter(|(_, data)| data["delta"]["type"] == kind)
+            .map(|(_, data)| data["delta"][field].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(deltas("thinking_delta", "thinking"), "Adding two and two.");
+    assert_eq!(deltas("signature_delta", "signature"), "sig-stream-9");
+    assert_eq!(deltas("text_delta", "text"), "Four.");
+    // Every block is closed before the next opens.
+    let stops = events
+        .iter()
+        .filter(|(n, _)| n == "content_block_stop")
+        .count();
+    assert_eq!(stops, 2);
+    gw.assert_ledger_consistent("stream-thinker").await;
+}

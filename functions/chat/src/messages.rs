@@ -10,7 +10,8 @@
 //! hold uses, and charges nothing.
 //!
 //! `thinking` and `top_k` reach an Anthropic-format upstream as they came; other formats
-//! do without them. Not yet: thinking content blocks in the answer.
+//! do without them. Thinking blocks come back in the answer (with their signatures), and
+//! an assistant turn's thinking blocks go back to an Anthropic upstream unchanged.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -21,7 +22,7 @@ use serde_json::{Map, Value, json};
 use switchboard_core::auth::Caller;
 use switchboard_core::chat::{self, ChatAnswer, ChatInput, RequestOptions, Route};
 use switchboard_core::http::{ApiError, RequestId};
-use switchboard_core::providers::{ChatRequest, Usage};
+use switchboard_core::providers::{ChatRequest, REASONING_CONTENT, THINKING_BLOCKS, Usage};
 use switchboard_core::state::AppState;
 
 /// An error in Anthropic's shape: `{"type":"error","error":{"type","message"}}`, with the
@@ -158,6 +159,7 @@ fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
             Some("assistant") => {
                 let mut text = String::new();
                 let mut tool_calls = Vec::new();
+                let mut thinking = Vec::new();
                 match &turn["content"] {
                     Value::String(s) => text.push_str(s),
                     Value::Array(blocks) => {
@@ -165,6 +167,11 @@ fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
                             match block["type"].as_str() {
                                 Some("text") => {
                                     text.push_str(block["text"].as_str().unwrap_or_default())
+                                }
+                                // Returned unchanged to an Anthropic upstream (its
+                                // signature is checked there); others drop them.
+                                Some("thinking" | "redacted_thinking") => {
+                                    thinking.push(block.clone())
                                 }
                                 Some("tool_use") => tool_calls.push(json!({
                                     "id": block["id"],
@@ -188,6 +195,9 @@ fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
                 let mut message = json!({"role": "assistant", "content": text});
                 if !tool_calls.is_empty() {
                     message["tool_calls"] = Value::Array(tool_calls);
+                }
+                if !thinking.is_empty() {
+                    message[THINKING_BLOCKS] = Value::Array(thinking);
                 }
                 messages.push(message);
             }
@@ -261,11 +271,27 @@ fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
     Ok(request)
 }
 
+/// An answer's thinking as Anthropic's blocks: as the provider sent them (with their
+/// signatures) when it was Anthropic, else one `thinking` block from another provider's
+/// `reasoning_content` (with an empty signature: it cannot be sent back to Anthropic).
+fn thinking_blocks(message: &Value) -> Vec<Value> {
+    if let Some(blocks) = message[THINKING_BLOCKS].as_array() {
+        return blocks.clone();
+    }
+    match message[REASONING_CONTENT]
+        .as_str()
+        .filter(|t| !t.is_empty())
+    {
+        Some(thinking) => vec![json!({"type": "thinking", "thinking": thinking, "signature": ""})],
+        None => Vec::new(),
+    }
+}
+
 /// The chat run's answer in Anthropic's shape.
 fn to_message(response: &Value, usage: &Usage) -> Value {
     let choice = &response["choices"][0];
     let message = &choice["message"];
-    let mut content = Vec::new();
+    let mut content = thinking_blocks(message);
     if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
         content.push(json!({"type": "text", "text": text}));
     }

@@ -1,6 +1,7 @@
 //! A committed stream written as Anthropic's Messages SSE: `message_start`, `ping`, then per
-//! content block `content_block_start`, `content_block_delta` (`text_delta`, or
-//! `input_json_delta` for a tool call's arguments) and `content_block_stop`, then
+//! content block `content_block_start`, `content_block_delta` (`thinking_delta` and
+//! `signature_delta`, `text_delta`, or `input_json_delta` for a tool call's arguments) and
+//! `content_block_stop`, then
 //! `message_delta` (stop reason and usage, plus `_metadata`) and `message_stop`. A stream
 //! that ended early ends with an `error` event instead. The run settles before it sends
 //! its end, so the last event always follows the settlement; dropping the body (the
@@ -14,6 +15,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 use switchboard_core::chat::{ChatStream, StreamItem};
+use switchboard_core::providers::{REASONING_CONTENT, THINKING_BLOCKS};
 
 fn event(name: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
@@ -23,6 +25,7 @@ fn event(name: &str, data: &Value) -> Bytes {
 enum Block {
     None,
     Text,
+    Thinking,
     /// A tool call, by its index in OpenAI's `tool_calls`.
     Tool(u64),
 }
@@ -86,6 +89,45 @@ impl Writer {
     fn chunk(&mut self, chunk: &Value) {
         self.start(chunk["id"].as_str().unwrap_or_default());
         let choice = &chunk["choices"][0];
+        if let Some(thinking) = choice["delta"][REASONING_CONTENT]
+            .as_str()
+            .filter(|t| !t.is_empty())
+        {
+            if self.block != Block::Thinking {
+                self.open(
+                    Block::Thinking,
+                    json!({"type": "thinking", "thinking": "", "signature": ""}),
+                );
+            }
+            self.delta(json!({"type": "thinking_delta", "thinking": thinking}));
+        }
+        for block in choice["delta"][THINKING_BLOCKS]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            match block["type"].as_str() {
+                Some("thinking") => {
+                    if self.block != Block::Thinking {
+                        self.open(
+                            Block::Thinking,
+                            json!({"type": "thinking", "thinking": "", "signature": ""}),
+                        );
+                    }
+                    if let Some(signature) = block["signature"].as_str().filter(|s| !s.is_empty()) {
+                        self.delta(json!({"type": "signature_delta", "signature": signature}));
+                    }
+                }
+                Some("redacted_thinking") => {
+                    self.open(Block::None, block.clone());
+                    self.out.push_back(event(
+                        "content_block_stop",
+                        &json!({"type": "content_block_stop", "index": self.index}),
+                    ));
+                }
+                _ => {}
+            }
+        }
         if let Some(text) = choice["delta"]["content"]
             .as_str()
             .filter(|t| !t.is_empty())

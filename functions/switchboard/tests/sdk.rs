@@ -232,7 +232,11 @@ async fn the_official_anthropic_sdk_works_unchanged() {
             .with_usage(300, 12, 40)
             .with_cache_creation(60),
     );
-    upstream.push(Reply::text("1 2 3 4 5").with_usage(20, 9, 0));
+    upstream.push(
+        Reply::text("1 2 3 4 5")
+            .with_thinking("Counting from one.", "sig-sdk-1")
+            .with_usage(20, 9, 0),
+    );
     upstream.push(Reply::tool_call("get_weather", json!({"city": "Paris"})));
     upstream.push(Reply::text("It is 18 C and sunny in Paris."));
     upstream.push(Reply::tool_call("get_weather", json!({"city": "Rome"})));

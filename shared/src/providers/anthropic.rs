@@ -12,7 +12,7 @@ use super::request::{
 };
 use super::response::{
     ChatCompletion, ChatCompletionChunk, Choice, Delta, FinishReason, FunctionCallDelta,
-    ResponseMessage, ToolCallDelta, Usage,
+    REASONING_CONTENT, ResponseMessage, THINKING_BLOCKS, ToolCallDelta, Usage,
 };
 use super::sse::SseEvent;
 use super::stream::{EventDecoder, StreamTally};
@@ -212,12 +212,23 @@ fn assistant_blocks(message: &Message, i: usize) -> Result<Vec<Value>, ProviderE
             "legacy `function_call` messages are not supported for Anthropic models; use `tool_calls`",
         ));
     }
-    let mut blocks = text_blocks(message, i)?;
-    if blocks.is_empty()
+    // Thinking blocks come first, unchanged (their signatures are checked upstream).
+    let mut blocks: Vec<Value> = message
+        .extra
+        .get(THINKING_BLOCKS)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|b| matches!(b["type"].as_str(), Some("thinking" | "redacted_thinking")))
+        .cloned()
+        .collect();
+    let text = text_blocks(message, i)?;
+    if text.is_empty()
         && let Some(refusal) = message.refusal.as_deref().filter(|r| !r.is_empty())
     {
         blocks.push(text_block(refusal, None));
     }
+    blocks.extend(text);
     for (j, call) in message.tool_calls.iter().flatten().enumerate() {
         let param = format!("messages[{i}].tool_calls[{j}].function.arguments");
         let input = tool_arguments(&call.function.arguments, &param)?;
@@ -352,8 +363,17 @@ pub(crate) fn parse_completion(
     let mut text = String::new();
     let mut has_text = false;
     let mut tool_calls = Vec::new();
+    let mut reasoning = String::new();
+    let mut thinking_blocks = Vec::new();
     for block in blocks {
         match block.get("type").and_then(Value::as_str) {
+            // Shown as `reasoning_content` and kept whole (with the signature) for the
+            // Messages API; their tokens are billed as output.
+            Some("thinking") => {
+                reasoning.push_str(block["thinking"].as_str().unwrap_or_default());
+                thinking_blocks.push(block.clone());
+            }
+            Some("redacted_thinking") => thinking_blocks.push(block.clone()),
             Some("text") => {
                 has_text = true;
                 text.push_str(
@@ -372,8 +392,6 @@ pub(crate) fn parse_completion(
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                 tool_calls.push(ToolCall::function(id, name, input.to_string()));
             }
-            // thinking / redacted_thinking blocks are not shown; their tokens are billed
-            // as output through `usage.output_tokens`.
             _ => {}
         }
     }
@@ -389,6 +407,15 @@ pub(crate) fn parse_completion(
     let usage = value
         .get("usage")
         .map(|usage| usage_from(usage, Usage::default()));
+    let mut message = ResponseMessage::assistant(content, tool_calls);
+    if !thinking_blocks.is_empty() {
+        message
+            .extra
+            .insert(REASONING_CONTENT.into(), Value::String(reasoning));
+        message
+            .extra
+            .insert(THINKING_BLOCKS.into(), Value::Array(thinking_blocks));
+    }
     let completion = ChatCompletion {
         id: string_or(&value, "id", ""),
         object: "chat.completion".to_owned(),
@@ -396,7 +423,7 @@ pub(crate) fn parse_completion(
         model: string_or(&value, "model", &context.model),
         choices: vec![Choice {
             index: 0,
-            message: ResponseMessage::assistant(content, tool_calls),
+            message,
             finish_reason: finish,
             logprobs: None,
         }],
@@ -443,6 +470,13 @@ impl StreamDecoder {
 
     fn chunk(&self, delta: Delta, finish: Option<FinishReason>) -> ChatCompletionChunk {
         ChatCompletionChunk::new(&self.id, self.context.created, &self.model, delta, finish)
+    }
+
+    /// A chunk carrying one canonical extension field (thinking text or blocks).
+    fn extra_delta(&self, key: &str, value: Value) -> ChatCompletionChunk {
+        let mut delta = Delta::default();
+        delta.extra.insert(key.into(), value);
+        self.chunk(delta, None)
     }
 
     fn tool_delta(&self, call: ToolCallDelta) -> ChatCompletionChunk {
@@ -508,6 +542,9 @@ impl EventDecoder for StreamDecoder {
                             ));
                         }
                     }
+                    Some("redacted_thinking") => {
+                        out.push(self.extra_delta(THINKING_BLOCKS, json!([block])));
+                    }
                     Some("tool_use") => {
                         let tool_index = self.next_tool;
                         self.next_tool += 1;
@@ -563,7 +600,17 @@ impl EventDecoder for StreamDecoder {
                             }));
                         }
                     }
-                    // thinking_delta, signature_delta, citations_delta: not shown.
+                    Some("thinking_delta") => {
+                        let thinking = delta["thinking"].as_str().unwrap_or_default();
+                        if !thinking.is_empty() {
+                            out.push(self.extra_delta(REASONING_CONTENT, json!(thinking)));
+                        }
+                    }
+                    Some("signature_delta") => {
+                        let block = json!([{"type": "thinking", "thinking": "", "signature": delta["signature"]}]);
+                        out.push(self.extra_delta(THINKING_BLOCKS, block));
+                    }
+                    // citations_delta: not shown.
                     _ => {}
                 }
             }

@@ -42,8 +42,8 @@ pub use request::{
 };
 pub use response::{
     ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, CompletionTokensDetails, Delta,
-    FinishReason, FunctionCallDelta, OpenAiUsage, PromptTokensDetails, ResponseMessage,
-    ToolCallDelta, Usage,
+    FinishReason, FunctionCallDelta, OpenAiUsage, PromptTokensDetails, REASONING_CONTENT,
+    ResponseMessage, THINKING_BLOCKS, ToolCallDelta, Usage,
 };
 pub use stream::{ChunkStream, StreamEnd, StreamEvent};
 

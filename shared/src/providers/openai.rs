@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::call::{FORWARDED_FIELDS, ResponseContext, UpstreamCall, UpstreamTarget, join_url};
 use super::error::{ProviderError, error_text};
 use super::request::ChatRequest;
-use super::response::{ChatCompletion, ChatCompletionChunk, Usage};
+use super::response::{ChatCompletion, ChatCompletionChunk, THINKING_BLOCKS, Usage};
 use super::sse::SseEvent;
 use super::stream::{EventDecoder, StreamTally};
 use crate::catalog::ApiFormat;
@@ -29,6 +29,12 @@ pub(crate) fn build_request(
         });
     };
     body.insert("model".to_owned(), Value::String(target.model_id.clone()));
+    // Anthropic's thinking blocks on assistant turns mean nothing to another provider.
+    if let Some(Value::Array(messages)) = body.get_mut("messages") {
+        for message in messages.iter_mut().filter_map(Value::as_object_mut) {
+            message.remove(THINKING_BLOCKS);
+        }
+    }
     for name in request.extra.keys() {
         let anthropic_only = super::anthropic::ANTHROPIC_ONLY_FIELDS.contains(&name.as_str());
         if anthropic_only

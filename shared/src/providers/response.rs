@@ -6,6 +6,15 @@ use serde_json::{Map, Value};
 
 use super::request::{FunctionCall, ToolCall};
 
+/// The thinking text of an answer (or of a stream delta), in the `reasoning_content` field
+/// OpenAI-compatible servers use for it.
+pub const REASONING_CONTENT: &str = "reasoning_content";
+/// Anthropic's thinking blocks as they came (`{"type": "thinking", "thinking",
+/// "signature"}` or `{"type": "redacted_thinking", "data"}`), on an answer's message, on a
+/// stream delta (a signature or a redacted block) and on an assistant message sent back:
+/// a multi-turn conversation with extended thinking must return them unchanged.
+pub const THINKING_BLOCKS: &str = "thinking_blocks";
+
 /// Why generation stopped, in OpenAI's vocabulary (every format is mapped onto it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FinishReason {
@@ -346,6 +355,12 @@ pub struct Delta {
 impl Delta {
     pub fn has_content(&self) -> bool {
         self.content.as_deref().is_some_and(|text| !text.is_empty())
+            || self
+                .extra
+                .get(REASONING_CONTENT)
+                .and_then(Value::as_str)
+                .is_some_and(|text| !text.is_empty())
+            || self.extra.contains_key(THINKING_BLOCKS)
             || self.refusal.as_deref().is_some_and(|text| !text.is_empty())
             || self
                 .tool_calls
@@ -359,6 +374,11 @@ impl Delta {
     pub(crate) fn output_chars(&self) -> u64 {
         let count = |text: &Option<String>| text.as_deref().map_or(0, |t| t.chars().count());
         let mut chars = count(&self.content) + count(&self.refusal);
+        chars += self
+            .extra
+            .get(REASONING_CONTENT)
+            .and_then(Value::as_str)
+            .map_or(0, |t| t.chars().count());
         for call in self.tool_calls.iter().flatten() {
             if let Some(function) = &call.function {
                 chars += count(&function.name) + count(&function.arguments);
