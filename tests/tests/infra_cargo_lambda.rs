@@ -426,6 +426,30 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         authorization.header("authorization"),
         Some(format!("Bearer {}", system_key_for("openai")).as_str())
     );
+    // The Messages API (streamed, Anthropic's events) and embeddings, on the same function.
+    let messages = invoke(
+        &cargo_lambda,
+        &watch,
+        "chat",
+        "messages-function-url-stream.json",
+    )
+    .await;
+    assert!(messages.contains("event: message_start"), "{messages}");
+    assert!(
+        messages
+            .trim_end()
+            .ends_with("data: {\"type\":\"message_stop\"}"),
+        "{messages}"
+    );
+    let embeddings =
+        json(&invoke(&cargo_lambda, &watch, "chat", "embeddings-apigw-rest.json").await);
+    assert_eq!(embeddings["object"], "list", "{embeddings}");
+    assert_eq!(
+        embeddings["data"].as_array().unwrap().len(),
+        2,
+        "{embeddings}"
+    );
+    assert_eq!(embeddings["_metadata"]["request_id"], "evt-rest-0002");
     let usage_rows: i64 = client
         .query_one(
             "SELECT count(*) FROM llm_usage_logs WHERE user_id = 'lambda-user'",
@@ -434,7 +458,7 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(usage_rows, 3);
+    assert_eq!(usage_rows, 5);
     let report = ledger::check_invariants(&client, "lambda-user")
         .await
         .unwrap();
