@@ -5,8 +5,12 @@
 //!   helpers, tool-use round trip, count_tokens, the models list, every error class the
 //!   SDK maps) with Anthropic-, OpenAI- and Gemini-format providers behind it.
 //!
-//! The SDKs are installed in `.venv` by the test script; the upstream is the in-process
-//! fake provider; each test checks the ledger afterwards.
+//! - Claude Code itself (`claude -p`), with `ANTHROPIC_BASE_URL` and
+//!   `ANTHROPIC_AUTH_TOKEN` pointing at `serve`.
+//!
+//! The SDKs are installed in `.venv` by the test script, Claude Code in
+//! `.tools/claude-code` when npm is there; the upstream is the in-process fake provider;
+//! each test checks the ledger afterwards.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -144,16 +148,20 @@ impl Serve {
         }
     }
 
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+
     /// Runs `tests/sdk/{script}` with `args`; panics with its output when it fails.
-    async fn run(mut self, python: &PathBuf, script: &str, args: &[&str]) {
+    async fn run(self, python: &PathBuf, script: &str, args: &[&str]) {
         let output = tokio::process::Command::new(python)
             .arg(workspace_root().join("tests/sdk").join(script))
             .args(args)
             .output()
             .await
             .unwrap();
-        let _ = self.child.kill().await;
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        self.stop().await;
         assert!(
             output.status.success(),
             "{script} failed:\n{}\n{}",
@@ -286,4 +294,98 @@ async fn the_official_anthropic_sdk_works_unchanged() {
             .any(|m| m["role"] == "tool" && m["content"] == "18 C, sunny"),
         "{second_turn}"
     );
+}
+
+/// Claude Code's binary: `CLAUDE_CODE_BIN`, else where the test script installs it.
+/// `None` (the test skips) when it is missing and the test script did not require it.
+fn claude_code() -> Option<PathBuf> {
+    let path = std::env::var_os("CLAUDE_CODE_BIN").map_or_else(
+        || workspace_root().join(".tools/claude-code/node_modules/.bin/claude"),
+        PathBuf::from,
+    );
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("SWITCHBOARD_REQUIRE_CLAUDE_CODE").is_none(),
+        "Claude Code is missing at {} (./scripts/test installs it when npm is available)",
+        path.display()
+    );
+    eprintln!("skipped: no Claude Code at {}", path.display());
+    None
+}
+
+#[tokio::test]
+async fn claude_code_runs_through_serve_and_spends_credits() {
+    let Some(claude) = claude_code() else {
+        return;
+    };
+    let db = TestDb::new().await;
+    let upstream = FakeUpstream::start().await;
+    let key = user_key(&db, "claude-code-user", 5, None).await;
+    upstream.set_default(Reply::text("Hi from Switchboard!").with_usage(900, 6, 0));
+    let serve = Serve::start(&db, &upstream, "claude-code").await;
+    let home = std::env::temp_dir().join(format!("sb-claude-home-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    let output = tokio::process::Command::new(&claude)
+        .args(["-p", "say hi"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("ANTHROPIC_BASE_URL", &serve.base)
+        .env("ANTHROPIC_AUTH_TOKEN", &key)
+        .env("ANTHROPIC_MODEL", "claude-3-5-sonnet-20241022")
+        .env(
+            "ANTHROPIC_DEFAULT_HAIKU_MODEL",
+            "claude-3-5-sonnet-20241022",
+        )
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), output)
+        .await
+        .expect("claude -p answered within 120 s")
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&home);
+    serve.stop().await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("Hi from Switchboard!"),
+        "claude -p failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // It went to the Anthropic provider with the platform's key, as Claude Code sent it
+    // (its tools and system prompt included), and was charged.
+    let requests = upstream.requests();
+    let call = requests
+        .iter()
+        .find(|r| r.path == "/v1/messages")
+        .expect("a /v1/messages call upstream");
+    assert_eq!(
+        call.header("x-api-key"),
+        Some("sk-ant-test-system-key-0123456789")
+    );
+    assert!(
+        call.body["tools"].as_array().is_some_and(|t| !t.is_empty()),
+        "Claude Code's tools"
+    );
+    let client = db.connect().await;
+    let rows = client
+        .query(
+            "SELECT route, charged_usd FROM llm_usage_logs WHERE user_id = 'claude-code-user' AND status_code = 200",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    for row in &rows {
+        assert_eq!(
+            row.get::<_, Option<String>>(0).as_deref(),
+            Some("/v1/messages")
+        );
+        assert!(row.get::<_, rust_decimal::Decimal>(1) > rust_decimal::Decimal::ZERO);
+    }
+    assert_ledger_exact(&db, "claude-code-user").await;
 }
