@@ -480,3 +480,51 @@ async fn a_streamed_thinking_block_arrives_with_thinking_and_signature_deltas() 
     assert_eq!(stops, 2);
     gw.assert_ledger_consistent("stream-thinker").await;
 }
+
+#[tokio::test]
+async fn system_turns_inside_messages_are_accepted_as_claude_code_sends_them() {
+    let gw = Gateway::start().await;
+    let key = gw.user("system-turns", "starter", "5").await;
+    let body = |model: &str| {
+        json!({"model": model, "max_tokens": 100, "system": "You are Claude Code.",
+        "messages": [
+            {"role": "user", "content": "say hi"},
+            {"role": "system", "content": "Available agent types: general-purpose."},
+        ]})
+    };
+    let (status, _, answer) = messages(
+        &gw,
+        ("x-api-key", key.clone()),
+        body("claude-3-5-sonnet-20241022"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = gw.upstream.last_request().unwrap().body;
+    let system = sent["system"].to_string();
+    assert!(
+        system.contains("You are Claude Code.") && system.contains("Available agent types"),
+        "{sent}"
+    );
+    assert!(
+        sent["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["role"] != "system")
+    );
+    let (status, _, answer) =
+        messages(&gw, ("x-api-key", key.clone()), body("openai/gpt-4o")).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = gw.upstream.last_request().unwrap().body;
+    assert_eq!(sent["messages"][2]["role"], "system", "{sent}");
+    let (status, _, answer) = messages(
+        &gw,
+        ("x-api-key", key),
+        json!({"model": "openai/gpt-4o", "max_tokens": 5,
+               "messages": [{"role": "tool", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["type"], "invalid_request_error");
+    gw.assert_ledger_consistent("system-turns").await;
+}

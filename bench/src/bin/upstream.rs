@@ -4,6 +4,9 @@
 //! `GET /v1/models` with a one-model list. No recording, no parsing beyond a byte search,
 //! no scripted faults (the test suite's `FakeUpstream` does those).
 //!
+//! `POST /v1/embeddings` answers one small canned vector per input (the body is parsed
+//! only to count the inputs), so that the README's quick start can show embeddings.
+//!
 //! `/delay/{ms}/v1/chat/completions` answers the same after `ms` milliseconds: an upstream
 //! with a model's latency, so that a closed loop at some concurrency does not saturate the
 //! machine.
@@ -59,6 +62,26 @@ fn sse_body() -> String {
 }
 
 const MODELS: &str = r#"{"object":"list","data":[{"id":"gpt-4o","object":"model","created":1715367049,"owned_by":"system"}]}"#;
+
+/// An OpenAI embeddings answer: one 4-number vector per input (a string or token array
+/// counts one; an array of them counts each), 3 tokens per input.
+fn embeddings(body: &[u8]) -> String {
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let inputs = match &request["input"] {
+        serde_json::Value::Array(items) if items.iter().all(|i| !i.is_number()) => items.len(),
+        _ => 1,
+    };
+    let data: Vec<serde_json::Value> = (0..inputs)
+        .map(|index| {
+            serde_json::json!({"object": "embedding", "index": index,
+                               "embedding": [0.125, -0.25, 0.5, index as f64]})
+        })
+        .collect();
+    let tokens = 3 * inputs;
+    serde_json::json!({"object": "list", "data": data, "model": request["model"],
+                       "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+    .to_string()
+}
 
 fn wants_stream(body: &[u8]) -> bool {
     const NEEDLE: &[u8] = br#""stream":true"#;
@@ -122,6 +145,12 @@ fn main() {
                 }),
             )
             .route(
+                "/v1/embeddings",
+                post(|body: Bytes| async move {
+                    respond("application/json", Bytes::from(embeddings(&body)))
+                }),
+            )
+            .route(
                 "/v1/models",
                 get(|| async {
                     respond("application/json", Bytes::from_static(MODELS.as_bytes()))
@@ -156,6 +185,13 @@ mod tests {
             let json = frame.strip_prefix("data: ").unwrap();
             serde_json::from_str::<serde_json::Value>(json).unwrap();
         }
+        let answer: serde_json::Value =
+            serde_json::from_str(&embeddings(br#"{"model":"m","input":["a","b"]}"#)).unwrap();
+        assert_eq!(answer["data"].as_array().unwrap().len(), 2);
+        assert_eq!(answer["usage"]["prompt_tokens"], 6);
+        let answer: serde_json::Value =
+            serde_json::from_str(&embeddings(br#"{"model":"m","input":[1,2,3]}"#)).unwrap();
+        assert_eq!(answer["data"].as_array().unwrap().len(), 1);
         assert!(wants_stream(br#"{"model":"gpt-4o","stream":true}"#));
         assert!(!wants_stream(br#"{"model":"gpt-4o","stream":false}"#));
     }

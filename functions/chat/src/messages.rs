@@ -201,10 +201,19 @@ fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
                 }
                 messages.push(message);
             }
+            // Claude Code sends system turns inside `messages` (agent lists, reminders):
+            // they become system messages in place (an Anthropic upstream gets them in
+            // its top-level `system`, after the request's own).
+            Some("system") => {
+                let (parts, _) = user_parts(&turn["content"], &at)?;
+                if !parts.is_empty() {
+                    messages.push(json!({"role": "system", "content": parts}));
+                }
+            }
             _ => {
                 return Err(invalid(
                     &format!("{at}.role"),
-                    "role is `user` or `assistant`",
+                    "role is `user`, `assistant` or `system`",
                 ));
             }
         }

@@ -339,7 +339,6 @@ async fn claude_code_runs_through_serve_and_spends_credits() {
             "ANTHROPIC_DEFAULT_HAIKU_MODEL",
             "claude-3-5-sonnet-20241022",
         )
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
         .env("DISABLE_AUTOUPDATER", "1")
         .stdin(Stdio::null())
         .kill_on_drop(true)
