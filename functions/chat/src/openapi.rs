@@ -40,8 +40,6 @@ fn header(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
         .build()
 }
 
-/// Every chat route: `POST /v1/chat/completions`, `POST /v1/messages`, `GET /v1/models`,
-/// `GET /v1/account`.
 /// A required JSON request body.
 fn json_body(description: &str) -> utoipa::openapi::request_body::RequestBody {
     RequestBodyBuilder::new()
@@ -50,6 +48,18 @@ fn json_body(description: &str) -> utoipa::openapi::request_body::RequestBody {
         .build()
 }
 
+fn query(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build()
+}
+
+/// Every chat route: `POST /v1/chat/completions`, `POST /v1/messages` (and its
+/// `count_tokens`), `POST /v1/embeddings`, `GET /v1/models`, `GET /v1/account`.
 pub fn document() -> OpenApi {
     let errors = |builder: ResponsesBuilder| {
         builder
@@ -146,17 +156,49 @@ pub fn document() -> OpenApi {
         )
         .security(SecurityRequirement::new(SCHEME, Vec::<String>::new()))
         .build();
-    let models = OperationBuilder::new()
+    let embeddings = OperationBuilder::new()
         .tag("chat")
-        .summary(Some(
-            "Models the caller's tier may use, in OpenAI's list format",
+        .summary(Some("OpenAI Embeddings, routed to embedding models, billed and with fallbacks"))
+        .description(Some(
+            "`model` is `auto`, an embedding model's `model_id` or `provider_slug/model_id` (a chat model is a 400). \
+             `input` is a string, an array of strings, a token array or an array of token arrays; \
+             `dimensions`, `encoding_format` (`float` | `base64`) and `user` are understood. Billed as input tokens.",
         ))
+        .parameter(header("X-Power-Level", "eco | balanced | precision, for `model: auto`"))
+        .parameter(header("x-request-id", "echoed back when it is a sane token"))
+        .request_body(Some(json_body("OpenAI's CreateEmbeddingRequest")))
         .responses(
             errors(ResponsesBuilder::new())
                 .response(
                     "200",
                     ResponseBuilder::new()
-                        .description("{object: list, data: [model]}")
+                        .description("{object: list, data: [{object: embedding, index, embedding}], model, usage, _metadata}")
+                        .content("application/json", json_object("OpenAI's embedding list plus `_metadata`").build()),
+                )
+                .response("400", error("malformed request, or a chat model"))
+                .response("402", error("insufficient_credits or monthly_cap_exceeded"))
+                .response("404", error("model_not_found"))
+                .response("429", error("rate limit; see Retry-After"))
+                .response("502", error("every candidate failed"))
+                .build(),
+        )
+        .security(SecurityRequirement::new(SCHEME, Vec::<String>::new()))
+        .build();
+    let models = OperationBuilder::new()
+        .tag("chat")
+        .summary(Some(
+            "Models the caller's tier may use, in OpenAI's list format (with `model_type`), or Anthropic's with `anthropic-version`",
+        ))
+        .parameter(header("anthropic-version", "answer in Anthropic's list shape (chat models only)"))
+        .parameter(query("limit", "Anthropic's shape: page size, 1-1000 (default 20)"))
+        .parameter(query("after_id", "Anthropic's shape: the page after this id"))
+        .parameter(query("before_id", "Anthropic's shape: the page before this id"))
+        .responses(
+            errors(ResponsesBuilder::new())
+                .response(
+                    "200",
+                    ResponseBuilder::new()
+                        .description("{object: list, data: [model]}, or {data, has_more, first_id, last_id}")
                         .content(
                             "application/json",
                             json_object("OpenAI's model list").build(),
@@ -196,6 +238,10 @@ pub fn document() -> OpenApi {
                 .path(
                     "/v1/messages/count_tokens",
                     PathItem::new(HttpMethod::Post, count_tokens),
+                )
+                .path(
+                    "/v1/embeddings",
+                    PathItem::new(HttpMethod::Post, embeddings),
                 )
                 .path("/v1/models", PathItem::new(HttpMethod::Get, models))
                 .path("/v1/account", PathItem::new(HttpMethod::Get, account)),

@@ -56,6 +56,9 @@ fn assert_error_shape(body: &Value) {
 /// Every route of api.md, by function.
 const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/messages"),
+    ("POST", "/v1/messages/count_tokens"),
+    ("POST", "/v1/embeddings"),
     ("GET", "/v1/models"),
     ("GET", "/v1/account"),
     ("PUT", "/v1/byok/openai"),
@@ -121,7 +124,11 @@ async fn every_contract_route_is_mounted() {
         );
         assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{method} {path}");
         assert!(headers.contains_key("x-request-id"));
-        if !status.is_success() {
+        if path.starts_with("/v1/messages") {
+            // The Messages API answers in Anthropic's error shape.
+            assert_eq!(body["type"], "error", "{path}: {body}");
+            assert!(body["error"]["type"].is_string() && body["error"]["message"].is_string());
+        } else if !status.is_success() {
             assert_error_shape(&body);
         }
     }
@@ -282,6 +289,9 @@ async fn chat_describes_its_routes_in_openapi_and_serve_merges_them() {
     assert_eq!(status, StatusCode::OK);
     for (path, method) in [
         ("/v1/chat/completions", "post"),
+        ("/v1/messages", "post"),
+        ("/v1/messages/count_tokens", "post"),
+        ("/v1/embeddings", "post"),
         ("/v1/models", "get"),
         ("/v1/account", "get"),
     ] {
@@ -297,7 +307,12 @@ async fn chat_describes_its_routes_in_openapi_and_serve_merges_them() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    for path in ["/v1/chat/completions", "/v1/byok", "/admin/providers"] {
+    for path in [
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/byok",
+        "/admin/providers",
+    ] {
         assert!(
             merged["paths"][path].is_object(),
             "{path} missing from serve's document"
