@@ -486,3 +486,96 @@ async fn mixed_concurrent_messages_and_embeddings_spend_exactly_the_balance() {
         .collect();
     assert_eq!(routes, ["/v1/embeddings", "/v1/messages"]);
 }
+
+async fn admin(
+    gw: &Gateway,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            body.map_or_else(String::new, |b| b.to_string()),
+        ))
+        .unwrap();
+    let response = gw.send(request).await;
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn admins_set_filter_and_change_a_models_kind() {
+    let gw = Gateway::start().await;
+    gw.user("catalog-admin", "free", "0").await;
+    let key = gw.key_for("catalog-admin", "admin", None).await;
+    let (status, listed) =
+        admin(&gw, &key, "GET", "/admin/models?model_type=embedding", None).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["total"], 2, "{listed}");
+    let (status, created) = admin(
+        &gw,
+        &key,
+        "POST",
+        "/admin/models",
+        Some(json!({"provider_id": 1, "model_id": "text-embedding-3-large", "model_type": "embedding",
+                    "context_window": 8191, "cost_per_1m_input_tokens": "0.13", "cost_per_1m_output_tokens": "0"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["model_type"], "embedding");
+    let id = created["id"].as_i64().unwrap();
+    let (status, chat) = admin(
+        &gw,
+        &key,
+        "POST",
+        "/admin/models",
+        Some(
+            json!({"provider_id": 1, "model_id": "some-chat", "context_window": 8191,
+                    "cost_per_1m_input_tokens": "1", "cost_per_1m_output_tokens": "2"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{chat}");
+    assert_eq!(chat["model_type"], "chat", "the default");
+    let (status, patched) = admin(
+        &gw,
+        &key,
+        "PATCH",
+        &format!("/admin/models/{id}"),
+        Some(json!({"model_type": "chat"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["model_type"], "chat");
+    let (status, refused) = admin(
+        &gw,
+        &key,
+        "PATCH",
+        &format!("/admin/models/{id}"),
+        Some(json!({"model_type": "vector"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("model_type")
+            || refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("vector"),
+        "{refused}"
+    );
+}

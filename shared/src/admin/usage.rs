@@ -120,6 +120,9 @@ pub struct UsageRowView {
     pub request_ip: Option<String>,
     pub user_agent: Option<String>,
     pub session_id: Option<String>,
+    /// The route that spent the credits (`/v1/chat/completions`, `/v1/messages`,
+    /// `/v1/embeddings`); null on rows older than the routes' recording.
+    pub route: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -208,6 +211,7 @@ fn row_of(row: &Row) -> Result<UsageRowView, AdminError> {
         user_agent: row.try_get(27)?,
         session_id: row.try_get(28)?,
         created_at: row.try_get(29)?,
+        route: row.try_get(30)?,
     })
 }
 
@@ -232,7 +236,7 @@ pub async fn list(
              power_level, task_type, prompt_tokens, completion_tokens, total_tokens, cached_tokens, \
              cost_input_usd, cost_output_usd, cost_total_usd, charged_usd, used_byok, stream, latency_ms, \
              tokens_per_second, status_code, error_message, was_fallback, fallback_reason, \
-             host(request_ip), user_agent, session_id, created_at \
+             host(request_ip), user_agent, session_id, created_at, route \
              FROM llm_usage_logs WHERE {CONDITION} ORDER BY created_at DESC, id DESC"
         ),
         &format!("SELECT count(*) FROM llm_usage_logs WHERE {CONDITION}"),
