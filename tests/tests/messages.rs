@@ -528,3 +528,62 @@ async fn system_turns_inside_messages_are_accepted_as_claude_code_sends_them() {
     assert_eq!(answer["error"]["type"], "invalid_request_error");
     gw.assert_ledger_consistent("system-turns").await;
 }
+
+#[tokio::test]
+async fn anthropic_only_blocks_and_tool_cache_breakpoints_reach_anthropic_as_they_came() {
+    let gw = Gateway::start().await;
+    let key = gw.user("documents", "starter", "5").await;
+    let document = json!({"type": "document", "title": "Report",
+                          "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"},
+                          "cache_control": {"type": "ephemeral"}});
+    let body = |model: &str| {
+        json!({"model": model, "max_tokens": 100,
+               "tools": [{"name": "lookup", "description": "Look up",
+                          "input_schema": {"type": "object", "properties": {}},
+                          "cache_control": {"type": "ephemeral"}}],
+               "messages": [{"role": "user", "content": [document, {"type": "text", "text": "Summarise."}]}]})
+    };
+    let (status, _, answer) = messages(
+        &gw,
+        ("x-api-key", key.clone()),
+        body("claude-3-5-sonnet-20241022"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = gw.upstream.last_request().unwrap().body;
+    assert_eq!(sent["messages"][0]["content"][0], document, "{sent}");
+    assert_eq!(
+        sent["tools"][0]["cache_control"],
+        json!({"type": "ephemeral"})
+    );
+    let before = gw.upstream.request_count();
+    // An OpenAI-format provider cannot take a document: a clear 400, nothing sent.
+    let (status, _, answer) =
+        messages(&gw, ("x-api-key", key.clone()), body("openai/gpt-4o")).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`document` blocks"),
+        "{answer}"
+    );
+    assert_eq!(gw.upstream.request_count(), before);
+    // Server tools bill beyond token prices: refused.
+    let (status, _, answer) = messages(
+        &gw,
+        ("x-api-key", key),
+        json!({"model": "claude-3-5-sonnet-20241022", "max_tokens": 100,
+               "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}],
+               "messages": [{"role": "user", "content": "news?"}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("web_search_20250305")
+    );
+    gw.assert_ledger_consistent("documents").await;
+}

@@ -22,7 +22,9 @@ use serde_json::{Map, Value, json};
 use switchboard_core::auth::Caller;
 use switchboard_core::chat::{self, ChatAnswer, ChatInput, RequestOptions, Route};
 use switchboard_core::http::{ApiError, RequestId};
-use switchboard_core::providers::{ChatRequest, REASONING_CONTENT, THINKING_BLOCKS, Usage};
+use switchboard_core::providers::{
+    ANTHROPIC_BLOCK_PART, ChatRequest, REASONING_CONTENT, THINKING_BLOCKS, Usage,
+};
 use switchboard_core::state::AppState;
 
 /// An error in Anthropic's shape: `{"type":"error","error":{"type","message"}}`, with the
@@ -65,6 +67,10 @@ fn user_parts(content: &Value, at: &str) -> Result<(Vec<Value>, Vec<Value>), Api
             for (i, block) in blocks.iter().enumerate() {
                 let mut part = match block["type"].as_str() {
                     Some("text") => json!({"type": "text", "text": block["text"]}),
+                    // No OpenAI equivalent: to an Anthropic upstream as it came.
+                    Some("document" | "search_result" | "container_upload") => {
+                        json!({"type": ANTHROPIC_BLOCK_PART, "block": block})
+                    }
                     Some("image") => {
                         let source = &block["source"];
                         let url = match source["type"].as_str() {
@@ -248,17 +254,29 @@ fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
         chat.insert("user".into(), user.clone());
     }
     if let Some(tools) = object.get("tools").and_then(Value::as_array) {
-        let tools: Vec<Value> = tools
-            .iter()
-            .map(|t| {
-                json!({"type": "function", "function": {
-                    "name": t["name"],
-                    "description": t.get("description").cloned().unwrap_or(Value::Null),
-                    "parameters": t.get("input_schema").cloned().unwrap_or(json!({"type": "object"})),
-                }})
-            })
-            .collect();
-        chat.insert("tools".into(), Value::Array(tools));
+        let mut converted = Vec::with_capacity(tools.len());
+        for (i, t) in tools.iter().enumerate() {
+            // Server tools (web search, code execution, …) run and bill at the provider
+            // beyond token prices: the ledger cannot price them.
+            if let Some(kind) = t["type"].as_str().filter(|k| *k != "custom") {
+                return Err(invalid(
+                    &format!("tools[{i}].type"),
+                    format!(
+                        "server tools such as `{kind}` are billed beyond token prices and are not supported; define a custom tool with `input_schema`"
+                    ),
+                ));
+            }
+            let mut tool = json!({"type": "function", "function": {
+                "name": t["name"],
+                "description": t.get("description").cloned().unwrap_or(Value::Null),
+                "parameters": t.get("input_schema").cloned().unwrap_or(json!({"type": "object"})),
+            }});
+            if let Some(cache_control) = t.get("cache_control") {
+                tool["cache_control"] = cache_control.clone();
+            }
+            converted.push(tool);
+        }
+        chat.insert("tools".into(), Value::Array(converted));
     }
     if let Some(choice) = object.get("tool_choice") {
         let mapped = match choice["type"].as_str() {

@@ -472,6 +472,9 @@ impl Run {
             );
         }
         match last {
+            // No candidate's format could express the request: the request's problem (400
+            // naming the field), not an upstream failure.
+            Some(error @ ProviderError::Unsupported { .. }) => error.into(),
             Some(error @ ProviderError::Timeout { .. }) => {
                 ApiError::UpstreamTimeout(format!("every candidate failed; last: {error}"))
             }

@@ -8,7 +8,8 @@ use serde_json::{Map, Value, json};
 use super::call::{ResponseContext, UpstreamCall, UpstreamTarget, join_url};
 use super::error::{ProviderError, error_text};
 use super::request::{
-    ChatRequest, ContentPart, Message, MessageContent, Role, ToolCall, ToolChoice, ToolChoiceMode,
+    ANTHROPIC_BLOCK_PART, ChatRequest, ContentPart, Message, MessageContent, Role, ToolCall,
+    ToolChoice, ToolChoiceMode,
 };
 use super::response::{
     ChatCompletion, ChatCompletionChunk, Choice, Delta, FinishReason, FunctionCallDelta,
@@ -198,6 +199,11 @@ fn user_blocks(message: &Message, i: usize) -> Result<Vec<Value>, ProviderError>
                 }
                 blocks.push(block);
             }
+            ANTHROPIC_BLOCK_PART => {
+                if let Some(block) = part.extra.get("block") {
+                    blocks.push(block.clone());
+                }
+            }
             other => return Err(unsupported_part(i, j, other)),
         }
     }
@@ -276,9 +282,19 @@ fn insert_tools(request: &ChatRequest, body: &mut Map<String, Value>) -> Result<
             ));
         }
     }
+    // Each function with the tool's prompt-cache breakpoint, if any (Claude Code puts one
+    // on its last tool); legacy `functions` have none.
     let tools: Vec<Value> = request
-        .tool_functions()
-        .map(|function| {
+        .tools
+        .iter()
+        .flatten()
+        .filter(|tool| tool.kind == "function")
+        .filter_map(|tool| {
+            let function = tool.function.as_ref()?;
+            Some((function, tool.extra.get("cache_control")))
+        })
+        .chain(request.functions.iter().flatten().map(|f| (f, None)))
+        .map(|(function, cache_control)| {
             let mut tool = json!({
                 "name": function.name,
                 "input_schema": function
@@ -288,6 +304,9 @@ fn insert_tools(request: &ChatRequest, body: &mut Map<String, Value>) -> Result<
             });
             if let Some(description) = &function.description {
                 tool["description"] = json!(description);
+            }
+            if let Some(cache_control) = cache_control {
+                tool["cache_control"] = cache_control.clone();
             }
             tool
         })

@@ -36,9 +36,10 @@ pub use embeddings::{
 };
 pub use error::{ProviderError, TimeoutPhase, status_is_retryable};
 pub use request::{
-    ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl, JsonSchemaFormat,
-    Message, MessageContent, NamedFunction, NamedToolChoice, ResponseFormat, ResponseFormatKind,
-    Role, StopSequences, StreamOptions, Tool, ToolCall, ToolChoice, ToolChoiceMode,
+    ANTHROPIC_BLOCK_PART, ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl,
+    JsonSchemaFormat, Message, MessageContent, NamedFunction, NamedToolChoice, ResponseFormat,
+    ResponseFormatKind, Role, StopSequences, StreamOptions, Tool, ToolCall, ToolChoice,
+    ToolChoiceMode,
 };
 pub use response::{
     ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, CompletionTokensDetails, Delta,

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::call::{FORWARDED_FIELDS, ResponseContext, UpstreamCall, UpstreamTarget, join_url};
 use super::error::{ProviderError, error_text};
-use super::request::ChatRequest;
+use super::request::{ANTHROPIC_BLOCK_PART, ChatRequest, MessageContent};
 use super::response::{ChatCompletion, ChatCompletionChunk, THINKING_BLOCKS, Usage};
 use super::sse::SseEvent;
 use super::stream::{EventDecoder, StreamTally};
@@ -33,6 +33,29 @@ pub(crate) fn build_request(
     if let Some(Value::Array(messages)) = body.get_mut("messages") {
         for message in messages.iter_mut().filter_map(Value::as_object_mut) {
             message.remove(THINKING_BLOCKS);
+        }
+    }
+    // Anthropic-only pieces from the Messages API: a block with no OpenAI equivalent
+    // cannot go (another candidate may take it); a tool's cache breakpoint is dropped.
+    for (i, message) in request.messages.iter().enumerate() {
+        if let Some(MessageContent::Parts(parts)) = &message.content
+            && let Some(j) = parts.iter().position(|p| p.kind == ANTHROPIC_BLOCK_PART)
+        {
+            let kind = parts[j]
+                .extra
+                .get("block")
+                .and_then(|b| b["type"].as_str())
+                .unwrap_or("block");
+            return Err(ProviderError::unsupported(
+                ApiFormat::OpenAi,
+                format!("messages[{i}].content[{j}]"),
+                format!("`{kind}` blocks are supported only by Anthropic-format providers"),
+            ));
+        }
+    }
+    if let Some(Value::Array(tools)) = body.get_mut("tools") {
+        for tool in tools.iter_mut().filter_map(Value::as_object_mut) {
+            tool.remove("cache_control");
         }
     }
     for name in request.extra.keys() {

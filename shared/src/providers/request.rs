@@ -206,6 +206,11 @@ pub struct ContentPart {
     pub extra: Map<String, Value>,
 }
 
+/// A content part carrying an Anthropic block that has no OpenAI equivalent (`document`,
+/// `search_result`, …), in its `block` field: the Anthropic adapter sends the block as it
+/// came; the other formats cannot express it (another candidate may serve the request).
+pub const ANTHROPIC_BLOCK_PART: &str = "anthropic_block";
+
 impl ContentPart {
     pub fn is_image(&self) -> bool {
         self.kind == "image_url"
@@ -696,6 +701,8 @@ fn validate_message(i: usize, message: &Message) -> Result<(), ProviderError> {
                 // Refusal parts appear in assistant history; audio/file parts are passed
                 // through to OpenAI-compatible upstreams only (the others refuse them).
                 "refusal" | "input_audio" | "file" => {}
+                // From the Messages API; only the Anthropic adapter sends it.
+                ANTHROPIC_BLOCK_PART if part.extra.get("block").is_some_and(Value::is_object) => {}
                 other => {
                     return Err(invalid(
                         format!("{param}.type"),
