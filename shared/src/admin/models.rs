@@ -65,11 +65,22 @@ pub struct ModelView {
     pub replacement_model_id: Option<i32>,
     #[schema(schema_with = super::schema::tier)]
     pub min_tier_required: Tier,
-    /// Read-only.
+    /// Read-only, measured: the p50 time in milliseconds to the complete answer of the
+    /// successful buffered calls of the last five minutes (see routing docs).
     pub avg_latency_ms: Option<i32>,
-    /// Read-only.
+    /// Read-only: how many calls `avg_latency_ms` is measured on (0: not measured now).
+    pub latency_samples: i32,
+    /// Read-only, measured: the p50 time to the first token of streams.
+    pub avg_ttft_ms: Option<i32>,
+    /// Read-only: how many streams `avg_ttft_ms` is measured on.
+    pub ttft_samples: i32,
+    /// Read-only, measured: the p50 output tokens per second.
     #[schema(value_type = Option<String>)]
     pub avg_tokens_per_second: Option<Decimal>,
+    /// Read-only: how many calls `avg_tokens_per_second` is measured on.
+    pub tokens_per_second_samples: i32,
+    /// Read-only: when the measured columns were last recomputed.
+    pub performance_updated_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -321,7 +332,8 @@ const SELECT: &str = "SELECT m.id, m.provider_id, p.provider_slug, m.model_id, m
     m.cost_per_1m_tokens_cached, m.power_level, m.power_level_priority, m.is_active, m.is_deprecated, \
     m.deprecation_date, m.replacement_model_id, m.min_tier_required, m.avg_latency_ms, \
     m.avg_tokens_per_second, m.created_at, m.updated_at, m.cost_per_1m_cache_write_tokens, \
-    m.cost_per_1m_cache_write_1h_tokens, m.model_type \
+    m.cost_per_1m_cache_write_1h_tokens, m.model_type, m.latency_samples, m.avg_ttft_ms, \
+    m.ttft_samples, m.tokens_per_second_samples, m.performance_updated_at \
     FROM llm_models m JOIN llm_providers p ON p.id = m.provider_id";
 
 fn view_of(row: &Row) -> Result<ModelView, AdminError> {
@@ -352,7 +364,12 @@ fn view_of(row: &Row) -> Result<ModelView, AdminError> {
         replacement_model_id: row.try_get(20)?,
         min_tier_required: vocab(row, 21)?,
         avg_latency_ms: row.try_get(22)?,
+        latency_samples: row.try_get(29)?,
+        avg_ttft_ms: row.try_get(30)?,
+        ttft_samples: row.try_get(31)?,
         avg_tokens_per_second: row.try_get(23)?,
+        tokens_per_second_samples: row.try_get(32)?,
+        performance_updated_at: row.try_get(33)?,
         created_at: row.try_get(24)?,
         updated_at: row.try_get(25)?,
     })

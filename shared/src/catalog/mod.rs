@@ -15,7 +15,9 @@ pub use cache::{CatalogCache, CatalogSource, DEFAULT_CATALOG_TTL};
 /// either: the hold's upper bound (`routing::Candidate::output_token_limit`) and the
 /// `max_tokens` sent to formats that require one (Anthropic).
 pub const DEFAULT_OUTPUT_TOKENS: u32 = 4096;
-pub use queries::{CatalogError, load_catalog};
+pub use queries::{
+    CatalogError, PERFORMANCE_REFRESH, PERFORMANCE_WINDOW, load_catalog, refresh_model_performance,
+};
 pub use snapshot::Catalog;
 pub use tables::{Model, Provider, RoutingRule};
 pub use types::{

@@ -1,8 +1,9 @@
 //! The catalog's SQL: reading every provider, model and routing rule into a [`Catalog`].
 //! The three queries are sent together (tokio-postgres pipelines concurrent queries on one
-//! connection), so a load costs one round trip.
+//! connection), so a load costs one round trip (plus one for the performance refresh).
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use tokio_postgres::{GenericClient, Row};
 
@@ -40,7 +41,8 @@ const MODELS_SQL: &str = "SELECT id, provider_id, model_name, model_id, display_
      cost_per_1m_tokens_cached, power_level, power_level_priority, is_active, is_deprecated, \
      deprecation_date, replacement_model_id, min_tier_required, avg_latency_ms, \
      avg_tokens_per_second, created_at, updated_at, cost_per_1m_cache_write_tokens, \
-     cost_per_1m_cache_write_1h_tokens, model_type \
+     cost_per_1m_cache_write_1h_tokens, model_type, avg_ttft_ms, latency_samples, ttft_samples, \
+     tokens_per_second_samples, performance_updated_at \
      FROM llm_models ORDER BY id";
 
 const RULES_SQL: &str = "SELECT id, model_id, power_level, user_tier, task_type, priority, weight, \
@@ -48,8 +50,38 @@ const RULES_SQL: &str = "SELECT id, model_id, power_level, user_tier, task_type,
      created_at, updated_at \
      FROM llm_routing_rules ORDER BY id";
 
-/// Reads the whole catalog (active or not: routing filters, admin lists everything).
+/// The window over which models' performance is measured (the p50 of their successful
+/// calls in it).
+pub const PERFORMANCE_WINDOW: Duration = Duration::from_secs(300);
+/// How often the measured performance is recomputed, at most, across all processes: with
+/// the catalog's own TTL, routing sees a call's latency within 30 + 5 seconds.
+pub const PERFORMANCE_REFRESH: Duration = Duration::from_secs(30);
+
+/// Recomputes the models' measured performance unless that was done less than
+/// `min_age` ago (anywhere); `true` when it ran.
+pub async fn refresh_model_performance(
+    client: &impl GenericClient,
+    window: Duration,
+    min_age: Duration,
+) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT sb_refresh_model_performance(make_interval(secs => $1), make_interval(secs => $2))",
+            &[&window.as_secs_f64(), &min_age.as_secs_f64()],
+        )
+        .await?;
+    row.try_get(0)
+}
+
+/// Reads the whole catalog (active or not: routing filters, admin lists everything), after
+/// refreshing the measured performance when it is older than [`PERFORMANCE_REFRESH`] (a
+/// failure there is logged; the catalog still loads).
 pub async fn load_catalog(client: &impl GenericClient) -> Result<Catalog, CatalogError> {
+    if let Err(error) =
+        refresh_model_performance(client, PERFORMANCE_WINDOW, PERFORMANCE_REFRESH).await
+    {
+        tracing::warn!(%error, "could not refresh the models' measured performance");
+    }
     let (provider_rows, model_rows, rule_rows) = tokio::try_join!(
         client.query(PROVIDERS_SQL, &[]),
         client.query(MODELS_SQL, &[]),
@@ -149,7 +181,12 @@ fn model_from_row(row: &Row) -> Result<Model, CatalogError> {
         replacement_model_id: row.try_get("replacement_model_id")?,
         min_tier_required: parse(TABLE, id, row.try_get("min_tier_required")?)?,
         avg_latency_ms: row.try_get("avg_latency_ms")?,
+        latency_samples: row.try_get("latency_samples")?,
+        avg_ttft_ms: row.try_get("avg_ttft_ms")?,
+        ttft_samples: row.try_get("ttft_samples")?,
         avg_tokens_per_second: row.try_get("avg_tokens_per_second")?,
+        tokens_per_second_samples: row.try_get("tokens_per_second_samples")?,
+        performance_updated_at: row.try_get("performance_updated_at")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })

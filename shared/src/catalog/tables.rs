@@ -84,8 +84,16 @@ pub struct Model {
     /// The `llm_models.id` that replaces this one when it is deprecated.
     pub replacement_model_id: Option<i32>,
     pub min_tier_required: Tier,
+    /// Measured (`sb_refresh_model_performance`): the p50 time to the complete answer of
+    /// buffered calls, and its sample count in the window.
     pub avg_latency_ms: Option<i32>,
+    pub latency_samples: i32,
+    /// The p50 time to the first token of streams, and its sample count.
+    pub avg_ttft_ms: Option<i32>,
+    pub ttft_samples: i32,
     pub avg_tokens_per_second: Option<Decimal>,
+    pub tokens_per_second_samples: i32,
+    pub performance_updated_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

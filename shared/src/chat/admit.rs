@@ -79,6 +79,11 @@ pub(super) async fn plan(
         ceilings: &state.config.routing.ceilings,
     };
     let plan = plan_candidates(&catalog, &routing_request, &context, &mut rand::rng())?;
+    if !plan.filtered.is_empty() && tracing::enabled!(tracing::Level::DEBUG) {
+        for (filter, detail) in &plan.filtered {
+            tracing::debug!(%request_id, %filter, detail, "routing removed a candidate");
+        }
+    }
     let mut candidates: Vec<Candidate> = plan.candidates;
     // Fields the ledger cannot price may go out only on the user's own key.
     if let Some(field) = work.price_raising_fields().first().copied() {
@@ -186,12 +191,12 @@ impl Run {
     /// The hold (ledger.md): the worst case over the candidates that may be tried — the
     /// provider cost for platform-key candidates, the platform fee for BYOK ones.
     fn hold_amount(&self, requested_output: Option<u32>) -> Decimal {
-        let may_write_cache = self.work.has_cache_control();
+        let has_cache_control = self.work.has_cache_control();
         let offers = self.candidates.iter().map(|c| ledger::HoldOffer {
             prices: ledger::TokenPrices::of(&c.model),
             max_output_tokens: u64::from(c.output_token_limit(requested_output)),
             byok: c.byok,
-            may_write_cache,
+            may_write_cache: has_cache_control || self.adds_cache_control(c),
         });
         ledger::hold_amount(
             u64::from(self.prompt_tokens),

@@ -97,6 +97,8 @@ pub(super) enum Health {
 /// How the successful attempt went, for its settlement.
 pub struct Success<'a> {
     pub latency: Duration,
+    /// Streams: the time to the first content.
+    pub ttft: Option<Duration>,
     pub settlement: &'a Settlement,
     /// Recorded on the usage row (for example "client disconnected").
     pub note: Option<&'a str>,
@@ -157,9 +159,21 @@ impl Run {
                 // The limit the hold assumed, sent when the request has none.
                 default_max_tokens: Some(candidate.output_token_limit(None)),
                 forward_unpriced_fields: candidate.byok,
+                auto_cache_control: self.adds_cache_control(candidate),
             },
             user_key_id,
         )))
+    }
+
+    /// Whether this call gets prompt-cache breakpoints the request did not set: an
+    /// Anthropic-format candidate, a power level that prefers cached prompts, and
+    /// `SWITCHBOARD_AUTO_CACHE_CONTROL` on. The hold then covers cache writes.
+    pub fn adds_cache_control(&self, candidate: &Candidate) -> bool {
+        let routing = &self.state.config.routing;
+        routing.auto_cache_control
+            && candidate.provider.api_format == crate::catalog::ApiFormat::Anthropic
+            && routing.ceilings.prefers_cached(self.power_level)
+            && !self.work.has_cache_control()
     }
 
     pub fn price(&self, candidate: &Candidate, usage: &Usage) -> Settlement {
@@ -338,12 +352,14 @@ impl Run {
     ) -> Settled {
         let Success {
             latency,
+            ttft,
             settlement,
             note,
             health,
         } = success;
         let mut row = self.attempt_row(candidate, user_key_id, latency, Some(200), Ok(settlement));
         row.error_message = note.map(|n| n.chars().take(500).collect());
+        row.ttft_ms = ttft.map(|t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
         self.attempts.push(row);
         let item = CaptureItem {
             ledger_id: hold.ledger_id().to_string(),

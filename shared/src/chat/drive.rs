@@ -223,6 +223,7 @@ async fn answer_buffered(
             user_key_id,
             Success {
                 latency,
+                ttft: None,
                 settlement: &settlement,
                 note,
                 health: Health::Answered,
@@ -282,6 +283,8 @@ async fn answer_stream(
         routed: Routed::of(candidate),
         events: rx,
     };
+    // The stream is committed at its first content: the time to first token.
+    let ttft = started.elapsed();
     let Opened {
         mut chunks,
         mut pending,
@@ -368,6 +371,7 @@ async fn answer_stream(
             user_key_id,
             Success {
                 latency,
+                ttft: Some(ttft),
                 settlement: &settlement,
                 note: note.as_deref(),
                 health,

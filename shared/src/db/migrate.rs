@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(16, "0016_billing_request_ids"),
     migration!(17, "0017_budget_alert_trigger_when"),
     migration!(18, "0018_embeddings"),
+    migration!(19, "0019_model_performance"),
 ];
 
 /// Arbitrary constant naming the migration lock.

@@ -218,6 +218,8 @@ pub struct UsageLogRow {
     /// The route that spent the credits (`/v1/chat/completions`, `/v1/messages`,
     /// `/v1/embeddings`).
     pub route: Option<String>,
+    /// Streams: milliseconds from the attempt's start to its first content.
+    pub ttft_ms: Option<i32>,
 }
 
 /// Everything one capture writes, atomically.

@@ -44,7 +44,11 @@ pub(crate) fn build_request(
         .unwrap_or(FALLBACK_MAX_TOKENS);
     body.insert("max_tokens".into(), json!(max_tokens));
 
-    let (system, messages) = convert_messages(request)?;
+    let (mut system, mut messages) = convert_messages(request)?;
+    let add_breakpoints = target.auto_cache_control && !request.has_cache_control();
+    if add_breakpoints {
+        add_cache_breakpoints(&mut system, &mut messages);
+    }
     if let Some(system) = system {
         body.insert("system".into(), system);
     }
@@ -70,6 +74,16 @@ pub(crate) fn build_request(
         body.insert("stop_sequences".into(), json!(stop.to_vec()));
     }
     insert_tools(request, &mut body)?;
+    // Without a system prompt, the tools are the stable prefix to cache.
+    if add_breakpoints
+        && !body.contains_key("system")
+        && let Some(last) = body
+            .get_mut("tools")
+            .and_then(Value::as_array_mut)
+            .and_then(|tools| tools.last_mut())
+    {
+        last["cache_control"] = json!({"type": "ephemeral"});
+    }
     if let Some(user) = &request.user {
         body.insert("metadata".into(), json!({"user_id": user}));
     }
@@ -80,6 +94,35 @@ pub(crate) fn build_request(
         url: join_url(&target.base_url, "messages"),
         body: Value::Object(body),
     })
+}
+
+/// Prompt-cache breakpoints for a request that set none (Anthropic caches the prefix up
+/// to each breakpoint: tools, then system, then messages): the end of the system prompt,
+/// and the end of the conversation before its last turn — the longest prefix the next call
+/// of the same conversation repeats. Thinking blocks cannot carry one.
+fn add_cache_breakpoints(system: &mut Option<Value>, messages: &mut [Value]) {
+    let ephemeral = json!({"type": "ephemeral"});
+    match system {
+        Some(Value::String(text)) => {
+            *system = Some(json!([{"type": "text", "text": text, "cache_control": ephemeral}]));
+        }
+        Some(Value::Array(blocks)) => {
+            if let Some(last) = blocks.last_mut() {
+                last["cache_control"] = ephemeral.clone();
+            }
+        }
+        _ => {}
+    }
+    if messages.len() >= 2 {
+        let prefix_end = messages.len() - 2;
+        if let Some(block) = messages[prefix_end]["content"]
+            .as_array_mut()
+            .and_then(|blocks| blocks.last_mut())
+            .filter(|b| !matches!(b["type"].as_str(), Some("thinking" | "redacted_thinking")))
+        {
+            block["cache_control"] = ephemeral;
+        }
+    }
 }
 
 /// System and developer messages (wherever they are) become the top-level `system`, plus

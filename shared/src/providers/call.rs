@@ -31,6 +31,10 @@ pub struct UpstreamTarget {
     /// Forward request fields Switchboard does not price (the user's own key: the user
     /// pays the provider). On the platform's key only [`FORWARDED_FIELDS`] pass.
     pub forward_unpriced_fields: bool,
+    /// Anthropic: add prompt-cache breakpoints (the system prompt and the conversation
+    /// before the last turn) when the request set none, so that a power level that prefers
+    /// cached prompts gets cache hits. Ignored by the other formats.
+    pub auto_cache_control: bool,
 }
 
 /// Request fields outside [`ChatRequest`](super::ChatRequest)'s own that reach an

@@ -405,6 +405,7 @@ mod tests {
             api_key: key.map(Secret::new),
             default_max_tokens: None,
             forward_unpriced_fields: false,
+            auto_cache_control: false,
         }
     }
 

@@ -378,6 +378,7 @@ mod tests {
             api_key: None,
             default_max_tokens: None,
             forward_unpriced_fields: false,
+            auto_cache_control: false,
         }
     }
 

@@ -208,6 +208,7 @@ mod tests {
             api_key: Some(Secret::new("k")),
             default_max_tokens: None,
             forward_unpriced_fields: false,
+            auto_cache_control: false,
         }
     }
 

@@ -28,6 +28,24 @@ impl PowerLevelCeilings {
         }
     }
 
+    /// The power level's latency ceiling, in milliseconds.
+    pub fn max_latency_ms(&self, level: PowerLevel) -> u32 {
+        match level {
+            PowerLevel::Eco => self.eco_max_latency_ms,
+            PowerLevel::Balanced => self.balanced_max_latency_ms,
+            PowerLevel::Precision => self.precision_max_latency_ms,
+        }
+    }
+
+    /// Whether the power level puts cache-capable candidates first.
+    pub fn prefers_cached(&self, level: PowerLevel) -> bool {
+        match level {
+            PowerLevel::Eco => self.eco_prefer_cached,
+            PowerLevel::Balanced => self.balanced_prefer_cached,
+            PowerLevel::Precision => self.precision_prefer_cached,
+        }
+    }
+
     /// The ceiling for a model a rule of `level` names explicitly: the next level's.
     pub fn explicit_rule_ceiling(&self, level: PowerLevel) -> Decimal {
         match level {

@@ -34,6 +34,10 @@ pub enum RoutingFilter {
     RequiresByok,
     /// No BYOK key, no system key, and the provider needs a key.
     Credential,
+    /// `auto` only: the measured latency (time to first token for streams, to the
+    /// complete answer otherwise) exceeds the power level's ceiling. Never removes the
+    /// last candidate: when every one is too slow, the fastest stays.
+    LatencyCeiling,
 }
 
 impl RoutingFilter {
@@ -51,6 +55,7 @@ impl RoutingFilter {
             RoutingFilter::CostCeiling => "power-level cost ceiling",
             RoutingFilter::RequiresByok => "requires BYOK",
             RoutingFilter::Credential => "credential",
+            RoutingFilter::LatencyCeiling => "power-level latency ceiling",
         }
     }
 }

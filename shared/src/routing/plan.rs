@@ -15,8 +15,11 @@
 //!    for a BYOK-capable provider, else a system key for a system provider, else
 //!    `auth_type = none`), and circuit breaker (providers in cooldown are dropped unless
 //!    every candidate is in cooldown, then all are kept).
+//!    `auto` then applies the power level's latency ceiling to measured models (never
+//!    removing the last candidate: the fastest stays).
 //! 3. Order: non-fallback candidates by priority (rule `priority`; for named models the
-//!    model's `power_level_priority`), BYOK-backed first inside a priority, then a weighted
+//!    model's `power_level_priority`), cache-capable first inside a priority when the power
+//!    level prefers cached prompts, then BYOK-backed first, then a weighted
 //!    random draw by the rule's `weight` (named offers weigh the same); then fallback rules
 //!    by `fallback_order` (same tie-breaks). Duplicates (same provider and model) keep their
 //!    first place.
@@ -78,6 +81,9 @@ impl Candidate {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CandidatePlan {
     pub candidates: Vec<Candidate>,
+    /// What each filter removed without emptying the list (filter, which candidate and
+    /// why): the routing debug output (logged at debug level by the chat run).
+    pub filtered: Vec<(RoutingFilter, String)>,
 }
 
 /// A candidate while it goes through the filters.
@@ -111,10 +117,16 @@ pub fn plan_candidates<R: Rng + ?Sized>(
         drafts,
         target,
         request,
+        filtered: Vec::new(),
     };
     filtering.apply_filters(catalog, context)?;
+    let prefer_cached = context.ceilings.prefers_cached(request.power_level);
+    let prompt = request.estimated_prompt_tokens;
     Ok(CandidatePlan {
-        candidates: order(filtering.drafts, rng),
+        candidates: order(filtering.drafts, rng, |d| {
+            prefer_cached && can_serve_from_cache(&d.model, &d.provider, prompt)
+        }),
+        filtered: filtering.filtered,
     })
 }
 
@@ -186,6 +198,7 @@ struct Filtering<'r> {
     drafts: Vec<Draft>,
     target: String,
     request: &'r RoutingRequest,
+    filtered: Vec<(RoutingFilter, String)>,
 }
 
 impl Filtering<'_> {
@@ -348,6 +361,9 @@ impl Filtering<'_> {
         for draft in &mut self.drafts {
             draft.byok = has_byok_key(draft);
         }
+        if request.is_auto() {
+            self.latency_ceiling(context);
+        }
 
         // Circuit breaker: never empties the list.
         let now = context.now;
@@ -359,6 +375,57 @@ impl Filtering<'_> {
             self.drafts.retain(|d| !d.provider.breaker_is_open(now));
         }
         Ok(())
+    }
+
+    /// The power level's latency ceiling, on measured models only (enough samples in the
+    /// window; streams by their time to first token, other calls by their time to the
+    /// complete answer). Never empties the list: when every candidate is too slow, the
+    /// fastest stays.
+    fn latency_ceiling(&mut self, context: &RoutingContext<'_>) {
+        let request = self.request;
+        let limit = i64::from(context.ceilings.max_latency_ms(request.power_level));
+        let min_samples = i64::from(context.ceilings.latency_min_samples);
+        let streaming = request.capabilities.streaming;
+        let measured = |d: &Draft| {
+            let (value, samples) = if streaming {
+                (d.model.avg_ttft_ms, d.model.ttft_samples)
+            } else {
+                (d.model.avg_latency_ms, d.model.latency_samples)
+            };
+            value
+                .filter(|_| i64::from(samples) >= min_samples)
+                .map(i64::from)
+        };
+        let too_slow = |d: &Draft| measured(d).is_some_and(|ms| ms > limit);
+        let fastest = if self.drafts.iter().all(too_slow) {
+            self.drafts.iter().filter_map(measured).min()
+        } else {
+            None
+        };
+        let (kept, removed): (Vec<Draft>, Vec<Draft>) = std::mem::take(&mut self.drafts)
+            .into_iter()
+            .partition(|d| match fastest {
+                Some(best) => measured(d) == Some(best),
+                None => !too_slow(d),
+            });
+        self.drafts = kept;
+        let what = if streaming {
+            "time to first token"
+        } else {
+            "latency"
+        };
+        for d in removed {
+            self.filtered.push((
+                RoutingFilter::LatencyCeiling,
+                format!(
+                    "`{}` at `{}`: measured {what} {} ms, above the {limit} ms allowed for {}",
+                    d.model.model_id,
+                    d.provider.provider_slug,
+                    measured(&d).unwrap_or_default(),
+                    request.power_level
+                ),
+            ));
+        }
     }
 
     /// Swaps each deprecated model for its replacement chain's first non-deprecated model;
@@ -419,6 +486,8 @@ impl Filtering<'_> {
         if self.drafts.is_empty() {
             return Err(self.exhausted(filter, removed.iter().map(describe).collect()));
         }
+        self.filtered
+            .extend(removed.iter().map(|d| (filter, describe(d))));
         Ok(())
     }
 
@@ -468,10 +537,35 @@ fn missing_capabilities(request: &RoutingRequest, d: &Draft) -> Vec<&'static str
 }
 
 /// Ordering key of a group: fallbacks after the rest (by `fallback_order`), then priority,
-/// then BYOK-backed first. Inside a group the order is a weighted draw.
-type GroupKey = (bool, i32, i32, bool);
+/// then (for power levels that prefer cached prompts) cache-capable first, then BYOK-backed
+/// first. Inside a group the order is a weighted draw.
+type GroupKey = (bool, i32, i32, bool, bool);
 
-fn order<R: Rng + ?Sized>(drafts: Vec<Draft>, rng: &mut R) -> Vec<Candidate> {
+/// The prompt tokens below which each format's provider caches nothing (Anthropic's and
+/// OpenAI's minimum cacheable prompt is 1,024 tokens; Gemini's implicit caching starts at
+/// 1,024 on Flash and 2,048 on Pro models: the larger is used).
+pub fn min_cacheable_prompt_tokens(api_format: ApiFormat) -> u32 {
+    match api_format {
+        ApiFormat::OpenAi | ApiFormat::Anthropic => 1_024,
+        ApiFormat::Gemini => 2_048,
+    }
+}
+
+/// Whether the offer can serve a prompt of `prompt_tokens` partly from the provider's
+/// prompt cache for less: a cached-input price below the input price, and a prompt long
+/// enough to be cached.
+pub fn can_serve_from_cache(model: &Model, provider: &Provider, prompt_tokens: u32) -> bool {
+    model
+        .cost_per_1m_tokens_cached
+        .is_some_and(|cached| cached < model.cost_per_1m_input_tokens)
+        && prompt_tokens >= min_cacheable_prompt_tokens(provider.api_format)
+}
+
+fn order<R: Rng + ?Sized>(
+    drafts: Vec<Draft>,
+    rng: &mut R,
+    cache_first: impl Fn(&Draft) -> bool,
+) -> Vec<Candidate> {
     let mut groups: BTreeMap<GroupKey, Vec<(Draft, i32)>> = BTreeMap::new();
     for draft in drafts {
         let (is_fallback, fallback_order, priority, weight) = match &draft.rule {
@@ -493,7 +587,13 @@ fn order<R: Rng + ?Sized>(drafts: Vec<Draft>, rng: &mut R) -> Vec<Candidate> {
             ),
         };
         groups
-            .entry((is_fallback, fallback_order, priority, !draft.byok))
+            .entry((
+                is_fallback,
+                fallback_order,
+                priority,
+                !cache_first(&draft),
+                !draft.byok,
+            ))
             .or_default()
             .push((draft, weight));
     }

@@ -78,6 +78,7 @@ pub fn target(format: ApiFormat, fake: &FakeUpstream) -> UpstreamTarget {
         // run sets the hold's limit for every format; see tests/tests/pricing.rs).
         default_max_tokens: (format == ApiFormat::Anthropic).then_some(8192),
         forward_unpriced_fields: false,
+        auto_cache_control: false,
     }
 }
 
