@@ -44,6 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(17, "0017_budget_alert_trigger_when"),
     migration!(18, "0018_embeddings"),
     migration!(19, "0019_model_performance"),
+    migration!(20, "0020_hot_path_writes"),
 ];
 
 /// Arbitrary constant naming the migration lock.
