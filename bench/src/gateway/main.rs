@@ -24,6 +24,7 @@
 mod cargo_lambda;
 mod lambda;
 mod load;
+mod peer;
 mod pg;
 mod procs;
 mod ttft;
@@ -372,6 +373,12 @@ impl Bench {
             .get(0)
     }
 
+    /// The same load through the peer gateway, when it runs.
+    async fn peer(&self, portkey: Option<&peer::Portkey>, shape: Shape) -> Option<LoadResult> {
+        let target = portkey?.target(&self.upstream_base(), chat_body(false));
+        Some(load::run(&self.oha, &target, shape).await)
+    }
+
     async fn direct(&self, stream: bool, shape: Shape) -> (LoadResult, Costs) {
         let upstream_before = self.upstream.cpu();
         let machine_before = procs::machine_ticks();
@@ -461,6 +468,24 @@ impl Bench {
         println!("{}", text.as_ref());
         self.report.push_str(text.as_ref());
         self.report.push('\n');
+    }
+}
+
+/// The peer's overhead (against the same run's direct figures) and throughput cells.
+fn peer_cells(peer: Option<&LoadResult>, direct: &LoadResult) -> String {
+    match peer {
+        Some(p) => format!(
+            "{:.2} / {:.2} | {:.0}{}",
+            p.p50_ms - direct.p50_ms,
+            p.p99_ms - direct.p99_ms,
+            p.rps,
+            if p.failed > 0 {
+                format!(" ({} errors)", p.failed)
+            } else {
+                String::new()
+            }
+        ),
+        None => "— | —".into(),
     }
 }
 
@@ -749,6 +774,8 @@ async fn main() {
     };
     b.direct(false, warm).await;
     b.gateway(&serve, false, warm).await;
+    let portkey = peer::Portkey::start(&b.upstream_base(), &chat_body(false), &b.logs).await;
+    b.peer(portkey.as_ref(), warm).await;
 
     let mut rows = Vec::new();
     for concurrency in [1usize, 32, 128] {
@@ -759,6 +786,13 @@ async fn main() {
         };
         let direct = b.direct(false, shape).await;
         let gateway = b.gateway(&serve, false, shape).await;
+        let peer = b.peer(portkey.as_ref(), shape).await;
+        if let Some(p) = &peer {
+            eprintln!(
+                "c={concurrency}: Portkey p50 {:.3} p99 {:.3} ({:.0}/s) {}",
+                p.p50_ms, p.p99_ms, p.rps, p.statuses
+            );
+        }
         eprintln!(
             "c={concurrency}: direct p50 {:.3} p99 {:.3} ({:.0}/s); gateway p50 {:.3} p99 {:.3} ({:.0}/s) {}",
             direct.0.p50_ms,
@@ -769,7 +803,7 @@ async fn main() {
             gateway.0.rps,
             gateway.0.statuses
         );
-        rows.push((concurrency, direct, gateway));
+        rows.push((concurrency, direct, gateway, peer));
     }
 
     // ---------------------------------------------------------------- streaming
@@ -838,6 +872,7 @@ async fn main() {
         };
         let direct = b.direct(false, shape).await;
         let gateway = b.gateway(&serve, false, shape).await;
+        let peer = b.peer(portkey.as_ref(), shape).await;
         eprintln!(
             "upstream latency, c={concurrency}: direct p50 {:.3} p99 {:.3} ({:.0}/s); gateway p50 {:.3} p99 {:.3} ({:.0}/s) {}",
             direct.0.p50_ms,
@@ -848,11 +883,15 @@ async fn main() {
             gateway.0.rps,
             gateway.0.statuses
         );
-        latency_rows.push((concurrency, direct, gateway));
+        latency_rows.push((concurrency, direct, gateway, peer));
     }
     let latency_peak_rss = serve.peak_rss_kb();
     serve.stop(Duration::from_secs(5)).await;
     b.set_upstream_delay(None).await;
+    let portkey_peak_rss = portkey.as_ref().map(|p| p.proc.peak_rss_kb());
+    if let Some(portkey) = portkey {
+        portkey.proc.stop(Duration::from_secs(2)).await;
+    }
 
     // ---------------------------------------------------------------- info-level logging
     let info = if b.options.skip_info {
@@ -927,11 +966,15 @@ async fn main() {
     // ---------------------------------------------------------------- report
     b.line("## Non-streamed requests (closed loop)");
     b.line("");
-    b.line("| concurrency | direct p50 / p99 ms | through Switchboard p50 / p99 ms | overhead p50 / p99 ms | direct req/s | Switchboard req/s | errors |");
-    b.line("|---|---|---|---|---|---|---|");
-    for (c, (d, _), (g, _)) in &rows {
+    b.line(format!("The peer, in the same run: Portkey's gateway {} (npm, no ledger), in front of the same upstream{}.",
+        peer::PORTKEY_VERSION,
+        portkey_peak_rss.map_or_else(|| " — not installed, so its columns are empty".to_string(), |kb| format!(", peak RSS {:.1} MB", kb as f64 / 1024.0))));
+    b.line("");
+    b.line("| concurrency | direct p50 / p99 ms | through Switchboard p50 / p99 ms | overhead p50 / p99 ms | direct req/s | Switchboard req/s | errors | Portkey overhead p50 / p99 ms | Portkey req/s |");
+    b.line("|---|---|---|---|---|---|---|---|---|");
+    for (c, (d, _), (g, _), p) in &rows {
         b.line(format!(
-            "| {c} | {:.2} / {:.2} | {:.2} / {:.2} | **{:.2} / {:.2}** | {:.0} | **{:.0}** | {} |",
+            "| {c} | {:.2} / {:.2} | {:.2} / {:.2} | **{:.2} / {:.2}** | {:.0} | **{:.0}** | {} | {} |",
             d.p50_ms,
             d.p99_ms,
             g.p50_ms,
@@ -940,7 +983,8 @@ async fn main() {
             g.p99_ms - d.p99_ms,
             d.rps,
             g.rps,
-            g.failed
+            g.failed,
+            peer_cells(p.as_ref(), d)
         ));
     }
     b.line("");
@@ -952,11 +996,11 @@ async fn main() {
     b.line("The same, with an upstream that takes the time of a (very fast) model: at a given concurrency the");
     b.line("offered rate is then about concurrency ÷ latency, so concurrency 32 no longer saturates the machine.");
     b.line("");
-    b.line("| concurrency | direct p50 / p99 ms | through Switchboard p50 / p99 ms | overhead p50 / p99 ms | Switchboard req/s | machine busy | errors |");
-    b.line("|---|---|---|---|---|---|---|");
-    for (c, (d, _), (g, costs)) in &latency_rows {
+    b.line("| concurrency | direct p50 / p99 ms | through Switchboard p50 / p99 ms | overhead p50 / p99 ms | Switchboard req/s | machine busy | errors | Portkey overhead p50 / p99 ms | Portkey req/s |");
+    b.line("|---|---|---|---|---|---|---|---|---|");
+    for (c, (d, _), (g, costs), p) in &latency_rows {
         b.line(format!(
-            "| {c} | {:.2} / {:.2} | {:.2} / {:.2} | **{:.2} / {:.2}** | {:.0} | {:.0} % | {} |",
+            "| {c} | {:.2} / {:.2} | {:.2} / {:.2} | **{:.2} / {:.2}** | {:.0} | {:.0} % | {} | {} |",
             d.p50_ms,
             d.p99_ms,
             g.p50_ms,
@@ -965,7 +1009,8 @@ async fn main() {
             g.p99_ms - d.p99_ms,
             g.rps,
             costs.machine_busy,
-            g.failed
+            g.failed,
+            peer_cells(p.as_ref(), d)
         ));
     }
     b.line("");
@@ -1026,7 +1071,7 @@ async fn main() {
     b.line("");
     b.line("| concurrency | PG statements / req | PG commits / req | gateway CPU µs / req | PostgreSQL CPU µs / req | upstream CPU µs / req | oha CPU µs / req | machine busy |");
     b.line("|---|---|---|---|---|---|---|---|");
-    for (c, (_, dcost), (_, g)) in &rows {
+    for (c, (_, dcost), (_, g), _) in &rows {
         let n = g.captured;
         b.line(format!(
             "| {c} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} (direct: {:.0}) | {:.0} % |",
@@ -1047,7 +1092,7 @@ async fn main() {
         ));
     }
     b.line("");
-    for (c, _, (_, g)) in rows.iter().filter(|r| r.0 == 1 || r.0 == 32) {
+    for (c, _, (_, g), _) in rows.iter().filter(|r| r.0 == 1 || r.0 == 32) {
         b.line(format!(
             "Statements at concurrency {c} (`pg_stat_statements`, top level; per request, and mean server time, lock waits included):"
         ));
