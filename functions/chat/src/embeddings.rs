@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use switchboard_core::auth::Caller;
 use switchboard_core::chat::{self, EmbedInput, RequestOptions};
-use switchboard_core::http::{ApiError, AppJson, RequestId};
+use switchboard_core::http::{ApiError, AppJson, RequestId, RequestTiming};
 use switchboard_core::providers::EmbeddingRequest;
 use switchboard_core::state::AppState;
 
@@ -16,12 +16,16 @@ pub async fn embeddings(
     caller: Caller,
     Extension(RequestId(request_id)): Extension<RequestId>,
     lambda: Option<Extension<lambda_http::Context>>,
+    timing: Option<Extension<RequestTiming>>,
     headers: HeaderMap,
     AppJson(request): AppJson<EmbeddingRequest>,
 ) -> Result<Response, ApiError> {
     let mut options = RequestOptions::from_headers(&headers)?;
     options.invocation_deadline =
         lambda.and_then(|Extension(context)| chat::invocation_deadline(context.deadline));
+    if let Some(Extension(timing)) = timing {
+        options.timing = timing;
+    }
     let input = EmbedInput {
         caller,
         request,

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use switchboard_core::auth::Caller;
 use switchboard_core::catalog::ModelType;
 use switchboard_core::chat::{self, ChatAnswer, ChatInput, RequestOptions, Route, Routed};
-use switchboard_core::http::{ApiError, AppJson, RequestId, finish_router};
+use switchboard_core::http::{ApiError, AppJson, RequestId, RequestTiming, finish_router};
 use switchboard_core::ledger;
 use switchboard_core::providers::ChatRequest;
 use switchboard_core::state::AppState;
@@ -58,12 +58,16 @@ async fn chat_completions(
     caller: Caller,
     Extension(RequestId(request_id)): Extension<RequestId>,
     lambda: Option<Extension<lambda_http::Context>>,
+    timing: Option<Extension<RequestTiming>>,
     headers: HeaderMap,
     AppJson(request): AppJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let mut options = RequestOptions::from_headers(&headers)?;
     options.invocation_deadline =
         lambda.and_then(|Extension(context)| chat::invocation_deadline(context.deadline));
+    if let Some(Extension(timing)) = timing {
+        options.timing = timing;
+    }
     let wants_usage = request.client_wants_stream_usage();
     let input = ChatInput {
         caller,

@@ -21,7 +21,7 @@ use axum::{Extension, Json};
 use serde_json::{Map, Value, json};
 use switchboard_core::auth::Caller;
 use switchboard_core::chat::{self, ChatAnswer, ChatInput, RequestOptions, Route};
-use switchboard_core::http::{ApiError, RequestId};
+use switchboard_core::http::{ApiError, RequestId, RequestTiming};
 use switchboard_core::providers::{
     ANTHROPIC_BLOCK_PART, ChatRequest, REASONING_CONTENT, THINKING_BLOCKS, Usage,
 };
@@ -359,12 +359,14 @@ pub async fn messages(
     caller: Result<Caller, ApiError>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     lambda: Option<Extension<lambda_http::Context>>,
+    timing: Option<Extension<RequestTiming>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let deadline =
         lambda.and_then(|Extension(context)| chat::invocation_deadline(context.deadline));
-    match run(state, caller, request_id, deadline, headers, body).await {
+    let timing = timing.map(|Extension(t)| t).unwrap_or_default();
+    match run(state, caller, request_id, (deadline, timing), headers, body).await {
         Ok(response) => response,
         Err(error) => anthropic_error(error),
     }
@@ -374,7 +376,7 @@ async fn run(
     state: AppState,
     caller: Result<Caller, ApiError>,
     request_id: String,
-    deadline: Option<std::time::SystemTime>,
+    (deadline, timing): (Option<std::time::SystemTime>, RequestTiming),
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -384,6 +386,7 @@ async fn run(
     let request = to_chat_request(&body)?;
     let mut options = RequestOptions::from_headers(&headers)?;
     options.invocation_deadline = deadline;
+    options.timing = timing;
     let input = ChatInput {
         caller,
         request,

@@ -123,6 +123,7 @@ pub(super) async fn plan(
         started,
         attempts_end: hard_end.map_or(attempts_end, |end| end.min(attempts_end)),
         stream_end: hard_end.map_or(stream_end, |end| end.min(stream_end)),
+        timing: options.timing.clone(),
         attempts: Vec::new(),
         rate_limited: HashSet::new(),
         byok_cooling: None,
@@ -155,12 +156,10 @@ impl Run {
                 hold: self.hold_amount(requested_output),
                 hold_ttl: self.state.config.ledger.hold_ttl,
             };
-            let admitted = self
-                .state
-                .ledger
-                .admit(item)
-                .await
-                .map_err(ApiError::internal)?;
+            let waited = Instant::now();
+            let admitted = self.state.ledger.admit(item).await;
+            self.timing.add_db(waited.elapsed());
+            let admitted = admitted.map_err(ApiError::internal)?;
             match admitted {
                 Ok((_, hold)) => return Ok(hold),
                 Err(AdmissionError::KeyRateLimited { retry_after }) => {

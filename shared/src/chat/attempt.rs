@@ -50,6 +50,8 @@ pub(super) struct Run {
     pub rate_limited: HashSet<(i32, bool)>,
     /// A BYOK candidate skipped because the user's key is cooling down after a 429.
     pub byok_cooling: Option<Duration>,
+    /// The request's `Server-Timing` counters.
+    pub timing: crate::http::RequestTiming,
 }
 
 /// Why an attempt failed.
@@ -391,7 +393,9 @@ impl Run {
                 "task_type": self.task_type.to_string(),
             }),
         };
+        let waited = Instant::now();
         let settled = hold.capture(&self.state.ledger, item).await;
+        self.timing.add_db(waited.elapsed());
         self.after_success(candidate, user_key_id, settlement, health)
             .await;
         settled

@@ -104,6 +104,8 @@ pub(super) async fn drive(mut run: Run, reply: Reply) {
                 .map(|e| Answer::Buffered(Buffered::Embeddings(e))),
         };
         drop(target);
+        // Until the answer (buffered) or its first content (streams).
+        run.timing.add_upstream(started.elapsed());
         match outcome {
             Ok(Answer::Buffered(answer)) => {
                 let latency = started.elapsed();

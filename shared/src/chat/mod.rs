@@ -40,7 +40,7 @@ pub use work::{Route, estimate_prompt_tokens};
 
 use crate::auth::Caller;
 use crate::catalog::{PowerLevel, TaskType, UnknownValue};
-use crate::http::ApiError;
+use crate::http::{ApiError, RequestTiming};
 use crate::providers::{
     ChatCompletion, ChatCompletionChunk, ChatRequest, EmbeddingList, EmbeddingRequest, Usage,
 };
@@ -96,6 +96,9 @@ pub struct RequestOptions {
     pub user_agent: Option<String>,
     /// When the Lambda invocation ends (from the Lambda context); `None` outside Lambda.
     pub invocation_deadline: Option<SystemTime>,
+    /// Where the request's time goes (`Server-Timing`): the run adds its upstream and
+    /// ledger waits. A door passes the request's own (the middleware's extension).
+    pub timing: RequestTiming,
 }
 
 impl RequestOptions {
@@ -109,6 +112,7 @@ impl RequestOptions {
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.chars().take(200).collect()),
             invocation_deadline: None,
+            timing: RequestTiming::default(),
         })
     }
 }

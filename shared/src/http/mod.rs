@@ -5,6 +5,7 @@
 pub mod caller;
 pub mod error;
 pub mod json;
+pub mod timing;
 
 use std::net::SocketAddr;
 
@@ -18,6 +19,7 @@ use tracing::Instrument;
 pub use caller::AdminCaller;
 pub use error::ApiError;
 pub use json::AppJson;
+pub use timing::RequestTiming;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -62,6 +64,16 @@ async fn request_context(
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     req.extensions_mut().insert(RequestId(id.clone()));
+    // `/v1` answers say where their time went (api.md, "Metrics and timing").
+    let timing = req
+        .uri()
+        .path()
+        .starts_with("/v1/")
+        .then(RequestTiming::default);
+    if let Some(timing) = &timing {
+        req.extensions_mut().insert(timing.clone());
+    }
+    let started = std::time::Instant::now();
 
     let declared_length = req
         .headers()
@@ -74,7 +86,6 @@ async fn request_context(
         ))
         .into_response(),
         _ => {
-            let started = std::time::Instant::now();
             let response = next.run(req).instrument(span.clone()).await;
             span.in_scope(|| {
                 tracing::info!(
@@ -88,6 +99,9 @@ async fn request_context(
     };
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    if let Some(timing) = timing {
+        timing.write_headers(started.elapsed(), response.headers_mut());
     }
     response
 }
