@@ -6,7 +6,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use switchboard_core::auth::Caller;
-use switchboard_core::chat::{self, EmbedInput, RequestOptions};
+use switchboard_core::chat::{self, EmbedInput};
 use switchboard_core::http::{ApiError, AppJson, RequestId, RequestTiming};
 use switchboard_core::providers::EmbeddingRequest;
 use switchboard_core::state::AppState;
@@ -20,12 +20,7 @@ pub async fn embeddings(
     headers: HeaderMap,
     AppJson(request): AppJson<EmbeddingRequest>,
 ) -> Result<Response, ApiError> {
-    let mut options = RequestOptions::from_headers(&headers)?;
-    options.invocation_deadline =
-        lambda.and_then(|Extension(context)| chat::invocation_deadline(context.deadline));
-    if let Some(Extension(timing)) = timing {
-        options.timing = timing;
-    }
+    let options = crate::run_options(&headers, lambda, timing)?;
     let input = EmbedInput {
         caller,
         request,

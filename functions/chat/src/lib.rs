@@ -62,12 +62,7 @@ async fn chat_completions(
     headers: HeaderMap,
     AppJson(request): AppJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let mut options = RequestOptions::from_headers(&headers)?;
-    options.invocation_deadline =
-        lambda.and_then(|Extension(context)| chat::invocation_deadline(context.deadline));
-    if let Some(Extension(timing)) = timing {
-        options.timing = timing;
-    }
+    let options = run_options(&headers, lambda, timing)?;
     let wants_usage = request.client_wants_stream_usage();
     let input = ChatInput {
         caller,
@@ -91,6 +86,22 @@ async fn chat_completions(
             answer
         }
     })
+}
+
+/// The run's options for one request, as every door builds them: the routing headers, the
+/// Lambda invocation's deadline and the request's `Server-Timing` counters.
+fn run_options(
+    headers: &HeaderMap,
+    lambda: Option<Extension<lambda_http::Context>>,
+    timing: Option<Extension<RequestTiming>>,
+) -> Result<RequestOptions, ApiError> {
+    let mut options = RequestOptions::from_headers(headers)?;
+    options.invocation_deadline =
+        lambda.and_then(|Extension(context)| chat::invocation_deadline(context.deadline));
+    if let Some(Extension(timing)) = timing {
+        options.timing = timing;
+    }
+    Ok(options)
 }
 
 /// `x-switchboard-provider` / `x-switchboard-model`: which offer answered.

@@ -363,10 +363,8 @@ pub async fn messages(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let deadline =
-        lambda.and_then(|Extension(context)| chat::invocation_deadline(context.deadline));
-    let timing = timing.map(|Extension(t)| t).unwrap_or_default();
-    match run(state, caller, request_id, (deadline, timing), headers, body).await {
+    let options = crate::run_options(&headers, lambda, timing);
+    match run(state, caller, request_id, options, body).await {
         Ok(response) => response,
         Err(error) => anthropic_error(error),
     }
@@ -376,17 +374,14 @@ async fn run(
     state: AppState,
     caller: Result<Caller, ApiError>,
     request_id: String,
-    (deadline, timing): (Option<std::time::SystemTime>, RequestTiming),
-    headers: HeaderMap,
+    options: Result<RequestOptions, ApiError>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let caller = caller?;
+    let options = options?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
     let request = to_chat_request(&body)?;
-    let mut options = RequestOptions::from_headers(&headers)?;
-    options.invocation_deadline = deadline;
-    options.timing = timing;
     let input = ChatInput {
         caller,
         request,

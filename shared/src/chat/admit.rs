@@ -79,11 +79,6 @@ pub(super) async fn plan(
         ceilings: &state.config.routing.ceilings,
     };
     let plan = plan_candidates(&catalog, &routing_request, &context, &mut rand::rng())?;
-    if !plan.filtered.is_empty() && tracing::enabled!(tracing::Level::DEBUG) {
-        for (filter, detail) in &plan.filtered {
-            tracing::debug!(%request_id, %filter, detail, "routing removed a candidate");
-        }
-    }
     let mut candidates: Vec<Candidate> = plan.candidates;
     // Fields the ledger cannot price may go out only on the user's own key.
     if let Some(field) = work.price_raising_fields().first().copied() {

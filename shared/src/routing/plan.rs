@@ -81,9 +81,6 @@ impl Candidate {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CandidatePlan {
     pub candidates: Vec<Candidate>,
-    /// What each filter removed without emptying the list (filter, which candidate and
-    /// why): the routing debug output (logged at debug level by the chat run).
-    pub filtered: Vec<(RoutingFilter, String)>,
 }
 
 /// A candidate while it goes through the filters.
@@ -117,7 +114,7 @@ pub fn plan_candidates<R: Rng + ?Sized>(
         drafts,
         target,
         request,
-        filtered: Vec::new(),
+        debug: tracing::enabled!(tracing::Level::DEBUG),
     };
     filtering.apply_filters(catalog, context)?;
     let prefer_cached = context.ceilings.prefers_cached(request.power_level);
@@ -126,7 +123,6 @@ pub fn plan_candidates<R: Rng + ?Sized>(
         candidates: order(filtering.drafts, rng, |d| {
             prefer_cached && can_serve_from_cache(&d.model, &d.provider, prompt)
         }),
-        filtered: filtering.filtered,
     })
 }
 
@@ -198,7 +194,9 @@ struct Filtering<'r> {
     drafts: Vec<Draft>,
     target: String,
     request: &'r RoutingRequest,
-    filtered: Vec<(RoutingFilter, String)>,
+    /// Log each candidate a filter removes without emptying the list (the routing debug
+    /// output, `RUST_LOG=switchboard_core::routing=debug`); off, nothing is formatted.
+    debug: bool,
 }
 
 impl Filtering<'_> {
@@ -409,22 +407,22 @@ impl Filtering<'_> {
                 None => !too_slow(d),
             });
         self.drafts = kept;
-        let what = if streaming {
-            "time to first token"
-        } else {
-            "latency"
-        };
-        for d in removed {
-            self.filtered.push((
-                RoutingFilter::LatencyCeiling,
-                format!(
+        if self.debug {
+            let what = if streaming {
+                "time to first token"
+            } else {
+                "latency"
+            };
+            for d in removed {
+                let detail = format!(
                     "`{}` at `{}`: measured {what} {} ms, above the {limit} ms allowed for {}",
                     d.model.model_id,
                     d.provider.provider_slug,
                     measured(&d).unwrap_or_default(),
                     request.power_level
-                ),
-            ));
+                );
+                removal(RoutingFilter::LatencyCeiling, &detail);
+            }
         }
     }
 
@@ -486,8 +484,11 @@ impl Filtering<'_> {
         if self.drafts.is_empty() {
             return Err(self.exhausted(filter, removed.iter().map(describe).collect()));
         }
-        self.filtered
-            .extend(removed.iter().map(|d| (filter, describe(d))));
+        if self.debug {
+            for d in &removed {
+                removal(filter, &describe(d));
+            }
+        }
         Ok(())
     }
 
@@ -504,6 +505,11 @@ impl Filtering<'_> {
             detail: unique.join("; "),
         }
     }
+}
+
+/// One line of the routing debug output (the request span carries the request id).
+fn removal(filter: RoutingFilter, detail: &str) {
+    tracing::debug!(%filter, detail, "routing removed a candidate");
 }
 
 fn positive(value: i32) -> u64 {
