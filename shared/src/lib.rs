@@ -17,6 +17,7 @@ pub mod health;
 pub mod http;
 pub mod keys;
 pub mod ledger;
+pub mod metrics;
 pub mod providers;
 pub mod report;
 pub mod routing;

@@ -22,9 +22,16 @@ async fn main() -> ExitCode {
         Err(error) => return fail(&error),
     };
     if in_lambda {
+        // CloudWatch metrics as EMF lines, written before each invocation returns.
+        switchboard_core::metrics::install(switchboard_core::metrics::Exposition::Emf);
         let state = &state;
         let served = lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-            switchboard_health_check::handle_scheduled_event(state, event.payload).await
+            {
+                let outcome =
+                    switchboard_health_check::handle_scheduled_event(state, event.payload).await;
+                switchboard_core::metrics::flush_emf();
+                outcome
+            }
         }))
         .await;
         match served {

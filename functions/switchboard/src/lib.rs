@@ -10,12 +10,13 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::FromRequestParts;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use switchboard_core::http::finish_router;
+use switchboard_core::http::{AdminCaller, ApiError, finish_router};
 use switchboard_core::state::AppState;
 
 /// Every route of every function, plus `/healthz` and `/openapi.json`.
@@ -24,6 +25,7 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics))
         .with_state(state.clone())
         .merge(switchboard_chat::router(state.clone()))
         .merge(switchboard_admin::router(state.clone()))
@@ -57,6 +59,37 @@ async fn openapi_json() -> axum::Json<serde_json::Value> {
     static DOCUMENT: LazyLock<serde_json::Value> =
         LazyLock::new(|| serde_json::to_value(openapi()).unwrap_or_default());
     axum::Json(DOCUMENT.clone())
+}
+
+/// `GET /metrics` (api.md, "Metrics and timing"): the Prometheus text format, for the
+/// admin key or `SWITCHBOARD_METRICS_TOKEN`.
+async fn metrics(
+    State(state): State<AppState>,
+    mut parts: axum::http::request::Parts,
+) -> Result<Response, ApiError> {
+    let token_ok = match (
+        &state.config.server.metrics_token,
+        switchboard_core::auth::presented_key(&parts.headers),
+    ) {
+        (Some(token), Some(presented)) => {
+            switchboard_core::metrics::is_metrics_token(presented, token)
+        }
+        _ => false,
+    };
+    if !token_ok {
+        AdminCaller::from_request_parts(&mut parts, &state).await?;
+    }
+    let text =
+        switchboard_core::metrics::render(&switchboard_core::metrics::pool_lines(&state.pool))
+            .ok_or_else(|| ApiError::NotFound("metrics are off (SWITCHBOARD_METRICS=0)".into()))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// 200 with the database status when Postgres answers, else 503.

@@ -42,7 +42,10 @@ async fn main() -> ExitCode {
         Err(error) => return fail(&error),
     };
     let result = match cli.command {
-        Command::Serve => switchboard::serve::serve(config).await,
+        Command::Serve => {
+            switchboard_core::metrics::install(switchboard_core::metrics::Exposition::Prometheus);
+            switchboard::serve::serve(config).await
+        }
         Command::Migrate => switchboard::serve::migrate(config).await.map(|report| {
             tracing::info!(applied = ?report.applied, already_applied = report.already_applied.len(), "migrations done");
         }),

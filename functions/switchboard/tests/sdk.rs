@@ -14,162 +14,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
+use support::{Serve, python_with, user_key};
 use switchboard_tests::fake_upstream::{FakeUpstream, Reply, Step};
 use switchboard_tests::moto::workspace_root;
 use switchboard_tests::test_db::TestDb;
-
-/// `.venv`'s Python when it can import `module`; `None` (the test skips) when it cannot
-/// and the test script did not require the SDKs.
-fn python_with(module: &str) -> Option<PathBuf> {
-    let python = workspace_root().join(".venv/bin/python");
-    let has_sdk = std::process::Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !has_sdk {
-        assert!(
-            std::env::var_os("SWITCHBOARD_REQUIRE_SDK").is_none(),
-            "the {module} SDK is missing from .venv (./scripts/test installs it)"
-        );
-        eprintln!("skipped: no {module} SDK in .venv (run ./scripts/test)");
-        return None;
-    }
-    Some(python)
-}
-
-/// An account with `balance` USD and a gateway key (limited to `rpm` requests a minute).
-async fn user_key(db: &TestDb, user_id: &str, balance: i64, rpm: Option<i32>) -> String {
-    let client = db.pool().get().await.unwrap();
-    client
-        .execute(
-            "INSERT INTO accounts (user_id, tier) VALUES ($1, 'starter')",
-            &[&user_id],
-        )
-        .await
-        .unwrap();
-    if balance > 0 {
-        switchboard_core::ledger::credit(
-            &**client,
-            user_id,
-            rust_decimal::Decimal::from(balance),
-            switchboard_core::ledger::CreditKind::TopUp,
-            &format!("sdk-topup-{user_id}"),
-            None,
-            None,
-        )
-        .await
-        .unwrap();
-    }
-    let key = switchboard_core::auth::generate_api_key();
-    client
-        .execute(
-            "INSERT INTO gateway_api_keys (id, user_id, key_hash, key_prefix, rpm_limit) VALUES ($1, $2, $3, $4, $5)",
-            &[&uuid::Uuid::new_v4(), &user_id, &key.hash.as_slice(), &key.display_prefix, &rpm],
-        )
-        .await
-        .unwrap();
-    key.plaintext.expose().to_string()
-}
-
-/// `switchboard serve` on a free port, with the OpenAI, Anthropic and Google providers
-/// pointed at `upstream` (each in its own wire format) and a system key for each.
-struct Serve {
-    base: String,
-    child: tokio::process::Child,
-    data_dir: PathBuf,
-}
-
-impl Serve {
-    async fn start(db: &TestDb, upstream: &FakeUpstream, name: &str) -> Serve {
-        let client = db.connect().await;
-        for (slug, url) in [
-            ("openai", upstream.openai_base_url()),
-            ("anthropic", upstream.anthropic_base_url()),
-            ("google", upstream.gemini_base_url()),
-        ] {
-            client
-                .execute(
-                    "UPDATE llm_providers SET base_url = $2 WHERE provider_slug = $1",
-                    &[&slug, &url],
-                )
-                .await
-                .unwrap();
-        }
-        let data_dir = std::env::temp_dir().join(format!("sb-sdk-{name}-{}", std::process::id()));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("serve")
-            .env("DATABASE_URL", db.url())
-            .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SWITCHBOARD_DATA_DIR", &data_dir)
-            .env("SWITCHBOARD_ALLOW_PRIVATE_UPSTREAMS", "1")
-            .env(
-                "SWITCHBOARD_PROVIDER_KEY_OPENAI",
-                "sk-test-openai-system-key-0123456789",
-            )
-            .env(
-                "SWITCHBOARD_PROVIDER_KEY_ANTHROPIC",
-                "sk-ant-test-system-key-0123456789",
-            )
-            .env(
-                "SWITCHBOARD_PROVIDER_KEY_GOOGLE",
-                "AIza-test-google-system-key-0123",
-            )
-            .env_remove("SWITCHBOARD_KMS_KEY_ID")
-            .env_remove("AWS_LAMBDA_RUNTIME_API")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while reqwest::get(format!("{base}/healthz")).await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "serve did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Serve {
-            base,
-            child,
-            data_dir,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-
-    /// Runs `tests/sdk/{script}` with `args`; panics with its output when it fails.
-    async fn run(self, python: &PathBuf, script: &str, args: &[&str]) {
-        let output = tokio::process::Command::new(python)
-            .arg(workspace_root().join("tests/sdk").join(script))
-            .args(args)
-            .output()
-            .await
-            .unwrap();
-        self.stop().await;
-        assert!(
-            output.status.success(),
-            "{script} failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-}
 
 async fn assert_ledger_exact(db: &TestDb, user_id: &str) {
     let client = db.pool().get().await.unwrap();

@@ -110,7 +110,32 @@ pub async fn export_once(
             "billing export pass"
         );
     }
+    crate::metrics::record_billing_export(report.sent, report.failed + report.deferred > 0);
+    match pool.get().await {
+        Ok(client) => match backlog_size(&**client).await {
+            Ok((events, oldest)) => crate::metrics::billing_backlog(events, oldest),
+            Err(error) => tracing::debug!(%error, "could not read the billing backlog"),
+        },
+        Err(error) => tracing::debug!(%error, "could not read the billing backlog"),
+    }
     Ok(report)
+}
+
+/// Events still to export and the age of the oldest (for the metrics).
+async fn backlog_size(
+    client: &impl GenericClient,
+) -> Result<(u64, std::time::Duration), ExportError> {
+    let row = client
+        .query_one(
+            "SELECT count(*), COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8
+             FROM billing_events WHERE billed_at IS NULL AND billing_error IS NULL",
+            &[],
+        )
+        .await?;
+    let events = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+    let age =
+        std::time::Duration::try_from_secs_f64(row.get::<_, f64>(1).max(0.0)).unwrap_or_default();
+    Ok((events, age))
 }
 
 async fn lock_batch(

@@ -91,6 +91,14 @@ pub async fn load_catalog(client: &impl GenericClient) -> Result<Catalog, Catalo
         .iter()
         .map(provider_from_row)
         .collect::<Result<Vec<_>, _>>()?;
+    let now = chrono::Utc::now();
+    for provider in &providers {
+        crate::metrics::provider_state(
+            &provider.provider_slug,
+            provider.is_active,
+            provider.breaker_is_open(now),
+        );
+    }
     let models = model_rows
         .iter()
         .map(model_from_row)

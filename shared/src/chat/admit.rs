@@ -151,10 +151,12 @@ impl Run {
                 hold: self.hold_amount(requested_output),
                 hold_ttl: self.state.config.ledger.hold_ttl,
             };
+            self.note_labels(first);
             let waited = Instant::now();
             let admitted = self.state.ledger.admit(item).await;
             self.timing.add_db(waited.elapsed());
             let admitted = admitted.map_err(ApiError::internal)?;
+            crate::metrics::record_admission(admission_outcome(&admitted));
             match admitted {
                 Ok((_, hold)) => return Ok(hold),
                 Err(AdmissionError::KeyRateLimited { retry_after }) => {
@@ -237,5 +239,22 @@ fn provider_limit(
         tpm: candidate.provider.rate_limit_tpm,
         tokens: i64::from(prompt_tokens)
             + i64::from(candidate.output_token_limit(requested_output)),
+    }
+}
+
+/// An admission's verdict, for `switchboard_ledger_admissions_total` (a fixed vocabulary).
+fn admission_outcome(admitted: &super::settle::Admitted) -> &'static str {
+    match admitted {
+        Ok(_) => "admitted",
+        Err(AdmissionError::KeyRateLimited { .. }) => "key_rate_limited",
+        Err(AdmissionError::ProviderRateLimited { .. }) => "provider_rate_limited",
+        Err(AdmissionError::Ledger(error)) => match error {
+            ledger::LedgerError::InsufficientCredits { .. } => "insufficient_credits",
+            ledger::LedgerError::MonthlyCapExceeded { .. } => "monthly_cap",
+            ledger::LedgerError::AccountDisabled | ledger::LedgerError::NoAccount => {
+                "account_disabled"
+            }
+            _ => "error",
+        },
     }
 }

@@ -293,6 +293,12 @@ impl Run {
             Err(&message),
         );
         self.attempts.push(row);
+        self.note_labels(candidate);
+        crate::metrics::record_attempt(
+            &candidate.model.model_id,
+            &candidate.provider.provider_slug,
+            attempt_outcome(error),
+        );
         if failure.gateway_deadline {
             return;
         }
@@ -340,6 +346,17 @@ impl Run {
             }
             _ => record_breaker_failure(&state, &**client, candidate, error).await,
         }
+    }
+
+    /// The request's metric labels: the candidate that served it, or was tried last.
+    pub(super) fn note_labels(&self, candidate: &Candidate) {
+        self.timing.set_labels(crate::metrics::RequestLabels {
+            model: candidate.model.model_id.clone(),
+            provider: candidate.provider.provider_slug.clone(),
+            power_level: self.power_level.as_str(),
+            byok: candidate.byok,
+            fallback: self.attempts.len() > 1,
+        });
     }
 
     /// Captures the cost of the successful attempt with every attempt's usage row and the
@@ -393,9 +410,26 @@ impl Run {
                 "task_type": self.task_type.to_string(),
             }),
         };
+        self.note_labels(candidate);
+        crate::metrics::record_attempt(
+            &candidate.model.model_id,
+            &candidate.provider.provider_slug,
+            "2xx",
+        );
         let waited = Instant::now();
         let settled = hold.capture(&self.state.ledger, item).await;
         self.timing.add_db(waited.elapsed());
+        if let Settled::Captured { .. } = settled {
+            crate::metrics::record_capture(
+                self.route.path(),
+                &candidate.model.model_id,
+                &candidate.provider.provider_slug,
+                &settlement.usage,
+                settlement.provider_cost.total_usd,
+                settlement.charged,
+                ttft,
+            );
+        }
         self.after_success(candidate, user_key_id, settlement, health)
             .await;
         settled
@@ -559,4 +593,14 @@ pub(super) fn describe(candidate: &Candidate) -> String {
         "{}/{}",
         candidate.provider.provider_slug, candidate.model.model_id
     )
+}
+
+/// A failed provider call, for `switchboard_upstream_attempts_total` (a fixed vocabulary).
+fn attempt_outcome(error: &ProviderError) -> &'static str {
+    match error.upstream_status() {
+        Some(429) => "429",
+        Some(status) => crate::metrics::status_class(status),
+        None if matches!(error, ProviderError::Timeout { .. }) => "timeout",
+        None => "network",
+    }
 }

@@ -131,7 +131,8 @@ impl LedgerQueues {
 /// Admits a batch: one statement, or, if that statement fails, one request at a time (so
 /// one bad request never fails the others). Each admitted request gets its [`Hold`].
 async fn admit_batch(pool: DbPool, items: Vec<AdmissionItem>) -> Vec<Admitted> {
-    let outcomes = match pool.get().await {
+    crate::metrics::record_batch("admission", items.len());
+    let outcomes = match pooled(&pool).await {
         Err(error) => items
             .iter()
             .map(|_| Err(LedgerError::Db(DbError::from_pool_ref(&error)).into()))
@@ -162,9 +163,18 @@ async fn admit_batch(pool: DbPool, items: Vec<AdmissionItem>) -> Vec<Admitted> {
         .collect()
 }
 
+/// A pooled connection for a ledger batch, its wait recorded in the metrics.
+async fn pooled(pool: &DbPool) -> Result<deadpool_postgres::Object, deadpool_postgres::PoolError> {
+    let waited = Instant::now();
+    let client = pool.get().await;
+    crate::metrics::record_pool_wait(waited.elapsed(), client.is_ok());
+    client
+}
+
 /// Captures a batch: one statement, or, if that statement fails, one capture at a time.
 async fn capture_batch(pool: DbPool, items: Vec<CaptureItem>) -> Vec<Captured> {
-    let client = match pool.get().await {
+    crate::metrics::record_batch("capture", items.len());
+    let client = match pooled(&pool).await {
         Ok(client) => client,
         Err(error) => {
             return items
@@ -222,6 +232,7 @@ pub(crate) struct Hold {
 
 impl Hold {
     pub(crate) fn new(pool: DbPool, ledger_id: String) -> Hold {
+        crate::metrics::holds_active(1.0);
         Hold {
             pool,
             ledger_id,
@@ -236,6 +247,7 @@ impl Hold {
     /// Captures `item` (whose ledger id is this hold's), retrying within the budget.
     pub(crate) async fn capture(mut self, queues: &LedgerQueues, item: CaptureItem) -> Settled {
         self.open = false;
+        crate::metrics::holds_active(-1.0);
         let outcome = retry(&self.ledger_id, "capture", || async {
             match queues.capture(item.clone()).await {
                 Ok(Ok(captured)) => Ok(captured.balance),
@@ -267,6 +279,7 @@ impl Hold {
                     error = %error,
                     "pending charge: the capture could not be written; the hold stays active for reconciliation"
                 );
+                crate::metrics::record_pending_capture();
                 Settled::Pending
             }
         }
@@ -275,6 +288,7 @@ impl Hold {
     /// Releases the hold, writing the failed attempts' usage rows with it.
     pub(crate) async fn release(mut self, usage_logs: &[UsageLogRow]) {
         self.open = false;
+        crate::metrics::holds_active(-1.0);
         release(&self.pool, &self.ledger_id, usage_logs).await;
     }
 }
@@ -284,6 +298,7 @@ impl Drop for Hold {
         if !self.open {
             return;
         }
+        crate::metrics::holds_active(-1.0);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::error!(ledger_id = %self.ledger_id, "a hold was dropped outside a runtime; it expires on its own");
             return;
@@ -302,6 +317,7 @@ async fn release(pool: &DbPool, ledger_id: &str, usage_logs: &[UsageLogRow]) {
             .map_err(Failure::from)
     })
     .await;
+    crate::metrics::record_release(outcome.is_ok());
     if let Err(error) = outcome {
         // Nothing is charged; the hold expires after SWITCHBOARD_HOLD_TTL_SECS.
         tracing::error!(%ledger_id, %error, "could not release the hold; it expires on its own");
@@ -335,7 +351,7 @@ impl From<DbError> for Failure {
 }
 
 /// Runs `attempt` until it succeeds, fails permanently, or the budget is spent.
-async fn retry<T, F, Fut>(ledger_id: &str, what: &str, attempt: F) -> Result<T, Failure>
+async fn retry<T, F, Fut>(ledger_id: &str, what: &'static str, attempt: F) -> Result<T, Failure>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
@@ -354,6 +370,7 @@ where
             return Err(error);
         };
         tracing::warn!(%ledger_id, %error, "{what} failed; retrying");
+        crate::metrics::record_settle_retry(what);
         tokio::time::sleep(*delay).await;
     }
 }

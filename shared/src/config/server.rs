@@ -26,6 +26,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Running inside AWS Lambda (`AWS_LAMBDA_RUNTIME_API` is set).
     pub in_lambda: bool,
+    /// `SWITCHBOARD_METRICS_TOKEN`: a bearer token that may read `GET /metrics` (a
+    /// scraper's credential; the admin key works too).
+    pub metrics_token: Option<crate::secret::Secret>,
 }
 
 impl ServerSettings {
@@ -51,6 +54,16 @@ impl ServerSettings {
                 .number("SWITCHBOARD_MAX_BODY_BYTES", 1024, 6 * 1024 * 1024)?
                 .unwrap_or(DEFAULT_MAX_BODY_BYTES),
             in_lambda: env.get("AWS_LAMBDA_RUNTIME_API").is_some(),
+            metrics_token: match env.get("SWITCHBOARD_METRICS_TOKEN") {
+                Some(token) if token.trim().len() < 16 => {
+                    return Err(ConfigError {
+                        variable: "SWITCHBOARD_METRICS_TOKEN",
+                        reason: "must be at least 16 characters".into(),
+                    });
+                }
+                Some(token) => Some(crate::secret::Secret::new(token.trim())),
+                None => None,
+            },
         })
     }
 }

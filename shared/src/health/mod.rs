@@ -286,6 +286,11 @@ async fn record(
         }
         None => {}
     }
+    crate::metrics::record_health_check(
+        &target.provider_slug,
+        status.as_str(),
+        matches!(action, Some(HealthAction::Disabled)),
+    );
     if action.is_some() || status != locked.health_status {
         *catalog_changed = true;
     }

@@ -41,6 +41,7 @@ pub fn sane_request_id(value: &str) -> bool {
 /// and OpenAI-shaped answers for unknown routes and wrong methods.
 pub fn finish_router(router: Router, max_body_bytes: usize) -> Router {
     router
+        .route_layer(middleware::from_fn(note_route))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -64,15 +65,11 @@ async fn request_context(
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     req.extensions_mut().insert(RequestId(id.clone()));
-    // `/v1` answers say where their time went (api.md, "Metrics and timing").
-    let timing = req
-        .uri()
-        .path()
-        .starts_with("/v1/")
-        .then(RequestTiming::default);
-    if let Some(timing) = &timing {
-        req.extensions_mut().insert(timing.clone());
-    }
+    // Every answer is counted in the metrics; `/v1` answers also say where their time went
+    // (api.md, "Metrics and timing").
+    let timing = RequestTiming::default();
+    let is_v1 = req.uri().path().starts_with("/v1/");
+    req.extensions_mut().insert(timing.clone());
     let started = std::time::Instant::now();
 
     let declared_length = req
@@ -100,10 +97,103 @@ async fn request_context(
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    if let Some(timing) = timing {
-        timing.write_headers(started.elapsed(), response.headers_mut());
+    let at_headers = started.elapsed();
+    if is_v1 {
+        timing.write_headers(at_headers, response.headers_mut());
     }
-    response
+    let finish = Finish {
+        split: is_v1.then(|| timing.split(at_headers)),
+        timing,
+        status: response.status().as_u16(),
+        started,
+    };
+    let streamed = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !streamed {
+        finish.record();
+        return response;
+    }
+    // A stream is counted when its last byte has been handed over (or it was dropped):
+    // still before it ends, so a Lambda function's EMF lines are written in time.
+    let (parts, body) = response.into_parts();
+    let observed = Observed {
+        inner: body.into_data_stream(),
+        finish: Some(finish),
+    };
+    Response::from_parts(parts, axum::body::Body::from_stream(observed))
+}
+
+/// Puts the matched route (a template such as `/admin/users/{user_id}`: bounded, never a
+/// user's value) where the metrics find it.
+async fn note_route(
+    matched: Option<axum::extract::MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let (Some(matched), Some(timing)) = (matched, req.extensions().get::<RequestTiming>()) {
+        timing.set_route(matched.as_str());
+    }
+    next.run(req).await
+}
+
+/// What the metrics record of one answer, once it is over.
+struct Finish {
+    timing: RequestTiming,
+    status: u16,
+    started: std::time::Instant,
+    /// `/v1`: (upstream, gateway, db) when the headers left.
+    split: Option<(
+        std::time::Duration,
+        std::time::Duration,
+        std::time::Duration,
+    )>,
+}
+
+impl Finish {
+    fn record(self) {
+        let labels = self.timing.labels();
+        crate::metrics::record_request(&crate::metrics::RequestRecord {
+            route: self.timing.route(),
+            status: self.status,
+            labels: labels.as_ref(),
+            total: self.started.elapsed(),
+            split: self.split,
+        });
+        crate::metrics::flush_emf();
+    }
+}
+
+/// A streamed body that records its [`Finish`] when it ends or is dropped.
+struct Observed<S> {
+    inner: S,
+    finish: Option<Finish>,
+}
+
+impl<S: futures_util::Stream + Unpin> futures_util::Stream for Observed<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(None) = polled
+            && let Some(finish) = self.finish.take()
+        {
+            finish.record();
+        }
+        polled
+    }
+}
+
+impl<S> Drop for Observed<S> {
+    fn drop(&mut self) {
+        if let Some(finish) = self.finish.take() {
+            finish.record();
+        }
+    }
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {
@@ -227,6 +317,11 @@ pub async fn run_http_function_with(
     let result: Result<(), BoxError> = async {
         let config = crate::config::Config::from_env()?;
         let (in_lambda, listen) = (config.server.in_lambda, config.server.listen);
+        crate::metrics::install(if in_lambda {
+            crate::metrics::Exposition::Emf
+        } else {
+            crate::metrics::Exposition::Prometheus
+        });
         let state = crate::state::AppState::load(config).await?;
         run_function(build(state), in_lambda, listen, responses).await
     }

@@ -7,8 +7,8 @@
 //! A stream's headers leave when its first content does: they count the time to then (the
 //! upstream's time to first content, the admission); the capture at its end is not in them.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -24,6 +24,10 @@ pub struct RequestTiming(Arc<Counters>);
 struct Counters {
     upstream_us: AtomicU64,
     db_us: AtomicU64,
+    /// The matched route (`/v1/chat/completions`), set by the router.
+    route: OnceLock<String>,
+    /// The model and provider that served (or last tried) the request, for its metrics.
+    labels: Mutex<Option<crate::metrics::RequestLabels>>,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -39,6 +43,33 @@ impl RequestTiming {
         self.0.db_us.fetch_add(micros(d), Ordering::Relaxed);
     }
 
+    pub fn set_route(&self, route: &str) {
+        let _ = self.0.route.set(route.to_string());
+    }
+
+    /// The matched route, or `unmatched` (a 404 of the router).
+    pub fn route(&self) -> &str {
+        self.0.route.get().map_or("unmatched", String::as_str)
+    }
+
+    pub fn set_labels(&self, labels: crate::metrics::RequestLabels) {
+        *self.0.labels.lock().unwrap_or_else(PoisonError::into_inner) = Some(labels);
+    }
+
+    pub fn labels(&self) -> Option<crate::metrics::RequestLabels> {
+        self.0
+            .labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// (upstream, gateway, db) of a request that took `total` so far.
+    pub fn split(&self, total: Duration) -> (Duration, Duration, Duration) {
+        let upstream = self.upstream().min(total);
+        (upstream, total.saturating_sub(upstream), self.db())
+    }
+
     pub fn upstream(&self) -> Duration {
         Duration::from_micros(self.0.upstream_us.load(Ordering::Relaxed))
     }
@@ -49,14 +80,13 @@ impl RequestTiming {
 
     /// Adds `Server-Timing` and `x-switchboard-overhead-ms` for a request that took `total`.
     pub fn write_headers(&self, total: Duration, headers: &mut HeaderMap) {
-        let upstream = self.upstream().min(total);
-        let gateway = total.saturating_sub(upstream);
+        let (upstream, gateway, db) = self.split(total);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let server_timing = format!(
             "gateway;dur={:.3}, upstream;dur={:.3}, db;dur={:.3}",
             ms(gateway),
             ms(upstream),
-            ms(self.db())
+            ms(db)
         );
         if let Ok(value) = HeaderValue::from_str(&server_timing) {
             headers.insert(HeaderName::from_static("server-timing"), value);

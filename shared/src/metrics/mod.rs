@@ -1,0 +1,498 @@
+//! Metrics (issue 20; names in api.md, "Metrics and timing", and docs/metrics.md): recorded
+//! through the `metrics` facade into this process's [`Registry`], read back as Prometheus
+//! text by `serve`'s `GET /metrics` ([`render`]) and written as CloudWatch Embedded Metric
+//! Format lines by the Lambda functions ([`flush_emf`], before each response ends).
+//!
+//! Label values come only from the catalog (model and provider names as configured) and
+//! from the fixed vocabularies below: never a user id, a key, a request id or anything a
+//! client sent. `SWITCHBOARD_METRICS=0` installs no recorder (every record is then a no-op;
+//! the benchmark's "without metrics" run).
+
+mod emf;
+mod process;
+mod registry;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ::metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use rust_decimal::Decimal;
+
+pub use emf::{EMF_DIMENSIONS, EMF_NAMESPACE, render_emf};
+pub use registry::Registry;
+
+use crate::providers::Usage;
+
+pub const REQUESTS: &str = "switchboard_requests_total";
+pub const REQUEST_DURATION: &str = "switchboard_request_duration_seconds";
+pub const UPSTREAM_DURATION: &str = "switchboard_upstream_duration_seconds";
+pub const GATEWAY_OVERHEAD: &str = "switchboard_gateway_overhead_seconds";
+pub const DB_DURATION: &str = "switchboard_db_duration_seconds";
+pub const TIME_TO_FIRST_TOKEN: &str = "switchboard_time_to_first_token_seconds";
+pub const UPSTREAM_ATTEMPTS: &str = "switchboard_upstream_attempts_total";
+pub const TOKENS: &str = "switchboard_tokens_total";
+pub const COST_USD: &str = "switchboard_cost_usd_total";
+pub const CHARGED_USD: &str = "switchboard_charged_usd_total";
+pub const LEDGER_ADMISSIONS: &str = "switchboard_ledger_admissions_total";
+pub const LEDGER_CAPTURES: &str = "switchboard_ledger_captures_total";
+pub const LEDGER_RELEASES: &str = "switchboard_ledger_releases_total";
+pub const LEDGER_RETRIES: &str = "switchboard_ledger_settle_retries_total";
+pub const LEDGER_BATCH_SIZE: &str = "switchboard_ledger_batch_size";
+pub const LEDGER_HOLDS_ACTIVE: &str = "switchboard_ledger_holds_active";
+pub const DB_POOL_WAIT: &str = "switchboard_db_pool_wait_seconds";
+pub const DB_POOL_ERRORS: &str = "switchboard_db_pool_errors_total";
+pub const PROVIDER_ENABLED: &str = "switchboard_provider_enabled";
+pub const PROVIDER_BREAKER_OPEN: &str = "switchboard_provider_breaker_open";
+pub const HEALTH_CHECKS: &str = "switchboard_health_checks_total";
+pub const PROVIDER_AUTO_DISABLES: &str = "switchboard_provider_auto_disables_total";
+pub const BILLING_EXPORTED: &str = "switchboard_billing_events_exported_total";
+pub const BILLING_FAILURES: &str = "switchboard_billing_export_failures_total";
+pub const BILLING_BACKLOG: &str = "switchboard_billing_export_backlog";
+pub const BILLING_BACKLOG_AGE: &str = "switchboard_billing_export_backlog_age_seconds";
+
+/// Counters kept in billionths of a dollar (exact, like the ledger's `numeric(20, 9)`) and
+/// shown in dollars.
+const NANO_USD_COUNTERS: [&str; 2] = [COST_USD, CHARGED_USD];
+
+/// Seconds: 0.5 ms to 5 min.
+const SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0,
+];
+/// Batch sizes: 1 to the largest batch.
+const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
+fn buckets_for(name: &str) -> &'static [f64] {
+    if name == LEDGER_BATCH_SIZE {
+        SIZES
+    } else {
+        SECONDS
+    }
+}
+
+/// A counter's value as shown: dollars for the nano-dollar counters, exactly.
+fn format_counter(name: &str, value: u64) -> String {
+    if !NANO_USD_COUNTERS.contains(&name) {
+        return value.to_string();
+    }
+    Decimal::from_i128_with_scale(i128::from(value), 9)
+        .normalize()
+        .to_string()
+}
+
+/// How this process reports its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// `serve`: scraped at `GET /metrics`.
+    Prometheus,
+    /// Lambda: EMF lines on stdout, flushed before each response ends.
+    Emf,
+}
+
+static INSTALLED: OnceLock<(&'static Registry, Exposition)> = OnceLock::new();
+
+/// Installs the process's recorder (once; later calls keep the first), unless
+/// `SWITCHBOARD_METRICS=0`.
+pub fn install(exposition: Exposition) {
+    if std::env::var("SWITCHBOARD_METRICS").is_ok_and(|v| v.trim() == "0") {
+        return;
+    }
+    let _ = INSTALLED.get_or_init(|| {
+        let registry: &'static Registry =
+            Box::leak(Box::new(Registry::new(exposition == Exposition::Emf)));
+        if ::metrics::set_global_recorder(registry).is_err() {
+            tracing::warn!("a metrics recorder was already installed");
+        }
+        describe();
+        (registry, exposition)
+    });
+}
+
+/// The installed registry, if any.
+pub fn registry() -> Option<&'static Registry> {
+    INSTALLED.get().map(|(registry, _)| *registry)
+}
+
+/// `GET /metrics`: every metric plus the process's own (RSS, CPU, open files) and `extra`
+/// lines (the database pool's state, read at scrape time).
+pub fn render(extra: &str) -> Option<String> {
+    let registry = registry()?;
+    let mut tail = process::render();
+    tail.push_str(extra);
+    Some(registry.render_prometheus(&tail))
+}
+
+/// The database pool's state now, as Prometheus lines.
+pub fn pool_lines(pool: &crate::db::DbPool) -> String {
+    let status = pool.status();
+    let in_use = status.size.saturating_sub(status.available);
+    format!(
+        "# HELP switchboard_db_pool_connections Pooled database connections, by state.\n\
+         # TYPE switchboard_db_pool_connections gauge\n\
+         switchboard_db_pool_connections{{state=\"idle\"}} {}\n\
+         switchboard_db_pool_connections{{state=\"in_use\"}} {in_use}\n\
+         # HELP switchboard_db_pool_max_connections The pool's size limit.\n\
+         # TYPE switchboard_db_pool_max_connections gauge\n\
+         switchboard_db_pool_max_connections {}\n\
+         # HELP switchboard_db_pool_waiting Tasks waiting for a pooled connection.\n\
+         # TYPE switchboard_db_pool_waiting gauge\n\
+         switchboard_db_pool_waiting {}\n",
+        status.available, status.max_size, status.waiting
+    )
+}
+
+/// Whether `presented` is the metrics token (compared as SHA-256 digests, so the time taken
+/// says nothing about the token).
+pub fn is_metrics_token(presented: &str, token: &crate::secret::Secret) -> bool {
+    use sha2::{Digest, Sha256};
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(token.expose().as_bytes());
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// Lambda: writes what was recorded since the last flush as EMF lines on stdout. A no-op
+/// unless the EMF exposition is installed.
+pub fn flush_emf() {
+    let Some((registry, Exposition::Emf)) = INSTALLED.get().copied() else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let lines = render_emf(registry, now);
+    if lines.is_empty() {
+        return;
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+fn describe() {
+    describe_counter!(
+        REQUESTS,
+        Unit::Count,
+        "Requests answered, by matched route, status class, model, provider, power level, BYOK and fallback."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from the request's arrival to the end of its answer (a stream's last byte)."
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Time spent waiting on providers (to the answer, or to a stream's first content)."
+    );
+    describe_histogram!(
+        GATEWAY_OVERHEAD,
+        Unit::Seconds,
+        "The gateway's own time: to the answer's headers, less the upstream's time."
+    );
+    describe_histogram!(
+        DB_DURATION,
+        Unit::Seconds,
+        "Time the request waited for the ledger's statements (admission and capture)."
+    );
+    describe_histogram!(
+        TIME_TO_FIRST_TOKEN,
+        Unit::Seconds,
+        "Streams: time from the attempt's start to its first content."
+    );
+    describe_counter!(
+        UPSTREAM_ATTEMPTS,
+        Unit::Count,
+        "Calls to providers, by outcome (2xx, 4xx, 429, 5xx, timeout, network)."
+    );
+    describe_counter!(
+        TOKENS,
+        Unit::Count,
+        "Tokens of captured requests, by bucket: input (uncached), cached_input, cache_write, output."
+    );
+    describe_counter!(
+        COST_USD,
+        "Provider cost of captured requests at catalog prices, USD."
+    );
+    describe_counter!(
+        CHARGED_USD,
+        "Credits charged for captured requests (the platform fee for BYOK), USD."
+    );
+    describe_counter!(
+        LEDGER_ADMISSIONS,
+        Unit::Count,
+        "Admissions by outcome: admitted, insufficient_credits, monthly_cap, key_rate_limited, provider_rate_limited, account_disabled, error."
+    );
+    describe_counter!(
+        LEDGER_CAPTURES,
+        Unit::Count,
+        "Captures by outcome: captured, pending (left active for reconciliation)."
+    );
+    describe_counter!(
+        LEDGER_RELEASES,
+        Unit::Count,
+        "Holds released (nothing charged), by outcome: released, failed."
+    );
+    describe_counter!(
+        LEDGER_RETRIES,
+        Unit::Count,
+        "Settlement tries repeated after a database failure, by operation."
+    );
+    describe_histogram!(
+        LEDGER_BATCH_SIZE,
+        Unit::Count,
+        "Requests per group-commit statement, by queue (admission, capture)."
+    );
+    describe_gauge!(
+        LEDGER_HOLDS_ACTIVE,
+        Unit::Count,
+        "Holds this process has placed and not yet settled."
+    );
+    describe_histogram!(
+        DB_POOL_WAIT,
+        Unit::Seconds,
+        "Time the ledger waited for a pooled database connection."
+    );
+    describe_counter!(
+        DB_POOL_ERRORS,
+        Unit::Count,
+        "Pooled connections the ledger could not get."
+    );
+    describe_gauge!(
+        PROVIDER_ENABLED,
+        "1 when the provider is enabled in the catalog, else 0."
+    );
+    describe_gauge!(
+        PROVIDER_BREAKER_OPEN,
+        "1 while the provider's circuit breaker is open, else 0."
+    );
+    describe_counter!(
+        HEALTH_CHECKS,
+        Unit::Count,
+        "Health-check probes, by provider and result (healthy, degraded, down, unknown)."
+    );
+    describe_counter!(
+        PROVIDER_AUTO_DISABLES,
+        Unit::Count,
+        "Providers disabled by the health check."
+    );
+    describe_counter!(
+        BILLING_EXPORTED,
+        Unit::Count,
+        "Billing events accepted by Lago."
+    );
+    describe_counter!(
+        BILLING_FAILURES,
+        Unit::Count,
+        "Billing export batches that failed."
+    );
+    describe_gauge!(
+        BILLING_BACKLOG,
+        Unit::Count,
+        "Billing events not yet exported (at the last export pass)."
+    );
+    describe_gauge!(
+        BILLING_BACKLOG_AGE,
+        Unit::Seconds,
+        "Age of the oldest billing event not yet exported (at the last export pass)."
+    );
+}
+
+/// `2xx` … `5xx`.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// What the chat run learned about a request, for its labels: catalog names and fixed
+/// vocabularies only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLabels {
+    /// The catalog's model id (`gpt-4o`), not what the client asked for.
+    pub model: String,
+    /// The provider's slug.
+    pub provider: String,
+    pub power_level: &'static str,
+    pub byok: bool,
+    pub fallback: bool,
+}
+
+/// One answered request (the middleware, when its answer ends).
+pub struct RequestRecord<'a> {
+    pub route: &'a str,
+    pub status: u16,
+    pub labels: Option<&'a RequestLabels>,
+    pub total: Duration,
+    /// `/v1` routes only: the upstream wait, the gateway's own time, the ledger's wait.
+    pub split: Option<(Duration, Duration, Duration)>,
+}
+
+pub fn record_request(record: &RequestRecord<'_>) {
+    let class = status_class(record.status);
+    let route = record.route.to_string();
+    let (model, provider, power, byok, fallback) = match record.labels {
+        Some(l) => (
+            l.model.clone(),
+            l.provider.clone(),
+            l.power_level,
+            if l.byok { "true" } else { "false" },
+            if l.fallback { "true" } else { "false" },
+        ),
+        None => (String::new(), String::new(), "", "false", "false"),
+    };
+    counter!(REQUESTS,
+        "route" => route.clone(), "status_class" => class, "model" => model.clone(),
+        "provider" => provider.clone(), "power_level" => power, "byok" => byok,
+        "fallback" => fallback)
+    .increment(1);
+    histogram!(REQUEST_DURATION,
+        "route" => route.clone(), "status_class" => class, "model" => model.clone(),
+        "provider" => provider.clone())
+    .record(record.total.as_secs_f64());
+    if let Some((upstream, overhead, db)) = record.split {
+        histogram!(GATEWAY_OVERHEAD, "route" => route.clone(), "model" => model.clone(), "provider" => provider.clone())
+            .record(overhead.as_secs_f64());
+        if !upstream.is_zero() {
+            histogram!(UPSTREAM_DURATION, "route" => route.clone(), "model" => model.clone(), "provider" => provider.clone())
+                .record(upstream.as_secs_f64());
+        }
+        if !db.is_zero() {
+            histogram!(DB_DURATION, "route" => route).record(db.as_secs_f64());
+        }
+    }
+}
+
+/// One provider call's outcome.
+pub fn record_attempt(model: &str, provider: &str, outcome: &'static str) {
+    counter!(UPSTREAM_ATTEMPTS, "model" => model.to_string(), "provider" => provider.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// A captured request: its tokens by bucket, its provider cost and its charge.
+pub fn record_capture(
+    route: &str,
+    model: &str,
+    provider: &str,
+    usage: &Usage,
+    cost: Decimal,
+    charged: Decimal,
+    ttft: Option<Duration>,
+) {
+    counter!(LEDGER_CAPTURES, "outcome" => "captured").increment(1);
+    let buckets = [
+        ("input", usage.uncached_input_tokens),
+        ("cached_input", usage.cached_input_tokens),
+        ("cache_write", usage.cache_write_input_tokens),
+        ("output", usage.output_tokens),
+    ];
+    for (bucket, tokens) in buckets {
+        counter!(TOKENS, "bucket" => bucket, "model" => model.to_string(), "provider" => provider.to_string())
+            .increment(tokens);
+    }
+    counter!(COST_USD, "model" => model.to_string(), "provider" => provider.to_string())
+        .increment(nano_usd(cost));
+    counter!(CHARGED_USD, "model" => model.to_string(), "provider" => provider.to_string())
+        .increment(nano_usd(charged));
+    if let Some(ttft) = ttft {
+        histogram!(TIME_TO_FIRST_TOKEN, "route" => route.to_string(), "model" => model.to_string(), "provider" => provider.to_string())
+            .record(ttft.as_secs_f64());
+    }
+}
+
+/// USD as whole billionths (the ledger's scale); negative amounts count as 0.
+fn nano_usd(amount: Decimal) -> u64 {
+    let nanos = (amount * Decimal::from(1_000_000_000u64)).round();
+    u64::try_from(nanos).unwrap_or(0)
+}
+
+pub fn record_pending_capture() {
+    counter!(LEDGER_CAPTURES, "outcome" => "pending").increment(1);
+}
+
+pub fn record_admission(outcome: &'static str) {
+    counter!(LEDGER_ADMISSIONS, "outcome" => outcome).increment(1);
+}
+
+pub fn record_release(ok: bool) {
+    counter!(LEDGER_RELEASES, "outcome" => if ok { "released" } else { "failed" }).increment(1);
+}
+
+pub fn record_settle_retry(operation: &'static str) {
+    counter!(LEDGER_RETRIES, "operation" => operation).increment(1);
+}
+
+pub fn record_batch(queue: &'static str, size: usize) {
+    histogram!(LEDGER_BATCH_SIZE, "queue" => queue).record(size as f64);
+}
+
+/// A hold placed (+1) or settled (−1) by this process.
+pub fn holds_active(delta: f64) {
+    gauge!(LEDGER_HOLDS_ACTIVE).increment(delta);
+}
+
+pub fn record_pool_wait(waited: Duration, ok: bool) {
+    histogram!(DB_POOL_WAIT).record(waited.as_secs_f64());
+    if !ok {
+        counter!(DB_POOL_ERRORS).increment(1);
+    }
+}
+
+/// A provider's state as the catalog last read it.
+pub fn provider_state(provider: &str, enabled: bool, breaker_open: bool) {
+    gauge!(PROVIDER_ENABLED, "provider" => provider.to_string()).set(f64::from(u8::from(enabled)));
+    gauge!(PROVIDER_BREAKER_OPEN, "provider" => provider.to_string())
+        .set(f64::from(u8::from(breaker_open)));
+}
+
+pub fn record_health_check(provider: &str, result: &'static str, auto_disabled: bool) {
+    counter!(HEALTH_CHECKS, "provider" => provider.to_string(), "result" => result).increment(1);
+    if auto_disabled {
+        counter!(PROVIDER_AUTO_DISABLES, "provider" => provider.to_string()).increment(1);
+    }
+}
+
+pub fn record_billing_export(exported: u64, failed: bool) {
+    counter!(BILLING_EXPORTED).increment(exported);
+    if failed {
+        counter!(BILLING_FAILURES).increment(1);
+    }
+}
+
+pub fn billing_backlog(events: u64, oldest_age: Duration) {
+    gauge!(BILLING_BACKLOG).set(events as f64);
+    gauge!(BILLING_BACKLOG_AGE).set(oldest_age.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_counters_are_exact_dollars() {
+        assert_eq!(format_counter(COST_USD, 0), "0");
+        assert_eq!(format_counter(COST_USD, 1), "0.000000001");
+        assert_eq!(format_counter(COST_USD, 1_500_000_000), "1.5");
+        assert_eq!(format_counter(REQUESTS, 7), "7");
+        assert_eq!(nano_usd(Decimal::new(1575, 7)), 157_500);
+        assert_eq!(nano_usd(Decimal::new(-1, 0)), 0);
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(402), "4xx");
+        assert_eq!(status_class(503), "5xx");
+    }
+}
