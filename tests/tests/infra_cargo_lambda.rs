@@ -541,5 +541,109 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
     assert!(captures >= 1, "the chat invocations above were charged");
     assert_eq!(report["export"]["sent"], captures, "{report}");
     assert_eq!(lago.events().len() as i64, captures);
+
+    // CloudWatch metrics: each function printed EMF lines (on stdout, which the watch
+    // log holds) before its invocation ended; each line is valid EMF.
+    let emf = emf_lines(&std::fs::read_to_string(&watch.log).unwrap());
+    // Counters: the sum of their values; histograms (`count`): how many values.
+    let values = |metric: &str, route: Option<&str>| -> Vec<f64> {
+        emf.iter()
+            .filter(|line| route.is_none_or(|r| line["route"] == r))
+            .filter_map(|line| line.get(metric))
+            .flat_map(|v| match v {
+                Value::Array(values) => values.iter().map(|v| v.as_f64().unwrap()).collect(),
+                other => vec![other.as_f64().unwrap()],
+            })
+            .collect()
+    };
+    let total = |metric: &str, route: Option<&str>| values(metric, route).iter().sum::<f64>();
+    let count = |metric: &str, route: Option<&str>| values(metric, route).len() as f64;
+    assert_eq!(
+        total("switchboard_requests_total", Some("/v1/chat/completions")),
+        3.0,
+        "two answers and one stream: {emf:#?}"
+    );
+    assert_eq!(
+        total("switchboard_requests_total", Some("/v1/messages")),
+        1.0
+    );
+    assert_eq!(
+        total("switchboard_requests_total", Some("/v1/embeddings")),
+        1.0
+    );
+    assert_eq!(
+        count(
+            "switchboard_request_duration_seconds",
+            Some("/v1/chat/completions")
+        ),
+        3.0
+    );
+    assert_eq!(count("switchboard_time_to_first_token_seconds", None), 2.0);
+    assert!(total("switchboard_cost_usd_total", None) > 0.0);
+    assert!(total("switchboard_health_checks_total", None) >= 1.0);
+    assert!(
+        emf.iter()
+            .any(|line| line.get("switchboard_billing_export_backlog").is_some())
+    );
     drop(watch);
+}
+
+/// The EMF lines in `log`, each checked against the format's structure: `_aws` with a
+/// millisecond `Timestamp` and `CloudWatchMetrics` directives, each naming a namespace,
+/// dimension sets whose every key is a string member of the line, and metric definitions
+/// whose every name is a numeric member (a number, or up to 100 numbers).
+fn emf_lines(log: &str) -> Vec<Value> {
+    let mut lines = Vec::new();
+    for text in log.lines() {
+        let Some(start) = text.find("{\"_aws\"") else {
+            continue;
+        };
+        let line: Value = serde_json::from_str(&text[start..])
+            .unwrap_or_else(|e| panic!("an EMF line that is not JSON ({e}): {text}"));
+        let aws = &line["_aws"];
+        assert!(
+            aws["Timestamp"].as_u64().unwrap() > 1_600_000_000_000,
+            "{line}"
+        );
+        let directives = aws["CloudWatchMetrics"].as_array().unwrap();
+        assert!(!directives.is_empty(), "{line}");
+        for directive in directives {
+            assert_eq!(directive["Namespace"], "Switchboard", "{line}");
+            for set in directive["Dimensions"].as_array().unwrap() {
+                let set = set.as_array().unwrap();
+                assert!(set.len() <= 30, "{line}");
+                for key in set {
+                    let key = key.as_str().unwrap();
+                    assert!(
+                        ["route", "model", "provider", "status_class"].contains(&key),
+                        "dimension {key} is not one of the four: {line}"
+                    );
+                    assert!(
+                        line[key].is_string(),
+                        "dimension {key} has no value: {line}"
+                    );
+                }
+            }
+            let metrics = directive["Metrics"].as_array().unwrap();
+            assert!(!metrics.is_empty() && metrics.len() <= 100, "{line}");
+            for metric in metrics {
+                let name = metric["Name"].as_str().unwrap();
+                assert!(
+                    ["Seconds", "Count", "Bytes", "None"]
+                        .contains(&metric["Unit"].as_str().unwrap()),
+                    "{line}"
+                );
+                match &line[name] {
+                    Value::Number(_) => {}
+                    Value::Array(values) => {
+                        assert!(!values.is_empty() && values.len() <= 100, "{line}");
+                        assert!(values.iter().all(Value::is_number), "{line}");
+                    }
+                    other => panic!("metric {name} has no numeric value ({other}): {line}"),
+                }
+            }
+        }
+        lines.push(line);
+    }
+    lines
 }
