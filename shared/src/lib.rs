@@ -18,6 +18,7 @@ pub mod http;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;
+pub mod otel;
 pub mod providers;
 pub mod report;
 pub mod routing;

@@ -253,6 +253,23 @@ impl Gateway {
         );
     }
 
+    /// A second offer of `gpt-4o` (OpenRouter, lower priority, served by the same fake),
+    /// for fallbacks.
+    pub async fn add_second_gpt4o_offer(&self) {
+        let client = self.db.connect().await;
+        client
+            .batch_execute(
+                "INSERT INTO llm_models (provider_id, model_name, model_id, context_window, max_tokens,
+                     supports_function_calling, supports_vision, supports_json_mode,
+                     cost_per_1m_input_tokens, cost_per_1m_output_tokens, cost_per_1m_tokens_cached, power_level_priority)
+                 SELECT id, 'GPT-4o (OpenRouter)', 'gpt-4o', 128000, 16384, true, true, true, 2.50, 10.00, 1.25, 50
+                 FROM llm_providers WHERE provider_slug = 'openrouter'",
+            )
+            .await
+            .expect("insert the second gpt-4o offer");
+        self.state.catalog.invalidate();
+    }
+
     pub async fn balance(&self, user_id: &str) -> Decimal {
         let client = self.db.pool().get().await.expect("db");
         ledger::account_balance(&**client, user_id)

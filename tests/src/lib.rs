@@ -1,7 +1,9 @@
 //! Test support shared by every integration test: a fresh PostgreSQL database per
-//! test, a fake upstream provider server, and a moto server for the AWS paths.
+//! test, a fake upstream provider server, a moto server for the AWS paths, and fake
+//! Lago, Stripe, webhook and OTLP receivers.
 
 pub mod fake_lago;
+pub mod fake_otlp;
 pub mod fake_stripe;
 pub mod fake_upstream;
 pub mod fake_webhook;

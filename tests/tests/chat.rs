@@ -22,21 +22,6 @@ fn hello(model: &str) -> Value {
 }
 
 /// Adds a second offer of `gpt-4o` on OpenRouter, tried after OpenAI's.
-async fn second_gpt4o_offer(gw: &Gateway) {
-    let client = gw.db.connect().await;
-    client
-        .batch_execute(
-            "INSERT INTO llm_models (provider_id, model_name, model_id, context_window, max_tokens,
-                 supports_function_calling, supports_vision, supports_json_mode,
-                 cost_per_1m_input_tokens, cost_per_1m_output_tokens, cost_per_1m_tokens_cached, power_level_priority)
-             SELECT id, 'GPT-4o (OpenRouter)', 'gpt-4o', 128000, 16384, true, true, true, 2.50, 10.00, 1.25, 50
-             FROM llm_providers WHERE provider_slug = 'openrouter'",
-        )
-        .await
-        .unwrap();
-    gw.state.catalog.invalidate();
-}
-
 async fn usage_rows(
     gw: &Gateway,
     request_id: &str,
@@ -169,7 +154,7 @@ async fn auto_routes_by_power_level_to_each_wire_format() {
 #[tokio::test]
 async fn falls_back_on_500_and_429_but_not_on_400() {
     let gw = Gateway::start().await;
-    second_gpt4o_offer(&gw).await;
+    gw.add_second_gpt4o_offer().await;
     let key = gw.user("carol", "starter", "10").await;
 
     for (rid, step) in [
@@ -229,7 +214,7 @@ async fn falls_back_on_timeout_and_gives_504_when_the_deadline_passes() {
         },
     })
     .await;
-    second_gpt4o_offer(&gw).await;
+    gw.add_second_gpt4o_offer().await;
     let key = gw.user("dave", "starter", "10").await;
 
     gw.upstream.push(Step::delayed_reply(
@@ -288,7 +273,7 @@ async fn the_overall_deadline_ends_the_request_with_504() {
 #[tokio::test]
 async fn every_candidate_failing_is_a_502_naming_the_status_and_charges_nothing() {
     let gw = Gateway::start().await;
-    second_gpt4o_offer(&gw).await;
+    gw.add_second_gpt4o_offer().await;
     let key = gw.user("erin", "starter", "10").await;
     gw.upstream.push(Step::status(500));
     gw.upstream.push(Step::status(503));
@@ -361,7 +346,7 @@ async fn streaming_happy_path_with_usage_costs_the_same_as_non_streaming() {
 #[tokio::test]
 async fn a_stream_failing_before_its_first_chunk_falls_back() {
     let gw = Gateway::start().await;
-    second_gpt4o_offer(&gw).await;
+    gw.add_second_gpt4o_offer().await;
     let key = gw.user("gina", "starter", "10").await;
     gw.upstream.push(Step::status(500));
     let mut body = hello("gpt-4o");
@@ -587,7 +572,7 @@ async fn models_are_filtered_by_tier_and_account_reports_money() {
 #[tokio::test]
 async fn hundred_concurrent_requests_with_failures_keep_the_ledger_exact() {
     let gw = Arc::new(Gateway::start().await);
-    second_gpt4o_offer(&gw).await;
+    gw.add_second_gpt4o_offer().await;
     let key = Arc::new(gw.user("busy", "enterprise", "3").await);
     // A third of the upstream calls fail; some of them after the stream began.
     for i in 0..60 {
@@ -710,7 +695,7 @@ async fn byok_calls_use_the_users_key_and_are_not_charged_the_provider_cost() {
 #[tokio::test]
 async fn a_byok_key_the_provider_refuses_is_marked_invalid_and_the_request_falls_back() {
     let gw = Gateway::start().await;
-    second_gpt4o_offer(&gw).await;
+    gw.add_second_gpt4o_offer().await;
     let key = gw.user("refused", "starter", "1").await;
     put_byok(&gw, &key, "openai", "sk-proj-revoked-by-openai-0123456789").await;
 
@@ -760,7 +745,7 @@ async fn breaker_state(gw: &Gateway, slug: &str) -> (i32, bool) {
 #[tokio::test]
 async fn the_shared_circuit_breaker_opens_after_three_failures_and_a_success_closes_it() {
     let gw = Gateway::start().await;
-    second_gpt4o_offer(&gw).await;
+    gw.add_second_gpt4o_offer().await;
     let key = gw.user("breaker", "starter", "10").await;
     for round in 1..=3 {
         gw.upstream.push(Step::status(502));
@@ -786,7 +771,7 @@ async fn the_shared_circuit_breaker_opens_after_three_failures_and_a_success_clo
 #[tokio::test]
 async fn a_retry_after_opens_the_breaker_for_that_long_and_the_error_rate_opens_it_too() {
     let gw = Gateway::start().await;
-    second_gpt4o_offer(&gw).await;
+    gw.add_second_gpt4o_offer().await;
     let key = gw.user("ratey", "starter", "10").await;
     gw.upstream.push(Step::rate_limited("120"));
     let (status, _, _) = gw.chat(&key, &hello("gpt-4o"), &[]).await;

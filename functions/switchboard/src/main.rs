@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => {
             switchboard_core::metrics::install(switchboard_core::metrics::Exposition::Prometheus);
+            switchboard_core::otel::install(switchboard_core::otel::ExportMode::Batched);
             switchboard::serve::serve(config).await
         }
         Command::Migrate => switchboard::serve::migrate(config).await.map(|report| {

@@ -147,6 +147,7 @@ async fn chat_call(
         default_max_tokens: Some(1),
         forward_unpriced_fields: false,
         auto_cache_control: false,
+        traceparent: None,
     };
     let started = Instant::now();
     let outcome = tokio::time::timeout(PROBE_TIMEOUT, providers.complete(&target, &request)).await;

@@ -101,6 +101,10 @@ pub(super) async fn plan(
             .unwrap_or_default();
         Instant::now() + left.saturating_sub(lambda_margin(left))
     });
+    if let Some(trace) = options.timing.trace() {
+        trace.set_root("gen_ai.operation.name", work.operation_name());
+        trace.set_root("gen_ai.request.model", work.model());
+    }
     let attempts_end = started + state.config.chat.request_timeout;
     let stream_end = started + state.config.chat.max_stream_duration;
     Ok(Run {
@@ -119,6 +123,7 @@ pub(super) async fn plan(
         attempts_end: hard_end.map_or(attempts_end, |end| end.min(attempts_end)),
         stream_end: hard_end.map_or(stream_end, |end| end.min(stream_end)),
         timing: options.timing.clone(),
+        attempt_span: None,
         attempts: Vec::new(),
         rate_limited: HashSet::new(),
         byok_cooling: None,
@@ -152,11 +157,21 @@ impl Run {
                 hold_ttl: self.state.config.ledger.hold_ttl,
             };
             self.note_labels(first);
+            let mut span = crate::otel::child(
+                self.timing.trace(),
+                "admission",
+                crate::otel::SpanKind::Internal,
+            );
             let waited = Instant::now();
             let admitted = self.state.ledger.admit(item).await;
             self.timing.add_db(waited.elapsed());
             let admitted = admitted.map_err(ApiError::internal)?;
-            crate::metrics::record_admission(admission_outcome(&admitted));
+            let outcome = admission_outcome(&admitted);
+            crate::metrics::record_admission(outcome);
+            if let Some(span) = span.as_mut() {
+                span.set("switchboard.admission", outcome);
+            }
+            drop(span);
             match admitted {
                 Ok((_, hold)) => return Ok(hold),
                 Err(AdmissionError::KeyRateLimited { retry_after }) => {

@@ -50,8 +50,10 @@ pub(super) struct Run {
     pub rate_limited: HashSet<(i32, bool)>,
     /// A BYOK candidate skipped because the user's key is cooling down after a 429.
     pub byok_cooling: Option<Duration>,
-    /// The request's `Server-Timing` counters.
+    /// The request's `Server-Timing` counters (and its trace, when tracing is on).
     pub timing: crate::http::RequestTiming,
+    /// The span of the attempt under way (tracing on): a stream's lasts to its end.
+    pub attempt_span: Option<crate::otel::ActiveSpan>,
 }
 
 /// Why an attempt failed.
@@ -162,6 +164,7 @@ impl Run {
                 default_max_tokens: Some(candidate.output_token_limit(None)),
                 forward_unpriced_fields: candidate.byok,
                 auto_cache_control: self.adds_cache_control(candidate),
+                traceparent: None,
             },
             user_key_id,
         )))
@@ -293,6 +296,10 @@ impl Run {
             Err(&message),
         );
         self.attempts.push(row);
+        if let Some(mut span) = self.attempt_span.take() {
+            span.fail(attempt_outcome(error));
+            span.set("error.type", attempt_outcome(error));
+        }
         self.note_labels(candidate);
         crate::metrics::record_attempt(
             &candidate.model.model_id,
@@ -350,6 +357,14 @@ impl Run {
 
     /// The request's metric labels: the candidate that served it, or was tried last.
     pub(super) fn note_labels(&self, candidate: &Candidate) {
+        if let Some(trace) = self.timing.trace() {
+            trace.set_root(
+                "gen_ai.provider.name",
+                candidate.provider.provider_slug.as_str(),
+            );
+            trace.set_root("switchboard.power_level", self.power_level.as_str());
+            trace.set_root("switchboard.byok", candidate.byok);
+        }
         self.timing.set_labels(crate::metrics::RequestLabels {
             model: candidate.model.model_id.clone(),
             provider: candidate.provider.provider_slug.clone(),
@@ -416,9 +431,33 @@ impl Run {
             &candidate.provider.provider_slug,
             "2xx",
         );
+        if let Some(mut span) = self.attempt_span.take() {
+            span.set("gen_ai.response.model", candidate.model.model_id.as_str());
+            span.set("gen_ai.usage.input_tokens", settlement.usage.input_tokens());
+            span.set("gen_ai.usage.output_tokens", settlement.usage.output_tokens);
+        }
+        if let Some(trace) = self.timing.trace() {
+            trace.set_root("gen_ai.response.model", candidate.model.model_id.as_str());
+            trace.set_root("gen_ai.usage.input_tokens", settlement.usage.input_tokens());
+            trace.set_root("gen_ai.usage.output_tokens", settlement.usage.output_tokens);
+            trace.set_root("switchboard.fallback", self.attempts.len() > 1);
+        }
+        let mut span = crate::otel::child(
+            self.timing.trace(),
+            "settlement",
+            crate::otel::SpanKind::Internal,
+        );
         let waited = Instant::now();
         let settled = hold.capture(&self.state.ledger, item).await;
         self.timing.add_db(waited.elapsed());
+        if let Some(span) = span.as_mut() {
+            let outcome = match settled {
+                Settled::Captured { .. } => "captured",
+                Settled::Pending => "pending",
+            };
+            span.set("switchboard.settlement", outcome);
+        }
+        drop(span);
         if let Settled::Captured { .. } = settled {
             crate::metrics::record_capture(
                 self.route.path(),

@@ -64,7 +64,7 @@ pub(super) async fn drive(mut run: Run, reply: Reply) {
         if reply.is_closed() {
             // Nobody waits for an answer: no new attempt.
             tracing::info!(request_id = %run.request_id, "the client left before an attempt; releasing the hold");
-            hold.release(&run.attempts).await;
+            release(&run, hold).await;
             return;
         }
         if run
@@ -81,15 +81,32 @@ pub(super) async fn drive(mut run: Run, reply: Reply) {
         if index > 0 && !run.fallback_admitted(candidate).await {
             continue;
         }
-        let (target, user_key_id) = match run.upstream_target(candidate).await {
+        let (mut target, user_key_id) = match run.upstream_target(candidate).await {
             Ok(Some(found)) => found,
             Ok(None) => continue,
             Err(error) => {
-                hold.release(&run.attempts).await;
+                release(&run, hold).await;
                 let _ = reply.send(Err(error));
                 return;
             }
         };
+        run.attempt_span = crate::otel::child(
+            run.timing.trace(),
+            format!("{} {}", run.work.operation_name(), candidate.model.model_id),
+            crate::otel::SpanKind::Client,
+        )
+        .map(|mut span| {
+            span.set("gen_ai.operation.name", run.work.operation_name());
+            span.set("gen_ai.request.model", candidate.model.model_id.as_str());
+            span.set(
+                "gen_ai.provider.name",
+                candidate.provider.provider_slug.as_str(),
+            );
+            span.set("switchboard.attempt", (index + 1) as i64);
+            span.set("switchboard.byok", candidate.byok);
+            target.traceparent = Some(span.traceparent());
+            span
+        });
         let started = Instant::now();
         let providers = &run.state.providers;
         let outcome = match &run.work {
@@ -121,7 +138,7 @@ pub(super) async fn drive(mut run: Run, reply: Reply) {
                 run.record_failure(candidate, user_key_id, started.elapsed(), &failure)
                     .await;
                 if !failure.error.retryable() {
-                    hold.release(&run.attempts).await;
+                    release(&run, hold).await;
                     let _ = reply.send(Err(failure.error.into()));
                     return;
                 }
@@ -133,8 +150,21 @@ pub(super) async fn drive(mut run: Run, reply: Reply) {
             }
         }
     }
-    hold.release(&run.attempts).await;
+    release(&run, hold).await;
     let _ = reply.send(Err(run.exhausted_error(last_error, deadline_passed)));
+}
+
+/// Releases the hold (nothing charged), with the failed attempts' usage rows.
+async fn release(run: &Run, hold: Hold) {
+    let mut span = crate::otel::child(
+        run.timing.trace(),
+        "settlement",
+        crate::otel::SpanKind::Internal,
+    );
+    if let Some(span) = span.as_mut() {
+        span.set("switchboard.settlement", "released");
+    }
+    hold.release(&run.attempts).await;
 }
 
 /// One buffered call within `remaining`: past it, the gateway's own deadline.

@@ -58,6 +58,14 @@ impl Work {
         }
     }
 
+    /// `gen_ai.operation.name` (OpenTelemetry GenAI conventions).
+    pub fn operation_name(&self) -> &'static str {
+        match self {
+            Work::Chat(_) => "chat",
+            Work::Embed(_) => "embeddings",
+        }
+    }
+
     pub fn is_stream(&self) -> bool {
         matches!(self, Work::Chat(request) if request.is_stream())
     }

@@ -67,8 +67,23 @@ async fn request_context(
     req.extensions_mut().insert(RequestId(id.clone()));
     // Every answer is counted in the metrics; `/v1` answers also say where their time went
     // (api.md, "Metrics and timing").
-    let timing = RequestTiming::default();
     let is_v1 = req.uri().path().starts_with("/v1/");
+    let method = req.method().clone();
+    // `/v1` requests are traced when OpenTelemetry export is on (continuing the caller's
+    // `traceparent`).
+    let trace = is_v1
+        .then(|| {
+            crate::otel::Trace::start(
+                req.headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok()),
+            )
+        })
+        .flatten();
+    if let Some(trace) = &trace {
+        trace.set_root("http.request.method", req.method().as_str());
+    }
+    let timing = RequestTiming::traced(trace);
     req.extensions_mut().insert(timing.clone());
     let started = std::time::Instant::now();
 
@@ -102,6 +117,7 @@ async fn request_context(
         timing.write_headers(at_headers, response.headers_mut());
     }
     let finish = Finish {
+        method,
         split: is_v1.then(|| timing.split(at_headers)),
         timing,
         status: response.status().as_u16(),
@@ -112,7 +128,10 @@ async fn request_context(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if !streamed {
-        finish.record();
+        if let Some(export) = finish.record() {
+            // Lambda: the spans are sent before the answer leaves.
+            export.await;
+        }
         return response;
     }
     // A stream is counted when its last byte has been handed over (or it was dropped):
@@ -121,6 +140,7 @@ async fn request_context(
     let observed = Observed {
         inner: body.into_data_stream(),
         finish: Some(finish),
+        export: None,
     };
     Response::from_parts(parts, axum::body::Body::from_stream(observed))
 }
@@ -141,6 +161,7 @@ async fn note_route(
 /// What the metrics record of one answer, once it is over.
 struct Finish {
     timing: RequestTiming,
+    method: Method,
     status: u16,
     started: std::time::Instant,
     /// `/v1`: (upstream, gateway, db) when the headers left.
@@ -151,24 +172,36 @@ struct Finish {
     )>,
 }
 
+type Export = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 impl Finish {
-    fn record(self) {
+    /// Records the answer's metrics (and writes them as EMF in Lambda) and ends its trace.
+    /// `Some`: the trace's export, to await before the answer ends (Lambda).
+    fn record(self) -> Option<Export> {
         let labels = self.timing.labels();
+        let route = self.timing.route();
         crate::metrics::record_request(&crate::metrics::RequestRecord {
-            route: self.timing.route(),
+            route,
             status: self.status,
             labels: labels.as_ref(),
             total: self.started.elapsed(),
             split: self.split,
         });
         crate::metrics::flush_emf();
+        let trace = self.timing.trace()?;
+        trace.set_root("http.route", route);
+        trace.set_root("http.response.status_code", i64::from(self.status));
+        let error = (self.status >= 500).then(|| self.status.to_string());
+        crate::otel::submit(trace.finish(format!("{} {route}", self.method), error))
     }
 }
 
-/// A streamed body that records its [`Finish`] when it ends or is dropped.
+/// A streamed body that records its [`Finish`] when it ends or is dropped; in Lambda it
+/// sends the trace before it ends.
 struct Observed<S> {
     inner: S,
     finish: Option<Finish>,
+    export: Option<Export>,
 }
 
 impl<S: futures_util::Stream + Unpin> futures_util::Stream for Observed<S> {
@@ -178,20 +211,32 @@ impl<S: futures_util::Stream + Unpin> futures_util::Stream for Observed<S> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<S::Item>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_next(cx);
-        if let std::task::Poll::Ready(None) = polled
-            && let Some(finish) = self.finish.take()
-        {
-            finish.record();
+        if self.export.is_none() {
+            let polled = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+            let std::task::Poll::Ready(None) = polled else {
+                return polled;
+            };
+            match self.finish.take().and_then(Finish::record) {
+                Some(export) => self.export = Some(export),
+                None => return std::task::Poll::Ready(None),
+            }
         }
-        polled
+        match self.export.as_mut().map(|export| export.as_mut().poll(cx)) {
+            Some(std::task::Poll::Pending) => std::task::Poll::Pending,
+            _ => {
+                self.export = None;
+                std::task::Poll::Ready(None)
+            }
+        }
     }
 }
 
 impl<S> Drop for Observed<S> {
     fn drop(&mut self) {
+        // The client left: the trace still goes (queued in `serve`; a Lambda invocation
+        // whose client left may lose it).
         if let Some(finish) = self.finish.take() {
-            finish.record();
+            let _ = finish.record();
         }
     }
 }
@@ -321,6 +366,11 @@ pub async fn run_http_function_with(
             crate::metrics::Exposition::Emf
         } else {
             crate::metrics::Exposition::Prometheus
+        });
+        crate::otel::install(if in_lambda {
+            crate::otel::ExportMode::PerRequest
+        } else {
+            crate::otel::ExportMode::Batched
         });
         let state = crate::state::AppState::load(config).await?;
         run_function(build(state), in_lambda, listen, responses).await

@@ -28,6 +28,8 @@ struct Counters {
     route: OnceLock<String>,
     /// The model and provider that served (or last tried) the request, for its metrics.
     labels: Mutex<Option<crate::metrics::RequestLabels>>,
+    /// The request's trace, when tracing is on.
+    trace: Option<crate::otel::Trace>,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -35,6 +37,18 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl RequestTiming {
+    /// Counters for a request traced as `trace` (`None`: tracing is off).
+    pub fn traced(trace: Option<crate::otel::Trace>) -> Self {
+        RequestTiming(Arc::new(Counters {
+            trace,
+            ..Counters::default()
+        }))
+    }
+
+    pub fn trace(&self) -> Option<&crate::otel::Trace> {
+        self.0.trace.as_ref()
+    }
+
     pub fn add_upstream(&self, d: Duration) {
         self.0.upstream_us.fetch_add(micros(d), Ordering::Relaxed);
     }

@@ -35,6 +35,8 @@ pub struct UpstreamTarget {
     /// before the last turn) when the request set none, so that a power level that prefers
     /// cached prompts gets cache hits. Ignored by the other formats.
     pub auto_cache_control: bool,
+    /// The W3C `traceparent` of this call's span, sent to the provider when tracing is on.
+    pub traceparent: Option<String>,
 }
 
 /// Request fields outside [`ChatRequest`](super::ChatRequest)'s own that reach an

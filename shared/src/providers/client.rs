@@ -299,6 +299,13 @@ fn request_headers(target: &UpstreamTarget, stream: bool) -> Result<HeaderMap, P
         "application/json"
     };
     headers.insert(ACCEPT, HeaderValue::from_static(accept));
+    if let Some(value) = target
+        .traceparent
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        headers.insert(HeaderName::from_static("traceparent"), value);
+    }
     if target.api_format == ApiFormat::Anthropic {
         headers.insert(
             HeaderName::from_static("anthropic-version"),
@@ -406,6 +413,7 @@ mod tests {
             default_max_tokens: None,
             forward_unpriced_fields: false,
             auto_cache_control: false,
+            traceparent: None,
         }
     }
 

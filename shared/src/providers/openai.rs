@@ -209,6 +209,7 @@ mod tests {
             default_max_tokens: None,
             forward_unpriced_fields: false,
             auto_cache_control: false,
+            traceparent: None,
         }
     }
 

@@ -79,6 +79,7 @@ pub fn target(format: ApiFormat, fake: &FakeUpstream) -> UpstreamTarget {
         default_max_tokens: (format == ApiFormat::Anthropic).then_some(8192),
         forward_unpriced_fields: false,
         auto_cache_control: false,
+        traceparent: None,
     }
 }
 
