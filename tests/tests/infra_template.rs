@@ -687,3 +687,118 @@ fn no_secret_values_in_the_template() {
         );
     }
 }
+
+/// Every `switchboard_*` name in `text`, without the histogram series' suffixes.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("switchboard_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let mut name = &tail[..end];
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(base) = name.strip_suffix(suffix)
+                && switchboard_core::metrics::ALL.contains(&base)
+            {
+                name = base;
+            }
+        }
+        names.insert(name.to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_and_alarms_read_metrics_the_functions_write() {
+    let t = template();
+    let dashboards = of_type(&t, "AWS::CloudWatch::Dashboard");
+    assert_eq!(dashboards.len(), 1);
+    let body = dashboards[0].1["Properties"]["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .unwrap();
+    // `${…}` are CloudFormation's substitutions; the rest must be the dashboard's JSON.
+    let mut json_text = String::new();
+    let mut rest = body;
+    while let Some(at) = rest.find("${") {
+        json_text.push_str(&rest[..at]);
+        let close = rest[at..].find('}').unwrap();
+        json_text.push_str("SUBSTITUTED");
+        rest = &rest[at + close + 1..];
+    }
+    json_text.push_str(rest);
+    let dashboard: Value = serde_json::from_str(&json_text).unwrap();
+    let widgets = dashboard["widgets"].as_array().unwrap();
+    assert!(widgets.len() >= 6);
+    let titles: String = widgets
+        .iter()
+        .map(|w| w["properties"]["title"].as_str().unwrap().to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    for topic in [
+        "requests",
+        "overhead",
+        "first token",
+        "spend",
+        "providers",
+        "backlog",
+    ] {
+        assert!(titles.contains(topic), "no {topic} widget: {titles}");
+    }
+
+    let alarms = of_type(&t, "AWS::CloudWatch::Alarm");
+    let alarm_text = serde_json::to_string(&alarms).unwrap();
+    for (metric, what) in [
+        ("switchboard_requests_total", "5xx rate"),
+        ("switchboard_gateway_overhead_seconds", "p99 overhead"),
+        (
+            "switchboard_provider_auto_disables_total",
+            "a provider auto-disabled",
+        ),
+        (
+            "switchboard_billing_export_backlog_age_seconds",
+            "export backlog age",
+        ),
+    ] {
+        assert!(alarm_text.contains(metric), "no alarm on {what}");
+    }
+    for (name, alarm) in &alarms {
+        assert!(
+            alarm["Properties"]["AlarmActions"]["Fn::If"][0] == "HasAlarmTopic",
+            "{name} notifies the optional topic"
+        );
+    }
+
+    let grafana_path =
+        switchboard_tests::moto::workspace_root().join("infra/grafana/switchboard.json");
+    let grafana_text = std::fs::read_to_string(grafana_path).unwrap();
+    let grafana: Value = serde_json::from_str(&grafana_text).unwrap();
+    for panel in grafana["panels"].as_array().unwrap() {
+        assert!(!panel["targets"].as_array().unwrap().is_empty(), "{panel}");
+    }
+    let used: BTreeSet<String> = metric_names(body)
+        .into_iter()
+        .chain(metric_names(&alarm_text))
+        .chain(metric_names(&grafana_text))
+        .collect();
+    let unknown: Vec<&String> = used
+        .iter()
+        .filter(|n| !switchboard_core::metrics::ALL.contains(&n.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "metrics no function writes: {unknown:?}"
+    );
+    for needed in [
+        "switchboard_requests_total",
+        "switchboard_gateway_overhead_seconds",
+        "switchboard_time_to_first_token_seconds",
+        "switchboard_charged_usd_total",
+        "switchboard_provider_enabled",
+        "switchboard_billing_export_backlog",
+    ] {
+        assert!(used.contains(needed), "{needed} is on no dashboard");
+    }
+}

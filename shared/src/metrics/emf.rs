@@ -1,6 +1,7 @@
 //! CloudWatch Embedded Metric Format: what a Lambda function recorded since its last flush,
 //! as JSON lines on stdout that CloudWatch Logs turns into metrics with no agent and no API
-//! call. Dimensions are limited to [`EMF_DIMENSIONS`] (other labels are summed over);
+//! call. Dimensions are limited to [`EMF_DIMENSIONS`] (other labels are summed over), with
+//! roll-ups (no dimension; status class, provider or model alone) declared on each line;
 //! counters carry their increase since the last flush, histograms their raw values
 //! (at most 100 per line), gauges their value.
 
@@ -118,13 +119,25 @@ pub fn render_emf(registry: &Registry, timestamp_ms: u64) -> Vec<String> {
                 body.insert(k.clone(), Value::String(v.clone()));
             }
             let names: Vec<&str> = dims.iter().map(|(k, _)| k.as_str()).collect();
+            // The full set, then roll-ups CloudWatch aggregates itself: the whole service,
+            // and each of status class, provider and model alone (alarms and dashboards
+            // read these without search expressions).
+            let mut sets: Vec<Vec<&str>> = vec![names.clone()];
+            if !names.is_empty() {
+                sets.push(Vec::new());
+                for single in ["status_class", "provider", "model"] {
+                    if names.len() > 1 && names.contains(&single) {
+                        sets.push(vec![single]);
+                    }
+                }
+            }
             body.insert(
                 "_aws".into(),
                 json!({
                     "Timestamp": timestamp_ms,
                     "CloudWatchMetrics": [{
                         "Namespace": super::emf::EMF_NAMESPACE,
-                        "Dimensions": [names],
+                        "Dimensions": sets,
                         "Metrics": definitions,
                     }],
                 }),
@@ -176,7 +189,13 @@ mod tests {
         assert_eq!(directive["Namespace"], "Switchboard");
         assert_eq!(
             directive["Dimensions"],
-            json!([["model", "provider", "route", "status_class"]])
+            json!([
+                ["model", "provider", "route", "status_class"],
+                [],
+                ["status_class"],
+                ["provider"],
+                ["model"]
+            ])
         );
         let second: Value = serde_json::from_str(&lines[1]).unwrap_or_default();
         assert_eq!(

@@ -51,6 +51,48 @@ pub const BILLING_EXPORTED: &str = "switchboard_billing_events_exported_total";
 pub const BILLING_FAILURES: &str = "switchboard_billing_export_failures_total";
 pub const BILLING_BACKLOG: &str = "switchboard_billing_export_backlog";
 pub const BILLING_BACKLOG_AGE: &str = "switchboard_billing_export_backlog_age_seconds";
+pub const TRACE_EXPORTS_DROPPED: &str = "switchboard_trace_exports_dropped_total";
+pub const TRACE_EXPORTS_FAILED: &str = "switchboard_trace_exports_failed_total";
+/// Read at scrape time (`serve`): the pool's state.
+pub const DB_POOL_CONNECTIONS: &str = "switchboard_db_pool_connections";
+pub const DB_POOL_MAX: &str = "switchboard_db_pool_max_connections";
+pub const DB_POOL_WAITING: &str = "switchboard_db_pool_waiting";
+
+/// Every metric name Switchboard writes (docs/observability.md has one row for each; the
+/// dashboards may use no other).
+pub const ALL: &[&str] = &[
+    REQUESTS,
+    REQUEST_DURATION,
+    UPSTREAM_DURATION,
+    GATEWAY_OVERHEAD,
+    DB_DURATION,
+    TIME_TO_FIRST_TOKEN,
+    UPSTREAM_ATTEMPTS,
+    TOKENS,
+    COST_USD,
+    CHARGED_USD,
+    LEDGER_ADMISSIONS,
+    LEDGER_CAPTURES,
+    LEDGER_RELEASES,
+    LEDGER_RETRIES,
+    LEDGER_BATCH_SIZE,
+    LEDGER_HOLDS_ACTIVE,
+    DB_POOL_WAIT,
+    DB_POOL_ERRORS,
+    DB_POOL_CONNECTIONS,
+    DB_POOL_MAX,
+    DB_POOL_WAITING,
+    PROVIDER_ENABLED,
+    PROVIDER_BREAKER_OPEN,
+    HEALTH_CHECKS,
+    PROVIDER_AUTO_DISABLES,
+    BILLING_EXPORTED,
+    BILLING_FAILURES,
+    BILLING_BACKLOG,
+    BILLING_BACKLOG_AGE,
+    TRACE_EXPORTS_DROPPED,
+    TRACE_EXPORTS_FAILED,
+];
 
 /// Counters kept in billionths of a dollar (exact, like the ledger's `numeric(20, 9)`) and
 /// shown in dollars.

@@ -172,7 +172,7 @@ pub fn submit(spans: Vec<SpanRecord>) -> Option<Pin<Box<dyn Future<Output = ()> 
     match &exporter.queue {
         Some(queue) => {
             if queue.try_send(spans).is_err() {
-                ::metrics::counter!("switchboard_trace_exports_dropped_total").increment(1);
+                ::metrics::counter!(crate::metrics::TRACE_EXPORTS_DROPPED).increment(1);
             }
             None
         }
@@ -215,7 +215,7 @@ async fn send(http: &reqwest::Client, settings: &OtlpSettings, spans: Vec<SpanRe
     match request.send().await {
         Ok(response) if response.status().is_success() => {}
         Ok(response) => {
-            ::metrics::counter!("switchboard_trace_exports_failed_total").increment(1);
+            ::metrics::counter!(crate::metrics::TRACE_EXPORTS_FAILED).increment(1);
             tracing::warn!(
                 status = response.status().as_u16(),
                 spans = count,
@@ -223,7 +223,7 @@ async fn send(http: &reqwest::Client, settings: &OtlpSettings, spans: Vec<SpanRe
             );
         }
         Err(error) => {
-            ::metrics::counter!("switchboard_trace_exports_failed_total").increment(1);
+            ::metrics::counter!(crate::metrics::TRACE_EXPORTS_FAILED).increment(1);
             tracing::warn!(error = %crate::report::error_chain(&error), spans = count, "could not send traces to the OTLP collector");
         }
     }
