@@ -89,6 +89,12 @@ struct Options {
     profile_rate: Option<u32>,
     /// With `--profile`: the upstream answers after `--upstream-latency`.
     profile_slow_upstream: bool,
+    /// With `--profile`: streamed requests.
+    profile_stream: bool,
+    /// With `--profile --profile-rate`: no direct baseline run first.
+    no_direct: bool,
+    /// The port `switchboard serve` listens on (default: a free one).
+    serve_port: Option<u16>,
 }
 
 const HELP: &str = "gateway-bench [options]
@@ -110,6 +116,9 @@ const HELP: &str = "gateway-bench [options]
                          beside it: the pids are printed first)
   --profile-rate RATE    with --profile: an open loop at RATE requests/s instead
   --profile-slow-upstream  with --profile: the upstream answers after --upstream-latency
+  --profile-stream       with --profile: streamed requests
+  --no-direct            with --profile-rate: skip the direct baseline run
+  --serve-port PORT      the port serve listens on (default: a free one; a scraper's target)
 Environment: BENCH_DATABASE_URL (use that server's maintenance database instead of a private
 cluster), OHA (path of oha).";
 
@@ -130,6 +139,9 @@ fn options() -> Options {
         upstream_latency: Duration::from_millis(50),
         profile_rate: None,
         profile_slow_upstream: false,
+        profile_stream: false,
+        no_direct: false,
+        serve_port: None,
     };
     let mut args = std::env::args().skip(1);
     let secs = |v: Option<String>| Duration::from_secs_f64(v.unwrap().parse().unwrap());
@@ -165,6 +177,9 @@ fn options() -> Options {
             "--profile" => o.profile = Some(secs(args.next())),
             "--profile-rate" => o.profile_rate = Some(args.next().unwrap().parse().unwrap()),
             "--profile-slow-upstream" => o.profile_slow_upstream = true,
+            "--profile-stream" => o.profile_stream = true,
+            "--no-direct" => o.no_direct = true,
+            "--serve-port" => o.serve_port = Some(args.next().unwrap().parse().unwrap()),
             "--serve-bin" => o.serve_bin = Some(PathBuf::from(args.next().unwrap())),
             "--upstream-latency" => {
                 o.upstream_latency = Duration::from_millis(args.next().unwrap().parse().unwrap())
@@ -644,7 +659,7 @@ async fn main() {
         upstream_url,
         upstream_delay: None,
         key,
-        serve_port: procs::free_port(),
+        serve_port: options.serve_port.unwrap_or_else(procs::free_port),
         logs,
         report: String::new(),
         options,
@@ -706,7 +721,8 @@ async fn main() {
             duration: Duration::from_secs(3),
             rate: None,
         };
-        b.gateway(&serve, false, warm).await;
+        let stream = b.options.profile_stream;
+        b.gateway(&serve, stream, warm).await;
         eprintln!(
             "profile window: {} s; switchboard serve pid {}, postmaster pid {}, bench-upstream pid {}",
             window.as_secs_f64(),
@@ -723,14 +739,14 @@ async fn main() {
             duration: window,
             rate: b.options.profile_rate,
         };
-        if shape.rate.is_some() {
-            let direct = b.direct(false, shape).await.0;
+        if shape.rate.is_some() && !b.options.no_direct {
+            let direct = b.direct(stream, shape).await.0;
             eprintln!(
                 "direct at {:?}/s: p50 {:.2} ms, p99 {:.2} ms",
                 shape.rate, direct.p50_ms, direct.p99_ms
             );
         }
-        let (result, costs) = b.gateway(&serve, false, shape).await;
+        let (result, costs) = b.gateway(&serve, stream, shape).await;
         let n = costs.captured;
         eprintln!(
             "gateway: p50 {:.2} ms, p99 {:.2} ms, {:.0} req/s; CPU µs/req: gateway {:.0}, postgres {:.0}, upstream {:.0}, oha {:.0}; {:.2} statements/req; busy {:.0} %",
