@@ -97,6 +97,7 @@ pub async fn load_catalog(client: &impl GenericClient) -> Result<Catalog, Catalo
             &provider.provider_slug,
             provider.is_active,
             provider.breaker_is_open(now),
+            provider.health_status.as_str(),
         );
     }
     let models = model_rows

@@ -69,6 +69,7 @@ pub const COUNTER_RETENTION: Duration = Duration::from_secs(10 * 60);
 pub async fn run(state: &AppState, trigger: Trigger) -> Result<HealthRunSummary, DbError> {
     let started = Instant::now();
     let mut summary = HealthRunSummary::new(Uuid::new_v4(), trigger);
+    crate::metrics::record_health_run();
     // A connection taken out of the pool: the run lock lives in its session. Should the
     // run be cancelled (serve shutting down), dropping the connection closes it and the
     // lock goes with it; a pooled connection would go back to the pool still holding it.

@@ -9,14 +9,16 @@
 //! the benchmark's "without metrics" run).
 
 mod emf;
+mod handles;
 mod process;
 mod registry;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use ::metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
 };
 use rust_decimal::Decimal;
 
@@ -45,6 +47,8 @@ pub const DB_POOL_WAIT: &str = "switchboard_db_pool_wait_seconds";
 pub const DB_POOL_ERRORS: &str = "switchboard_db_pool_errors_total";
 pub const PROVIDER_ENABLED: &str = "switchboard_provider_enabled";
 pub const PROVIDER_BREAKER_OPEN: &str = "switchboard_provider_breaker_open";
+pub const PROVIDER_HEALTH: &str = "switchboard_provider_health";
+pub const HEALTH_RUNS: &str = "switchboard_health_check_runs_total";
 pub const HEALTH_CHECKS: &str = "switchboard_health_checks_total";
 pub const PROVIDER_AUTO_DISABLES: &str = "switchboard_provider_auto_disables_total";
 pub const BILLING_EXPORTED: &str = "switchboard_billing_events_exported_total";
@@ -84,6 +88,8 @@ pub const ALL: &[&str] = &[
     DB_POOL_WAITING,
     PROVIDER_ENABLED,
     PROVIDER_BREAKER_OPEN,
+    PROVIDER_HEALTH,
+    HEALTH_RUNS,
     HEALTH_CHECKS,
     PROVIDER_AUTO_DISABLES,
     BILLING_EXPORTED,
@@ -381,44 +387,127 @@ pub struct RequestRecord<'a> {
     pub split: Option<(Duration, Duration, Duration)>,
 }
 
+/// The handles one answered request moves, by its labels.
+struct RequestHandles {
+    requests: Counter,
+    duration: Histogram,
+    overhead: Histogram,
+    upstream: Histogram,
+    db: Histogram,
+}
+
+/// The handles one capture moves, by route, model and provider.
+struct CaptureHandles {
+    tokens: [Counter; 4],
+    cost: Counter,
+    charged: Counter,
+    ttft: Histogram,
+}
+
+static REQUEST_HANDLES: LazyLock<handles::HandleCache<RequestHandles>> =
+    LazyLock::new(Default::default);
+static CAPTURE_HANDLES: LazyLock<handles::HandleCache<CaptureHandles>> =
+    LazyLock::new(Default::default);
+static COUNTERS: LazyLock<handles::HandleCache<Counter>> = LazyLock::new(Default::default);
+static HISTOGRAMS: LazyLock<handles::HandleCache<Histogram>> = LazyLock::new(Default::default);
+static GAUGES: LazyLock<handles::HandleCache<Gauge>> = LazyLock::new(Default::default);
+
+/// Every record below returns at once when no recorder is installed.
+fn on() -> bool {
+    INSTALLED.get().is_some()
+}
+
+fn bool_str(value: bool) -> &'static str {
+    if value { "true" } else { "false" }
+}
+
+/// A counter with one label (or none: `label` empty), cached.
+fn counter_of(name: &'static str, label: &'static str, value: &str) -> Arc<Counter> {
+    COUNTERS.get(&[name, value], || {
+        if label.is_empty() {
+            counter!(name)
+        } else {
+            counter!(name, label => value.to_string())
+        }
+    })
+}
+
+fn histogram_of(name: &'static str, label: &'static str, value: &str) -> Arc<Histogram> {
+    HISTOGRAMS.get(&[name, value], || {
+        if label.is_empty() {
+            histogram!(name)
+        } else {
+            histogram!(name, label => value.to_string())
+        }
+    })
+}
+
+fn gauge_of(name: &'static str, label: &'static str, value: &str) -> Arc<Gauge> {
+    GAUGES.get(&[name, value], || {
+        if label.is_empty() {
+            gauge!(name)
+        } else {
+            gauge!(name, label => value.to_string())
+        }
+    })
+}
+
 pub fn record_request(record: &RequestRecord<'_>) {
+    if !on() {
+        return;
+    }
     let class = status_class(record.status);
-    let route = record.route.to_string();
     let (model, provider, power, byok, fallback) = match record.labels {
         Some(l) => (
-            l.model.clone(),
-            l.provider.clone(),
+            l.model.as_str(),
+            l.provider.as_str(),
             l.power_level,
-            if l.byok { "true" } else { "false" },
-            if l.fallback { "true" } else { "false" },
+            bool_str(l.byok),
+            bool_str(l.fallback),
         ),
-        None => (String::new(), String::new(), "", "false", "false"),
+        None => ("", "", "", "false", "false"),
     };
-    counter!(REQUESTS,
-        "route" => route.clone(), "status_class" => class, "model" => model.clone(),
-        "provider" => provider.clone(), "power_level" => power, "byok" => byok,
-        "fallback" => fallback)
-    .increment(1);
-    histogram!(REQUEST_DURATION,
-        "route" => route.clone(), "status_class" => class, "model" => model.clone(),
-        "provider" => provider.clone())
-    .record(record.total.as_secs_f64());
+    let route = record.route;
+    let handles = REQUEST_HANDLES.get(
+        &[route, class, model, provider, power, byok, fallback],
+        || RequestHandles {
+            requests: counter!(REQUESTS,
+                "route" => route.to_string(), "status_class" => class,
+                "model" => model.to_string(), "provider" => provider.to_string(),
+                "power_level" => power, "byok" => byok, "fallback" => fallback),
+            duration: histogram!(REQUEST_DURATION,
+                "route" => route.to_string(), "status_class" => class,
+                "model" => model.to_string(), "provider" => provider.to_string()),
+            overhead: histogram!(GATEWAY_OVERHEAD, "route" => route.to_string(),
+                "model" => model.to_string(), "provider" => provider.to_string()),
+            upstream: histogram!(UPSTREAM_DURATION, "route" => route.to_string(),
+                "model" => model.to_string(), "provider" => provider.to_string()),
+            db: histogram!(DB_DURATION, "route" => route.to_string()),
+        },
+    );
+    handles.requests.increment(1);
+    handles.duration.record(record.total.as_secs_f64());
     if let Some((upstream, overhead, db)) = record.split {
-        histogram!(GATEWAY_OVERHEAD, "route" => route.clone(), "model" => model.clone(), "provider" => provider.clone())
-            .record(overhead.as_secs_f64());
+        handles.overhead.record(overhead.as_secs_f64());
         if !upstream.is_zero() {
-            histogram!(UPSTREAM_DURATION, "route" => route.clone(), "model" => model.clone(), "provider" => provider.clone())
-                .record(upstream.as_secs_f64());
+            handles.upstream.record(upstream.as_secs_f64());
         }
         if !db.is_zero() {
-            histogram!(DB_DURATION, "route" => route).record(db.as_secs_f64());
+            handles.db.record(db.as_secs_f64());
         }
     }
 }
 
 /// One provider call's outcome.
 pub fn record_attempt(model: &str, provider: &str, outcome: &'static str) {
-    counter!(UPSTREAM_ATTEMPTS, "model" => model.to_string(), "provider" => provider.to_string(), "outcome" => outcome)
+    if !on() {
+        return;
+    }
+    COUNTERS
+        .get(&[UPSTREAM_ATTEMPTS, model, provider, outcome], || {
+            counter!(UPSTREAM_ATTEMPTS, "model" => model.to_string(),
+                "provider" => provider.to_string(), "outcome" => outcome)
+        })
         .increment(1);
 }
 
@@ -432,24 +521,41 @@ pub fn record_capture(
     charged: Decimal,
     ttft: Option<Duration>,
 ) {
-    counter!(LEDGER_CAPTURES, "outcome" => "captured").increment(1);
-    let buckets = [
-        ("input", usage.uncached_input_tokens),
-        ("cached_input", usage.cached_input_tokens),
-        ("cache_write", usage.cache_write_input_tokens),
-        ("output", usage.output_tokens),
-    ];
-    for (bucket, tokens) in buckets {
-        counter!(TOKENS, "bucket" => bucket, "model" => model.to_string(), "provider" => provider.to_string())
-            .increment(tokens);
+    if !on() {
+        return;
     }
-    counter!(COST_USD, "model" => model.to_string(), "provider" => provider.to_string())
-        .increment(nano_usd(cost));
-    counter!(CHARGED_USD, "model" => model.to_string(), "provider" => provider.to_string())
-        .increment(nano_usd(charged));
+    counter_of(LEDGER_CAPTURES, "outcome", "captured").increment(1);
+    let handles = CAPTURE_HANDLES.get(&[route, model, provider], || {
+        let tokens = |bucket: &'static str| {
+            counter!(TOKENS, "bucket" => bucket, "model" => model.to_string(),
+                "provider" => provider.to_string())
+        };
+        CaptureHandles {
+            tokens: [
+                tokens("input"),
+                tokens("cached_input"),
+                tokens("cache_write"),
+                tokens("output"),
+            ],
+            cost: counter!(COST_USD, "model" => model.to_string(), "provider" => provider.to_string()),
+            charged: counter!(CHARGED_USD, "model" => model.to_string(), "provider" => provider.to_string()),
+            ttft: histogram!(TIME_TO_FIRST_TOKEN, "route" => route.to_string(),
+                "model" => model.to_string(), "provider" => provider.to_string()),
+        }
+    });
+    let buckets = [
+        usage.uncached_input_tokens,
+        usage.cached_input_tokens,
+        usage.cache_write_input_tokens,
+        usage.output_tokens,
+    ];
+    for (counter, tokens) in handles.tokens.iter().zip(buckets) {
+        counter.increment(tokens);
+    }
+    handles.cost.increment(nano_usd(cost));
+    handles.charged.increment(nano_usd(charged));
     if let Some(ttft) = ttft {
-        histogram!(TIME_TO_FIRST_TOKEN, "route" => route.to_string(), "model" => model.to_string(), "provider" => provider.to_string())
-            .record(ttft.as_secs_f64());
+        handles.ttft.record(ttft.as_secs_f64());
     }
 }
 
@@ -460,61 +566,101 @@ fn nano_usd(amount: Decimal) -> u64 {
 }
 
 pub fn record_pending_capture() {
-    counter!(LEDGER_CAPTURES, "outcome" => "pending").increment(1);
+    if on() {
+        counter_of(LEDGER_CAPTURES, "outcome", "pending").increment(1);
+    }
 }
 
 pub fn record_admission(outcome: &'static str) {
-    counter!(LEDGER_ADMISSIONS, "outcome" => outcome).increment(1);
+    if on() {
+        counter_of(LEDGER_ADMISSIONS, "outcome", outcome).increment(1);
+    }
 }
 
 pub fn record_release(ok: bool) {
-    counter!(LEDGER_RELEASES, "outcome" => if ok { "released" } else { "failed" }).increment(1);
+    if on() {
+        let outcome = if ok { "released" } else { "failed" };
+        counter_of(LEDGER_RELEASES, "outcome", outcome).increment(1);
+    }
 }
 
 pub fn record_settle_retry(operation: &'static str) {
-    counter!(LEDGER_RETRIES, "operation" => operation).increment(1);
+    if on() {
+        counter_of(LEDGER_RETRIES, "operation", operation).increment(1);
+    }
 }
 
 pub fn record_batch(queue: &'static str, size: usize) {
-    histogram!(LEDGER_BATCH_SIZE, "queue" => queue).record(size as f64);
+    if on() {
+        histogram_of(LEDGER_BATCH_SIZE, "queue", queue).record(size as f64);
+    }
 }
 
 /// A hold placed (+1) or settled (−1) by this process.
 pub fn holds_active(delta: f64) {
-    gauge!(LEDGER_HOLDS_ACTIVE).increment(delta);
+    if on() {
+        gauge_of(LEDGER_HOLDS_ACTIVE, "", "").increment(delta);
+    }
 }
 
 pub fn record_pool_wait(waited: Duration, ok: bool) {
-    histogram!(DB_POOL_WAIT).record(waited.as_secs_f64());
+    if !on() {
+        return;
+    }
+    histogram_of(DB_POOL_WAIT, "", "").record(waited.as_secs_f64());
     if !ok {
-        counter!(DB_POOL_ERRORS).increment(1);
+        counter_of(DB_POOL_ERRORS, "", "").increment(1);
     }
 }
 
 /// A provider's state as the catalog last read it.
-pub fn provider_state(provider: &str, enabled: bool, breaker_open: bool) {
-    gauge!(PROVIDER_ENABLED, "provider" => provider.to_string()).set(f64::from(u8::from(enabled)));
-    gauge!(PROVIDER_BREAKER_OPEN, "provider" => provider.to_string())
-        .set(f64::from(u8::from(breaker_open)));
+pub fn provider_state(provider: &str, enabled: bool, breaker_open: bool, health: &'static str) {
+    if !on() {
+        return;
+    }
+    gauge_of(PROVIDER_ENABLED, "provider", provider).set(f64::from(u8::from(enabled)));
+    gauge_of(PROVIDER_BREAKER_OPEN, "provider", provider).set(f64::from(u8::from(breaker_open)));
+    for status in ["healthy", "degraded", "down", "unknown"] {
+        GAUGES
+            .get(&[PROVIDER_HEALTH, provider, status], || {
+                gauge!(PROVIDER_HEALTH, "provider" => provider.to_string(), "status" => status)
+            })
+            .set(f64::from(u8::from(status == health)));
+    }
+}
+
+pub fn record_health_run() {
+    if on() {
+        counter_of(HEALTH_RUNS, "", "").increment(1);
+    }
 }
 
 pub fn record_health_check(provider: &str, result: &'static str, auto_disabled: bool) {
+    if !on() {
+        return;
+    }
     counter!(HEALTH_CHECKS, "provider" => provider.to_string(), "result" => result).increment(1);
     if auto_disabled {
-        counter!(PROVIDER_AUTO_DISABLES, "provider" => provider.to_string()).increment(1);
+        counter_of(PROVIDER_AUTO_DISABLES, "provider", provider).increment(1);
     }
 }
 
 pub fn record_billing_export(exported: u64, failed: bool) {
-    counter!(BILLING_EXPORTED).increment(exported);
+    if !on() {
+        return;
+    }
+    counter_of(BILLING_EXPORTED, "", "").increment(exported);
     if failed {
-        counter!(BILLING_FAILURES).increment(1);
+        counter_of(BILLING_FAILURES, "", "").increment(1);
     }
 }
 
 pub fn billing_backlog(events: u64, oldest_age: Duration) {
-    gauge!(BILLING_BACKLOG).set(events as f64);
-    gauge!(BILLING_BACKLOG_AGE).set(oldest_age.as_secs_f64());
+    if !on() {
+        return;
+    }
+    gauge_of(BILLING_BACKLOG, "", "").set(events as f64);
+    gauge_of(BILLING_BACKLOG_AGE, "", "").set(oldest_age.as_secs_f64());
 }
 
 #[cfg(test)]
