@@ -40,10 +40,11 @@ def say(text: str) -> None:
     print(f"dashboard-snapshot: {text}", file=sys.stderr, flush=True)
 
 
-def start_prometheus(serve_port: int, prom_port: int) -> subprocess.Popen:
+def start_prometheus(serve_port: int, prom_port: int, fresh: bool = True) -> subprocess.Popen:
     data = WORK / "prometheus"
-    shutil.rmtree(data, ignore_errors=True)
-    data.mkdir(parents=True)
+    if fresh:
+        shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True, exist_ok=True)
     config = WORK / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
@@ -90,7 +91,12 @@ def bench(serve_port: int, seconds: int, rate: int, stream: bool) -> None:
     subprocess.run(args, check=True, cwd=ROOT)
 
 
+# Grafana's `$__rate_interval` for a 1 s scrape and a 2 s step: four scrapes and a step.
+RATE_INTERVAL = "5s"
+
+
 def query_range(prom_port: int, expr: str, start: float, end: float) -> list:
+    expr = expr.replace("$__rate_interval", RATE_INTERVAL)
     params = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": 2})
     with urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/api/v1/query_range?{params}", timeout=30) as r:
         answer = json.load(r)
@@ -215,16 +221,22 @@ def screenshot(page_html: str) -> None:
 
 
 def main() -> None:
+    """`--render-only`: draw the last run again (after a change to the dashboard file)."""
     WORK.mkdir(parents=True, exist_ok=True)
+    render_only = "--render-only" in sys.argv[1:]
     serve_port, prom_port = free_port(), free_port()
-    prometheus = start_prometheus(serve_port, prom_port)
+    prometheus = start_prometheus(serve_port, prom_port, fresh=not render_only)
     try:
-        start = time.time()
-        bench(serve_port, 45, 300, stream=False)
-        bench(serve_port, 30, 100, stream=True)
-        time.sleep(3)
-        end = time.time()
-        (WORK / "window.json").write_text(json.dumps({"start": start, "end": end, "prometheus_port": prom_port}))
+        if render_only:
+            window = json.loads((WORK / "window.json").read_text())
+            start, end = window["start"], window["end"]
+        else:
+            start = time.time()
+            bench(serve_port, 45, 300, stream=False)
+            bench(serve_port, 30, 100, stream=True)
+            time.sleep(3)
+            end = time.time()
+            (WORK / "window.json").write_text(json.dumps({"start": start, "end": end}))
         page = render(prom_port, start, end)
         (WORK / "dashboard.html").write_text(page)
         screenshot(page)
