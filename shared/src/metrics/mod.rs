@@ -622,9 +622,10 @@ pub fn provider_state(provider: &str, enabled: bool, breaker_open: bool, health:
     gauge_of(PROVIDER_BREAKER_OPEN, "provider", provider).set(f64::from(u8::from(breaker_open)));
     for status in ["healthy", "degraded", "down", "unknown"] {
         GAUGES
-            .get(&[PROVIDER_HEALTH, provider, status], || {
-                gauge!(PROVIDER_HEALTH, "provider" => provider.to_string(), "status" => status)
-            })
+            .get(
+                &[PROVIDER_HEALTH, provider, status],
+                || gauge!(PROVIDER_HEALTH, "provider" => provider.to_string(), "status" => status),
+            )
             .set(f64::from(u8::from(status == health)));
     }
 }
