@@ -48,6 +48,8 @@ const BENCH_DB: &str = "switchboard_bench";
 const BENCH_USER: &str = "bench";
 const UPSTREAM_KEY: &str = "sk-bench-upstream-0123456789abcdef";
 const ADMIN_KEY: &str = "sk-sb-benchadmin0123456789abcdef0123456789abcdef";
+/// The bench reads `serve`'s `/metrics` with it (the time split of the profile run).
+const METRICS_TOKEN: &str = "bench-metrics-token-0123456789";
 /// The overhead p99 a sustained rate must keep (the definition of "sustained").
 const RATE_OVERHEAD_P99_MS: f64 = 10.0;
 
@@ -223,6 +225,62 @@ struct Costs {
     cpu_upstream: Duration,
     cpu_oha: Duration,
     machine_busy: f64,
+    /// From `serve`'s own metrics (`None` with metrics off): mean ms per chat request of
+    /// (total, gateway overhead, upstream wait, ledger wait).
+    split: Option<(f64, f64, f64, f64)>,
+}
+
+/// (sum, count) of each histogram of the chat route in a `/metrics` scrape.
+async fn chat_histograms(port: u16) -> Option<HashMap<String, (f64, f64)>> {
+    let text = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let mut out: HashMap<String, (f64, f64)> = HashMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || !line.contains("route=\"/v1/chat/completions\"") {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Ok(value) = value.parse::<f64>() else { continue };
+        let name = series.split('{').next().unwrap_or_default();
+        if let Some(base) = name.strip_suffix("_sum") {
+            out.entry(base.to_string()).or_default().0 += value;
+        } else if let Some(base) = name.strip_suffix("_count") {
+            out.entry(base.to_string()).or_default().1 += value;
+        }
+    }
+    Some(out)
+}
+
+/// Mean ms per request of each histogram between two scrapes, per chat request counted.
+fn split_between(
+    before: &HashMap<String, (f64, f64)>,
+    after: &HashMap<String, (f64, f64)>,
+) -> Option<(f64, f64, f64, f64)> {
+    let delta = |name: &str| {
+        let (s1, c1) = after.get(name).copied().unwrap_or_default();
+        let (s0, c0) = before.get(name).copied().unwrap_or_default();
+        (s1 - s0, c1 - c0)
+    };
+    let (total, n) = delta("switchboard_request_duration_seconds");
+    if n <= 0.0 {
+        return None;
+    }
+    let ms = |name: &str| delta(name).0 / n * 1000.0;
+    Some((
+        total / n * 1000.0,
+        ms("switchboard_gateway_overhead_seconds"),
+        ms("switchboard_upstream_duration_seconds"),
+        ms("switchboard_db_duration_seconds"),
+    ))
 }
 
 struct Bench {
@@ -257,6 +315,7 @@ impl Bench {
                 self.options.work_dir.join("data").to_string_lossy().into(),
             ),
             ("SWITCHBOARD_HEALTH_CHECK_INTERVAL_SECS", "86400".into()),
+            ("SWITCHBOARD_METRICS_TOKEN", METRICS_TOKEN.into()),
             ("RUST_LOG", rust_log.into()),
         ]
         .into_iter()
@@ -422,8 +481,10 @@ impl Bench {
         let serve_before = serve.cpu();
         let upstream_before = self.upstream.cpu();
         let machine_before = procs::machine_ticks();
+        let metrics_before = chat_histograms(self.serve_port).await;
 
         let result = load::run(&self.oha, &self.gateway_target(stream), shape).await;
+        let metrics_after = chat_histograms(self.serve_port).await;
 
         let machine_after = procs::machine_ticks();
         let serve_after = serve.cpu();
@@ -475,6 +536,9 @@ impl Bench {
                 (machine_after.0 - machine_before.0) as f64,
                 (machine_after.1 - machine_before.1) as f64,
             ),
+            split: metrics_before
+                .zip(metrics_after)
+                .and_then(|(before, after)| split_between(&before, &after)),
         };
         (result, costs)
     }
@@ -762,6 +826,11 @@ async fn main() {
         );
         for (calls, mean, query) in &costs.top_statements {
             eprintln!("  {calls} × {mean:.3} ms  {query:.100}");
+        }
+        if let Some((total, overhead, upstream, db)) = costs.split {
+            eprintln!(
+                "serve's own metrics, mean per request: total {total:.3} ms = upstream {upstream:.3} + gateway {overhead:.3} (of which waiting for the ledger {db:.3})"
+            );
         }
         serve.stop(Duration::from_secs(5)).await;
         b.upstream.stop(Duration::from_secs(2)).await;
