@@ -248,8 +248,12 @@ async fn chat_histograms(port: u16) -> Option<HashMap<String, (f64, f64)>> {
         if line.starts_with('#') || !line.contains("route=\"/v1/chat/completions\"") {
             continue;
         }
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let Ok(value) = value.parse::<f64>() else { continue };
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
         let name = series.split('{').next().unwrap_or_default();
         if let Some(base) = name.strip_suffix("_sum") {
             out.entry(base.to_string()).or_default().0 += value;

@@ -10,6 +10,7 @@
 mod accounts;
 mod billing;
 mod catalog;
+pub mod console;
 pub mod extract;
 pub mod openapi;
 mod reports;
@@ -60,7 +61,7 @@ fn routes() -> OpenApiRouter<AppState> {
 /// The admin routes, for mounting (by `switchboard serve`) or wrapping with [`app`].
 pub fn router(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
-    router.with_state(state)
+    router.with_state(state).merge(console::router())
 }
 
 /// The admin function's OpenAPI document (every route, request and response).

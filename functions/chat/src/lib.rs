@@ -232,5 +232,7 @@ async fn account(State(state): State<AppState>, caller: Caller) -> Result<Json<V
         "credits_held": balance.credits_held.normalize().to_string(),
         "month_spend": balance.month_spend.normalize().to_string(),
         "monthly_cap": balance.monthly_cap.map(|c| c.normalize().to_string()),
+        // What the presented key may do (the console picks its views by it).
+        "key_role": if caller.is_admin() { "admin" } else { "user" },
     })))
 }

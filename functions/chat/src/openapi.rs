@@ -215,7 +215,7 @@ pub fn document() -> OpenApi {
             errors(ResponsesBuilder::new())
                 .response("200", ResponseBuilder::new().description("the account").content(
                     "application/json",
-                    json_object("{user_id, tier, status, credits_balance, credits_held, month_spend, monthly_cap}").build(),
+                    json_object("{user_id, tier, status, credits_balance, credits_held, month_spend, monthly_cap, key_role}").build(),
                 ))
                 .build(),
         )

@@ -100,6 +100,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/usage/summary"),
     ("GET", "/admin/audit-log"),
     ("POST", "/admin/health-check"),
+    ("GET", "/console"),
 ];
 
 #[tokio::test]

@@ -1,0 +1,228 @@
+// The Switchboard console: one page, plain JavaScript, no build step (docs/console.md).
+// Every number comes from the JSON API as it answered it: money stays the API's decimal
+// string (never a float). The key lives in this tab's sessionStorage only.
+"use strict";
+
+(() => {
+  const KEY = "switchboard.key";
+  const main = document.getElementById("main");
+  const nav = document.getElementById("nav");
+  const who = document.getElementById("who");
+  let session = null; // {key, role, account}
+
+  // ------------------------------------------------------------------ DOM and API helpers
+
+  // Builds an element; strings become text nodes (never HTML).
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+      else el.setAttribute(name, value === true ? "" : String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return el;
+  }
+
+  function show(...nodes) {
+    main.replaceChildren(...nodes);
+  }
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  async function api(path, options = {}) {
+    const response = await fetch(path, {
+      method: options.method || "GET",
+      headers: Object.assign(
+        { authorization: `Bearer ${session ? session.key : options.key}` },
+        options.body ? { "content-type": "application/json" } : {},
+      ),
+      body: options.body ? JSON.stringify(options.body) : undefined,
+      cache: "no-store",
+    });
+    const text = await response.text();
+    let body = null;
+    try {
+      body = text ? JSON.parse(text) : null;
+    } catch (_) {
+      body = null;
+    }
+    if (!response.ok) {
+      const message = (body && body.error && body.error.message) || `HTTP ${response.status}`;
+      throw new ApiError(response.status, message);
+    }
+    return body;
+  }
+
+  // A money amount as the API wrote it, with its unit.
+  function usd(value) {
+    return value === null || value === undefined ? "—" : `${value} USD`;
+  }
+
+  // A timestamp in the browser's time zone, UTC on hover.
+  function when(iso) {
+    if (!iso) return h("span", { class: "muted" }, "never");
+    const date = new Date(iso);
+    return h("time", { datetime: iso, title: `${date.toISOString()} (UTC)` }, date.toLocaleString());
+  }
+
+  function errorBox(error) {
+    return h("p", { class: "error", role: "alert" }, error.message || String(error));
+  }
+
+  // ------------------------------------------------------------------ sign-in
+
+  function signInView(message) {
+    const input = h("input", {
+      type: "password", id: "key", name: "key", autocomplete: "off",
+      placeholder: "sk-sb-…", "aria-label": "API key",
+    });
+    const form = h("form", { class: "card signin", id: "signin" },
+      h("h1", {}, "Sign in"),
+      h("p", { class: "muted" },
+        "Paste an admin key for the admin views, or your own gateway key for your account. " +
+        "The key stays in this tab only."),
+      input,
+      message ? h("p", { class: "error", role: "alert" }, message) : null,
+      h("button", { class: "primary", type: "submit" }, "Sign in"));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const key = input.value.trim();
+      if (!key) return;
+      try {
+        const account = await api("/v1/account", { key });
+        sessionStorage.setItem(KEY, key);
+        session = { key, role: account.key_role, account };
+        location.hash = session.role === "admin" ? "#/providers" : "#/account";
+        render();
+      } catch (error) {
+        signInView(error.status === 401 ? "That key was not accepted." : error.message);
+      }
+    });
+    nav.replaceChildren();
+    who.replaceChildren();
+    show(form);
+    input.focus();
+  }
+
+  function signOut() {
+    sessionStorage.removeItem(KEY);
+    session = null;
+    location.hash = "";
+    signInView();
+  }
+
+  // ------------------------------------------------------------------ views
+
+  const VIEWS = {
+    providers: { title: "Providers", admin: true, render: providersView },
+    account: { title: "Account", admin: false, render: accountView },
+  };
+
+  async function providersView() {
+    const page = await api("/admin/providers?limit=200");
+    const providers = page.data || page;
+    if (!providers.length) {
+      return [h("h1", {}, "Providers"),
+        h("p", { class: "empty" }, "No provider yet: add one with POST /admin/providers (docs/admin.md).")];
+    }
+    const rows = providers.map((p) => {
+      const toggle = h("button", {
+        class: p.is_active ? "danger" : "primary",
+        "data-provider": p.provider_slug,
+        onclick: async () => {
+          toggle.disabled = true;
+          try {
+            await api(`/admin/providers/${p.id}`, { method: "PATCH", body: { is_active: !p.is_active } });
+            render();
+          } catch (error) {
+            toggle.after(errorBox(error));
+            toggle.disabled = false;
+          }
+        },
+      }, p.is_active ? "Disable" : "Enable");
+      return h("tr", { "data-slug": p.provider_slug },
+        h("td", {}, h("strong", {}, p.provider_name), h("div", { class: "muted" }, p.provider_slug)),
+        h("td", {}, p.api_format),
+        h("td", {}, h("span", { class: `badge ${p.is_active ? "active" : "disabled"}` },
+          p.is_active ? "enabled" : `disabled${p.disabled_reason ? ` (${p.disabled_reason})` : ""}`)),
+        h("td", {}, h("span", { class: `badge ${p.health_status}` }, p.health_status)),
+        h("td", {}, when(p.health_last_checked)),
+        h("td", { class: "num" }, p.health_response_time_ms == null ? "—" : `${p.health_response_time_ms} ms`),
+        h("td", {}, toggle));
+    });
+    return [h("h1", {}, "Providers"),
+      h("table", { id: "providers" },
+        h("thead", {}, h("tr", {}, ["Provider", "Format", "State", "Health", "Last probe", "Probe time", ""]
+          .map((t) => h("th", {}, t)))),
+        h("tbody", {}, rows))];
+  }
+
+  async function accountView() {
+    const a = await api("/v1/account");
+    const stat = (label, value, id) =>
+      h("div", { class: "card stat" }, h("div", { class: "label" }, label), h("div", { class: "value", id }, value));
+    return [h("h1", {}, "Account"),
+      h("div", { class: "cards" },
+        stat("Balance", usd(a.credits_balance), "balance"),
+        stat("Held for requests in flight", usd(a.credits_held), "held"),
+        stat("Spent this month", usd(a.month_spend), "month-spend"),
+        stat("Monthly cap", a.monthly_cap == null ? "none" : usd(a.monthly_cap), "cap")),
+      h("p", { class: "muted" }, `User ${a.user_id}, tier ${a.tier}, ${a.status}.`)];
+  }
+
+  // ------------------------------------------------------------------ routing
+
+  function navigation() {
+    const current = location.hash.replace(/^#\//, "") || "";
+    nav.replaceChildren(...Object.entries(VIEWS)
+      .filter(([, v]) => !v.admin || session.role === "admin")
+      .map(([name, v]) => h("a", { href: `#/${name}`, class: name === current ? "active" : null }, v.title)));
+    who.replaceChildren(
+      `${session.account.user_id} (${session.role})`,
+      h("button", { type: "button", id: "signout", onclick: signOut }, "Sign out"));
+  }
+
+  async function render() {
+    if (!session) {
+      const key = sessionStorage.getItem(KEY);
+      if (!key) return signInView();
+      try {
+        const account = await api("/v1/account", { key });
+        session = { key, role: account.key_role, account };
+      } catch (_) {
+        sessionStorage.removeItem(KEY);
+        return signInView("Your session ended: sign in again.");
+      }
+    }
+    const name = location.hash.replace(/^#\//, "") || (session.role === "admin" ? "providers" : "account");
+    const view = VIEWS[name];
+    navigation();
+    if (!view) {
+      return show(h("p", { class: "empty" }, "No such view."));
+    }
+    if (view.admin && session.role !== "admin") {
+      return show(h("h1", {}, view.title),
+        h("p", { class: "error", role: "alert", id: "needs-admin" },
+          "This view needs an admin key. You are signed in with a user key."));
+    }
+    show(h("p", { class: "muted" }, "Loading…"));
+    try {
+      show(...await view.render());
+    } catch (error) {
+      if (error.status === 401) return signOut();
+      show(h("h1", {}, view.title), errorBox(error));
+    }
+  }
+
+  window.addEventListener("hashchange", () => render());
+  render();
+})();

@@ -1,0 +1,109 @@
+//! The console (`GET /console`, issue 21) in a real browser: Debian's chromium driven by
+//! Playwright (`tests/console/console_check.py`) against `switchboard serve`, signed in as
+//! an admin and as a user; the page's numbers checked against the API, one write checked
+//! through the API, a user key refused the admin views, and no browser console error or
+//! failed request. Screenshots: `target/console-screenshots/`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod support;
+
+use support::{Serve, admin_key, python_with, user_key};
+use switchboard_tests::fake_upstream::FakeUpstream;
+use switchboard_tests::moto::workspace_root;
+use switchboard_tests::test_db::TestDb;
+
+/// Debian's chromium, or `None` (the test skips) unless the test script required it.
+fn chromium() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("SWITCHBOARD_REQUIRE_BROWSER").is_none(),
+        "chromium is missing (./scripts/test installs it with apt-get)"
+    );
+    eprintln!("skipped: no chromium (run ./scripts/test)");
+    None
+}
+
+#[tokio::test]
+async fn the_console_in_a_real_browser() {
+    let (Some(python), Some(chromium)) = (python_with("playwright"), chromium()) else {
+        return;
+    };
+    let db = TestDb::new().await;
+    let upstream = FakeUpstream::start().await;
+    let user = user_key(&db, "console-user", 5, None).await;
+    let admin = admin_key(&db, "console-admin").await;
+    let serve = Serve::start(&db, &upstream, "console").await;
+
+    // Some spending first, so the account shows held-and-spent figures.
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", serve.base))
+        .bearer_auth(&user)
+        .json(&serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
+    // The page's own headers: a strict policy, never framed.
+    let page = reqwest::get(format!("{}/console", serve.base))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("<script>") && !html.contains(" style="),
+        "no inline script or style"
+    );
+    for asset in ["app.js", "style.css"] {
+        let response = reqwest::get(format!("{}/console/assets/{asset}", serve.base))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{asset}");
+    }
+    let missing = reqwest::get(format!("{}/console/assets/nope.js", serve.base))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let shots = workspace_root().join("target/console-screenshots");
+    let output = tokio::process::Command::new(&python)
+        .arg(workspace_root().join("tests/console/console_check.py"))
+        .args([serve.base.as_str(), admin.as_str(), user.as_str()])
+        .arg(&shots)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .await
+        .unwrap();
+    serve.stop().await;
+    assert!(
+        output.status.success(),
+        "console_check.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(shots.join("admin-providers.png").is_file());
+    assert!(shots.join("user-account.png").is_file());
+}

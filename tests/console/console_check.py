@@ -1,0 +1,114 @@
+"""Drives the console in Debian's chromium (Playwright) against a running `serve`:
+signs in as an admin and as a user, checks what each page shows against the JSON API,
+performs a write (disable a provider) and checks its effect through the API, checks that a
+user key cannot open an admin view, and fails on any browser console error, page error,
+failed request or error response. Screenshots go to SHOTS_DIR.
+
+Usage: console_check.py BASE_URL ADMIN_KEY USER_KEY SHOTS_DIR
+Run by functions/switchboard/tests/console.rs."""
+
+import json
+import os
+import sys
+import urllib.request
+
+from playwright.sync_api import sync_playwright
+
+base, admin_key, user_key, shots = sys.argv[1:5]
+os.makedirs(shots, exist_ok=True)
+problems = []
+
+
+def api(path, key, method="GET"):
+    request = urllib.request.Request(base + path, method=method, headers={"authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def watch(page, label):
+    def on_console(message):
+        if message.type == "error":
+            problems.append(f"{label}: console error: {message.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(f"{label}: page error: {error}"))
+    page.on("requestfailed", lambda r: problems.append(f"{label}: request failed: {r.url} {r.failure}"))
+    page.on("response", lambda r: problems.append(f"{label}: HTTP {r.status} {r.url}") if r.status >= 400 else None)
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def sign_in(page, key):
+    page.goto(base + "/console")
+    page.fill("#key", key)
+    page.click("#signin button[type=submit]")
+
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=["--no-sandbox"])
+
+    # ---- admin: providers, checked against the API, then one write
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    watch(page, "admin")
+    sign_in(page, admin_key)
+    page.wait_for_selector("#providers")
+    status, listed = api("/admin/providers?limit=200", admin_key)
+    providers = listed["data"] if isinstance(listed, dict) else listed
+    check(status == 200, f"admin API: {status}")
+    check(page.locator("#providers tbody tr").count() == len(providers), "one row per provider")
+    for provider in providers:
+        row = page.locator(f'tr[data-slug="{provider["provider_slug"]}"]')
+        state = row.locator(".badge").first.inner_text()
+        check(state.startswith("enabled" if provider["is_active"] else "disabled"), f'{provider["provider_slug"]}: {state}')
+        check(row.locator(".badge").nth(1).inner_text() == provider["health_status"], "health status")
+    page.screenshot(path=os.path.join(shots, "admin-providers.png"), full_page=True)
+    target = next(p for p in providers if p["is_active"] and p["provider_slug"] == "groq")
+    page.click('tr[data-slug="groq"] button')
+    page.wait_for_selector('tr[data-slug="groq"] .badge.disabled')
+    status, after = api(f'/admin/providers/{target["id"]}', admin_key)
+    check(status == 200 and after["is_active"] is False, f"groq disabled through the API: {after}")
+    check(context.cookies() == [], "no cookies")
+    check(page.evaluate("localStorage.length") == 0, "nothing in localStorage")
+    check(page.evaluate("sessionStorage.length") == 1, "the key in sessionStorage")
+    page.click("#signout")
+    page.wait_for_selector("#signin")
+    check(page.evaluate("sessionStorage.length") == 0, "signed out: the key is gone")
+    context.close()
+
+    # ---- user: the account, exactly as the API says; admin views refused
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    watch(page, "user")
+    sign_in(page, user_key)
+    page.wait_for_selector("#balance")
+    status, account = api("/v1/account", user_key)
+    check(page.inner_text("#balance") == f'{account["credits_balance"]} USD', "balance")
+    check(page.inner_text("#held") == f'{account["credits_held"]} USD', "held")
+    check(page.inner_text("#month-spend") == f'{account["month_spend"]} USD', "month spend")
+    check(page.locator('nav a[href="#/providers"]').count() == 0, "no admin entry in a user's menu")
+    page.screenshot(path=os.path.join(shots, "user-account.png"), full_page=True)
+    page.goto(base + "/console#/providers")
+    page.wait_for_selector("#needs-admin")
+    status, _ = api("/admin/providers", user_key)
+    check(status == 403, f"the API refuses a user key: {status}")
+    page.screenshot(path=os.path.join(shots, "user-admin-refused.png"), full_page=True)
+    context.close()
+
+    # ---- a wrong key (its 401 is expected: not watched)
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, "sk-sb-not-a-real-key-000000000000000000000000")
+    page.wait_for_selector("text=That key was not accepted.")
+    context.close()
+    browser.close()
+
+if problems:
+    raise SystemExit("browser problems:\n" + "\n".join(problems))
+print("console: ok")
