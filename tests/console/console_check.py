@@ -9,6 +9,7 @@ Run by functions/switchboard/tests/console.rs."""
 
 import json
 import os
+from decimal import Decimal
 import sys
 import urllib.request
 
@@ -74,6 +75,29 @@ with sync_playwright() as p:
     page.wait_for_selector('tr[data-slug="groq"] .badge.disabled')
     status, after = api(f'/admin/providers/{target["id"]}', admin_key)
     check(status == 200 and after["is_active"] is False, f"groq disabled through the API: {after}")
+    # a top-up from the Users view, checked through the API
+    page.click('nav a[href="#/users"]')
+    page.wait_for_selector("#users")
+    status, before = api("/admin/users/console-user", admin_key)
+    row = page.locator('tr[data-user="console-user"]')
+    check(row.locator(".balance").inner_text() == f'{before["credits_balance"]} USD', "the users table shows the API's balance")
+    page.screenshot(path=os.path.join(shots, "admin-users.png"), full_page=True)
+    row.locator('input[name="amount"]').fill("2.5")
+    row.locator('input[name="reason"]').fill("browser test")
+    row.locator("button").click()
+    for _ in range(50):
+        status, after_top_up = api("/admin/users/console-user", admin_key)
+        if after_top_up["credits_balance"] != before["credits_balance"]:
+            break
+        page.wait_for_timeout(100)
+    check(Decimal(after_top_up["credits_balance"]) - Decimal(before["credits_balance"]) == Decimal("2.5"),
+          f'the top-up credited exactly 2.5: {before["credits_balance"]} -> {after_top_up["credits_balance"]}')
+    page.wait_for_selector(f'tr[data-user="console-user"] .balance:text-is("{after_top_up["credits_balance"]} USD")')
+    # a malformed amount is refused by the page, before any request
+    row = page.locator('tr[data-user="console-user"]')
+    row.locator('input[name="amount"]').fill("ten")
+    row.locator("button").click()
+    page.wait_for_selector('tr[data-user="console-user"] .error')
     check(context.cookies() == [], "no cookies")
     check(page.evaluate("localStorage.length") == 0, "nothing in localStorage")
     check(page.evaluate("sessionStorage.length") == 1, "the key in sessionStorage")

@@ -124,6 +124,7 @@
 
   const VIEWS = {
     providers: { title: "Providers", admin: true, render: providersView },
+    users: { title: "Users", admin: true, render: usersView },
     account: { title: "Account", admin: false, render: accountView },
   };
 
@@ -162,6 +163,62 @@
     return [h("h1", {}, "Providers"),
       h("table", { id: "providers" },
         h("thead", {}, h("tr", {}, ["Provider", "Format", "State", "Health", "Last probe", "Probe time", ""]
+          .map((t) => h("th", {}, t)))),
+        h("tbody", {}, rows))];
+  }
+
+  // A top-up form. Its idempotency key is made with the form, so submitting the same form
+  // twice (a double click, a retry after a lost answer) credits once.
+  function topUpForm(user) {
+    const idempotencyKey = `console-${crypto.randomUUID()}`;
+    const amount = h("input", { name: "amount", inputmode: "decimal", placeholder: "10.00", size: 8, "aria-label": "Amount in USD" });
+    const reason = h("input", { name: "reason", placeholder: "reason", size: 14, "aria-label": "Reason" });
+    const message = h("span", { class: "muted", role: "status" });
+    const form = h("form", { class: "inline topup", "data-user": user.id }, amount, reason,
+      h("button", { type: "submit", class: "primary" }, "Top up"), message);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const value = amount.value.trim();
+      if (!/^\d{1,9}(\.\d{1,9})?$/.test(value) || /^0*(\.0*)?$/.test(value)) {
+        message.className = "error";
+        message.textContent = "Enter an amount in USD, such as 10 or 2.50.";
+        return;
+      }
+      try {
+        await api(`/admin/users/${encodeURIComponent(user.id)}/credits`, {
+          method: "POST",
+          body: { amount_usd: value, reason: reason.value.trim() || "console top-up", idempotency_key: idempotencyKey },
+        });
+        render();
+      } catch (error) {
+        message.className = "error";
+        message.textContent = error.message;
+      }
+    });
+    return form;
+  }
+
+  async function usersView() {
+    const page = await api("/admin/users?limit=500");
+    const users = page.data || page;
+    if (!users.length) {
+      return [h("h1", {}, "Users"),
+        h("p", { class: "empty" }, "No user yet: create one with POST /admin/users (docs/admin.md).")];
+    }
+    const search = h("input", { type: "search", id: "user-search", placeholder: "Search by user id", "aria-label": "Search users" });
+    const rows = users.map((u) => h("tr", { "data-user": u.id },
+      h("td", {}, h("strong", {}, u.id), h("div", { class: "muted" }, `${u.tier}, ${u.status}`)),
+      h("td", { class: "num balance" }, usd(u.credits_balance)),
+      h("td", { class: "num" }, usd(u.credits_held)),
+      h("td", { class: "num" }, `${usd(u.month_spend)}${u.monthly_cap_usd == null ? "" : ` of ${usd(u.monthly_cap_usd)}`}`),
+      h("td", {}, topUpForm(u))));
+    search.addEventListener("input", () => {
+      const needle = search.value.trim().toLowerCase();
+      for (const row of rows) row.hidden = needle !== "" && !row.dataset.user.toLowerCase().includes(needle);
+    });
+    return [h("h1", {}, "Users"), h("p", {}, search),
+      h("table", { id: "users" },
+        h("thead", {}, h("tr", {}, ["User", "Balance", "Held", "Spent this month (cap)", "Top up"]
           .map((t) => h("th", {}, t)))),
         h("tbody", {}, rows))];
   }
