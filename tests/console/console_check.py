@@ -51,7 +51,7 @@ def sign_in(page, key):
     page.click("#signin button[type=submit]")
 
 
-with sync_playwright() as p:
+def main(p):
     browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=["--no-sandbox"])
 
     # ---- admin: providers, checked against the API, then one write
@@ -59,6 +59,25 @@ with sync_playwright() as p:
     page = context.new_page()
     watch(page, "admin")
     sign_in(page, admin_key)
+    # the overview: its totals are the API's, the money summed exactly
+    page.wait_for_selector("#total-requests")
+    page.wait_for_selector("#chart-requests canvas")
+    frm = page.evaluate("new Date(Date.now() - 13 * 86400000).toISOString().slice(0, 10)") + "T00:00:00Z"
+    status, by_day = api(f"/admin/usage/summary?group_by=day&from={frm}&limit=500", admin_key)
+    check(status == 200, f"summary: {status}")
+    check(page.inner_text("#total-requests") == str(sum(r["requests"] for r in by_day["data"])), "requests")
+    check(page.inner_text("#total-errors") == str(sum(r["errors"] for r in by_day["data"])), "errors")
+    spend = sum((Decimal(r["charged_usd"]) for r in by_day["data"]), Decimal(0))
+    check(Decimal(page.inner_text("#total-spend").removesuffix(" USD")) == spend, f"spend {spend}")
+    check(spend > 0, "the chat request before the test was charged")
+    check(page.locator(".chart canvas").count() >= 3, "three charts drawn")
+    status, by_model = api(f"/admin/usage/summary?group_by=model&from={frm}&limit=500", admin_key)
+    for r in by_model["data"]:
+        cells = page.locator(f'#by-model tr[data-key="{r["key"]}"] td')
+        check(cells.nth(1).inner_text() == str(r["requests"]), f'model {r["key"]} requests')
+        check(cells.nth(3).inner_text() == f'{r["charged_usd"]} USD', f'model {r["key"]} spend')
+    page.screenshot(path=os.path.join(shots, "admin-overview.png"), full_page=True)
+    page.click('nav a[href="#/providers"]')
     page.wait_for_selector("#providers")
     status, listed = api("/admin/providers?limit=200", admin_key)
     providers = listed["data"] if isinstance(listed, dict) else listed
@@ -132,6 +151,14 @@ with sync_playwright() as p:
     page.wait_for_selector("text=That key was not accepted.")
     context.close()
     browser.close()
+
+with sync_playwright() as playwright:
+    try:
+        main(playwright)
+    except Exception:
+        # What the browser said before the failure is usually the cause.
+        print("browser problems so far:\n" + "\n".join(problems), file=sys.stderr)
+        raise
 
 if problems:
     raise SystemExit("browser problems:\n" + "\n".join(problems))

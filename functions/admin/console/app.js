@@ -67,6 +67,92 @@
     return value === null || value === undefined ? "—" : `${value} USD`;
   }
 
+  // Exact sum of decimal strings (the API's money), as a decimal string: BigInt in
+  // billionths, the ledger's scale. Never through floating point.
+  function sumMoney(values) {
+    const scale = 9;
+    let total = 0n;
+    for (const value of values) {
+      const text = String(value);
+      const negative = text.startsWith("-");
+      const [whole, fraction = ""] = text.replace(/^-/, "").split(".");
+      const units = BigInt(whole || "0") * 10n ** BigInt(scale) + BigInt((fraction + "0".repeat(scale)).slice(0, scale) || "0");
+      total += negative ? -units : units;
+    }
+    const negative = total < 0n;
+    const digits = (negative ? -total : total).toString().padStart(scale + 1, "0");
+    const whole = digits.slice(0, -scale);
+    const fraction = digits.slice(-scale).replace(/0+$/, "");
+    return `${negative ? "-" : ""}${whole}${fraction ? `.${fraction}` : ""}`;
+  }
+
+  // A line chart (uPlot) of `series` ({label, values}) over `days` (UTC dates).
+  function chart(title, days, series, id) {
+    const box = h("div", { class: "card chart", id });
+    box.append(h("div", { class: "label" }, title));
+    const x = days.map((d) => Date.parse(`${d}T00:00:00Z`) / 1000);
+    const colors = ["#2d5bd3", "#b42318", "#067647", "#b54708"];
+    requestAnimationFrame(() => {
+      new uPlot({
+        width: Math.max(box.clientWidth - 32, 300), height: 220,
+        series: [{}].concat(series.map((s, i) => ({ label: s.label, stroke: colors[i % colors.length], width: 2 }))),
+        axes: [{}, { size: 84, values: (_, ticks) => ticks.map((v) => (v === 0 ? "0" : String(Number(v.toPrecision(3))))) }],
+        scales: { x: { time: true } },
+      }, [x, ...series.map((s) => s.values)], box);
+    });
+    return box;
+  }
+
+  function summaryTable(id, heading, rows) {
+    if (!rows.length) return h("p", { class: "empty" }, `No usage yet by ${heading.toLowerCase()}.`);
+    return h("table", { id },
+      h("thead", {}, h("tr", {}, [heading, "Requests", "Errors", "Spend", "p50", "p99"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows.map((r) => h("tr", { "data-key": r.key },
+        h("td", {}, r.key),
+        h("td", { class: "num" }, r.requests),
+        h("td", { class: "num" }, r.errors),
+        h("td", { class: "num" }, usd(r.charged_usd)),
+        h("td", { class: "num" }, r.p50_latency_ms == null ? "—" : `${r.p50_latency_ms} ms`),
+        h("td", { class: "num" }, r.p99_latency_ms == null ? "—" : `${r.p99_latency_ms} ms`)))));
+  }
+
+  async function overviewView() {
+    const from = new Date(Date.now() - 13 * 86400000).toISOString().slice(0, 10) + "T00:00:00Z";
+    const query = (group) => api(`/admin/usage/summary?group_by=${group}&from=${encodeURIComponent(from)}&limit=500`);
+    const [byDay, byModel, byProvider] = await Promise.all([query("day"), query("model"), query("provider")]);
+    const days = byDay.data;
+    const total = (field) => days.reduce((n, r) => n + r[field], 0);
+    const stat = (label, value, id) =>
+      h("div", { class: "card stat" }, h("div", { class: "label" }, label), h("div", { class: "value", id }, value));
+    const out = [h("h1", {}, "Overview"),
+      h("p", { class: "muted" }, "The last 14 days (UTC), from GET /admin/usage/summary."),
+      h("div", { class: "cards" },
+        stat("Requests", total("requests"), "total-requests"),
+        stat("Failed attempts", total("errors"), "total-errors"),
+        stat("Spend", usd(sumMoney(days.map((r) => r.charged_usd))), "total-spend"))];
+    if (!days.length) {
+      out.push(h("p", { class: "empty" }, "No usage in the last 14 days: send a request to /v1/chat/completions."));
+      return out;
+    }
+    // Every day of the range, a day without usage as 0 (no latency: a gap).
+    const keys = [];
+    for (let i = 13; i >= 0; i--) keys.push(new Date(Date.now() - i * 86400000).toISOString().slice(0, 10));
+    const byKey = new Map(days.map((r) => [r.key, r]));
+    const column = (field, empty) => keys.map((k) => (byKey.has(k) ? byKey.get(k)[field] : empty));
+    out.push(
+      chart("Requests and failed attempts per day", keys, [
+        { label: "requests", values: column("requests", 0) },
+        { label: "failed attempts", values: column("errors", 0) }], "chart-requests"),
+      // The chart's scale only; the figures shown as text are the exact strings.
+      chart("Spend per day (USD)", keys, [{ label: "spend", values: column("charged_usd", "0").map(Number) }], "chart-spend"),
+      chart("Latency per day (ms)", keys, [
+        { label: "p50", values: column("p50_latency_ms", null) },
+        { label: "p99", values: column("p99_latency_ms", null) }], "chart-latency"),
+      h("h2", {}, "By model"), summaryTable("by-model", "Model", byModel.data),
+      h("h2", {}, "By provider"), summaryTable("by-provider", "Provider", byProvider.data));
+    return out;
+  }
+
   // A timestamp in the browser's time zone, UTC on hover.
   function when(iso) {
     if (!iso) return h("span", { class: "muted" }, "never");
@@ -101,7 +187,7 @@
         const account = await api("/v1/account", { key });
         sessionStorage.setItem(KEY, key);
         session = { key, role: account.key_role, account };
-        location.hash = session.role === "admin" ? "#/providers" : "#/account";
+        location.hash = session.role === "admin" ? "#/overview" : "#/account";
         render();
       } catch (error) {
         signInView(error.status === 401 ? "That key was not accepted." : error.message);
@@ -123,6 +209,7 @@
   // ------------------------------------------------------------------ views
 
   const VIEWS = {
+    overview: { title: "Overview", admin: true, render: overviewView },
     providers: { title: "Providers", admin: true, render: providersView },
     users: { title: "Users", admin: true, render: usersView },
     account: { title: "Account", admin: false, render: accountView },
@@ -260,7 +347,7 @@
         return signInView("Your session ended: sign in again.");
       }
     }
-    const name = location.hash.replace(/^#\//, "") || (session.role === "admin" ? "providers" : "account");
+    const name = location.hash.replace(/^#\//, "") || (session.role === "admin" ? "overview" : "account");
     const view = VIEWS[name];
     navigation();
     if (!view) {

@@ -25,6 +25,17 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("../console/style.css"),
     ),
+    // uPlot 1.6.32 (MIT, console/vendor/LICENSE-uplot), from npm, unchanged: the charts.
+    (
+        "uplot.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/vendor/uplot-1.6.32.min.js"),
+    ),
+    (
+        "uplot.css",
+        "text/css; charset=utf-8",
+        include_str!("../console/vendor/uplot-1.6.32.min.css"),
+    ),
 ];
 
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \

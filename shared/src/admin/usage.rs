@@ -153,6 +153,7 @@ pub struct UsageSummaryRow {
     pub charged_usd: Decimal,
     pub p50_latency_ms: Option<i32>,
     pub p95_latency_ms: Option<i32>,
+    pub p99_latency_ms: Option<i32>,
 }
 
 /// The summary page and how it was grouped.
@@ -276,7 +277,8 @@ pub async fn summary(
              COALESCE(sum(total_tokens), 0)::bigint, COALESCE(sum(cached_tokens), 0)::bigint, \
              COALESCE(sum(cost_total_usd), 0), COALESCE(sum(charged_usd), 0), \
              percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms), \
-             percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms) \
+             percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms), \
+             percentile_disc(0.99) WITHIN GROUP (ORDER BY latency_ms) \
              FROM llm_usage_logs WHERE {CONDITION} GROUP BY 1 ORDER BY 1"
         ),
         &format!("SELECT count(DISTINCT {key}) FROM llm_usage_logs WHERE {CONDITION}"),
@@ -301,6 +303,7 @@ pub async fn summary(
                 charged_usd: row.try_get(10)?,
                 p50_latency_ms: row.try_get(11)?,
                 p95_latency_ms: row.try_get(12)?,
+                p99_latency_ms: row.try_get(13)?,
             })
         })
         .collect::<Result<Vec<_>, AdminError>>()?;
