@@ -7,6 +7,7 @@ failed request or error response. Screenshots go to SHOTS_DIR.
 Usage: console_check.py BASE_URL ADMIN_KEY USER_KEY SHOTS_DIR
 Run by functions/switchboard/tests/console.rs."""
 
+import csv
 import json
 import os
 from decimal import Decimal
@@ -55,7 +56,7 @@ def main(p):
     browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=["--no-sandbox"])
 
     # ---- admin: providers, checked against the API, then one write
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
     page = context.new_page()
     watch(page, "admin")
     sign_in(page, admin_key)
@@ -117,6 +118,40 @@ def main(p):
     row.locator('input[name="amount"]').fill("ten")
     row.locator("button").click()
     page.wait_for_selector('tr[data-user="console-user"] .error')
+    # the usage explorer: rows and filters as the API answers them, the CSV download
+    page.goto(base + "/console#/usage")
+    page.wait_for_selector("#usage")
+    status, usage = api("/admin/usage?limit=50", admin_key)
+    check(page.locator("#usage tbody tr").count() == len(usage["data"]), "one row per usage row")
+    page.fill('#usage-filters input[name="user"]', "console-user")
+    page.select_option('#usage-filters select[name="status"]', "ok")
+    page.click("#usage-filters button[type=submit]")
+    page.wait_for_url("**/console#/usage?user=console-user&status=ok")
+    page.wait_for_selector("#usage")
+    status, mine = api("/admin/usage?user=console-user&status=ok&limit=50", admin_key)
+    check(mine["total"] >= 1, "the chat request is in the usage")
+    check(page.locator("#usage tbody tr").count() == len(mine["data"]), "filtered rows")
+    page.screenshot(path=os.path.join(shots, "admin-usage.png"), full_page=True)
+    with page.expect_download() as download:
+        page.click("#usage-csv")
+    csv_path = os.path.join(shots, "usage.csv")
+    download.value.save_as(csv_path)
+    with open(csv_path, newline="") as f:
+        records = list(csv.DictReader(f))
+    check(len(records) == mine["total"], f'CSV rows {len(records)} = {mine["total"]}')
+    check(sum((Decimal(r["charged_usd"]) for r in records), Decimal(0))
+          == sum((Decimal(r["charged_usd"]) for r in mine["data"]), Decimal(0)), "CSV charges")
+    page.goto(base + "/console#/usage?status=error")
+    page.wait_for_selector("text=No usage matches these filters.")
+    # the audit log shows the writes made above, newest first, as the API does
+    page.click('nav a[href="#/audit"]')
+    page.wait_for_selector("#audit")
+    status, audit = api("/admin/audit-log?limit=50", admin_key)
+    check(page.locator("#audit tbody tr").count() == len(audit["data"]), "one row per audit entry")
+    check(page.locator("#audit tbody tr").first.locator("td").nth(2).inner_text() == audit["data"][0]["action"], "newest first")
+    actions = {e["action"] for e in audit["data"]}
+    check(any("credit" in a for a in actions) and any("provider" in a for a in actions), f"the top-up and the disable: {actions}")
+    page.screenshot(path=os.path.join(shots, "admin-audit.png"), full_page=True)
     check(context.cookies() == [], "no cookies")
     check(page.evaluate("localStorage.length") == 0, "nothing in localStorage")
     check(page.evaluate("sessionStorage.length") == 1, "the key in sessionStorage")

@@ -212,6 +212,8 @@
     overview: { title: "Overview", admin: true, render: overviewView },
     providers: { title: "Providers", admin: true, render: providersView },
     users: { title: "Users", admin: true, render: usersView },
+    usage: { title: "Usage", admin: true, render: usageView },
+    audit: { title: "Audit log", admin: true, render: auditView },
     account: { title: "Account", admin: false, render: accountView },
   };
 
@@ -310,6 +312,128 @@
         h("tbody", {}, rows))];
   }
 
+  // The usage explorer's filters live in the hash (#/usage?user=…&page=2), so a view can
+  // be linked and reloaded.
+  function hashParams() {
+    const query = location.hash.split("?")[1] || "";
+    return new URLSearchParams(query);
+  }
+
+  const USAGE_COLUMNS = ["created_at", "request_id", "attempt", "user_id", "provider_slug", "model_name",
+    "status_code", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_total_usd", "charged_usd",
+    "latency_ms", "was_fallback", "used_byok", "route", "error_message"];
+
+  function csvCell(value) {
+    const text = value === null || value === undefined ? "" : String(value);
+    return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  }
+
+  async function usageView() {
+    const params = hashParams();
+    const pageSize = 50;
+    const page = Math.max(1, Number(params.get("page") || "1") | 0);
+    const filters = {};
+    for (const name of ["user", "provider", "model", "status", "from", "to"]) {
+      if (params.get(name)) filters[name] = params.get(name);
+    }
+    const query = (extra) => new URLSearchParams(Object.assign({}, filters, extra)).toString();
+    // Dates are picked in the browser's time zone and sent as instants.
+    const apiFilters = Object.assign({}, filters);
+    if (filters.from) apiFilters.from = new Date(`${filters.from}T00:00:00`).toISOString();
+    if (filters.to) apiFilters.to = new Date(new Date(`${filters.to}T00:00:00`).getTime() + 86400000).toISOString();
+    const apiQuery = (extra) => new URLSearchParams(Object.assign({}, apiFilters, extra)).toString();
+    const result = await api(`/admin/usage?${apiQuery({ limit: pageSize, offset: (page - 1) * pageSize })}`);
+
+    const input = (name, label, type) => h("label", {}, `${label} `,
+      h("input", { name, type: type || "text", value: filters[name] || "", size: 12 }));
+    const status = h("select", { name: "status", "aria-label": "Status" },
+      h("option", { value: "" }, "any status"),
+      h("option", { value: "ok", selected: filters.status === "ok" }, "answered"),
+      h("option", { value: "error", selected: filters.status === "error" }, "failed"));
+    const form = h("form", { class: "card filters", id: "usage-filters" },
+      input("user", "User"), input("provider", "Provider"), input("model", "Model"), status,
+      input("from", "From", "date"), input("to", "To", "date"),
+      h("button", { type: "submit", class: "primary" }, "Filter"));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const chosen = {};
+      for (const element of form.elements) {
+        if (element.name && element.value) chosen[element.name] = element.value;
+      }
+      location.hash = `#/usage?${new URLSearchParams(chosen)}`;
+    });
+
+    const download = h("button", { type: "button", id: "usage-csv" }, "Download CSV");
+    download.addEventListener("click", async () => {
+      download.disabled = true;
+      try {
+        const rows = [];
+        for (let offset = 0; offset < 10000; offset += 500) {
+          const chunk = await api(`/admin/usage?${apiQuery({ limit: 500, offset })}`);
+          rows.push(...chunk.data);
+          if (!chunk.has_more) break;
+        }
+        const lines = [USAGE_COLUMNS.join(",")].concat(rows.map((r) => USAGE_COLUMNS.map((c) => csvCell(r[c])).join(",")));
+        const url = URL.createObjectURL(new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" }));
+        const link = h("a", { href: url, download: "switchboard-usage.csv" });
+        document.body.append(link);
+        link.click();
+        link.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 10000);
+      } catch (error) {
+        download.after(errorBox(error));
+      } finally {
+        download.disabled = false;
+      }
+    });
+
+    const rows = result.data.map((r) => h("tr", { "data-id": r.id },
+      h("td", {}, when(r.created_at)),
+      h("td", {}, r.user_id),
+      h("td", {}, `${r.provider_slug || "—"} / ${r.model_name || "—"}`),
+      h("td", {}, r.status_code == null ? "—" : r.status_code),
+      h("td", { class: "num" }, `${r.prompt_tokens} / ${r.completion_tokens}`),
+      h("td", { class: "num" }, usd(r.charged_usd)),
+      h("td", { class: "num" }, r.latency_ms == null ? "—" : `${r.latency_ms} ms`),
+      h("td", { class: "muted" }, r.request_id)));
+    const pages = Math.max(1, Math.ceil(result.total / pageSize));
+    const pager = h("p", { class: "pager" },
+      page > 1 ? h("a", { href: `#/usage?${query({ page: page - 1 })}`, id: "usage-prev" }, "← newer") : null,
+      ` page ${page} of ${pages} (${result.total} rows) `,
+      result.has_more ? h("a", { href: `#/usage?${query({ page: page + 1 })}`, id: "usage-next" }, "older →") : null);
+    return [h("h1", {}, "Usage"), form,
+      result.data.length
+        ? h("table", { id: "usage" },
+          h("thead", {}, h("tr", {}, ["Time", "User", "Provider / model", "Status", "Tokens in / out", "Charged", "Latency", "Request"]
+            .map((t) => h("th", {}, t)))),
+          h("tbody", {}, rows))
+        : h("p", { class: "empty" }, "No usage matches these filters."),
+      pager, h("p", {}, download)];
+  }
+
+  async function auditView() {
+    const params = hashParams();
+    const page = Math.max(1, Number(params.get("page") || "1") | 0);
+    const result = await api(`/admin/audit-log?limit=50&offset=${(page - 1) * 50}`);
+    if (!result.data.length) {
+      return [h("h1", {}, "Audit log"), h("p", { class: "empty" }, "Nothing changed yet: every admin write lands here.")];
+    }
+    const rows = result.data.map((e) => h("tr", { "data-id": e.id },
+      h("td", {}, when(e.created_at)),
+      h("td", {}, e.actor),
+      h("td", {}, e.action),
+      h("td", {}, `${e.entity_type}${e.entity_id ? ` ${e.entity_id}` : ""}`),
+      h("td", { class: "muted" }, e.request_id || "")));
+    return [h("h1", {}, "Audit log"),
+      h("table", { id: "audit" },
+        h("thead", {}, h("tr", {}, ["Time", "Actor", "Action", "Entity", "Request"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, rows)),
+      h("p", { class: "pager" },
+        page > 1 ? h("a", { href: `#/audit?page=${page - 1}` }, "← newer") : null,
+        ` page ${page} `,
+        result.has_more ? h("a", { href: `#/audit?page=${page + 1}` }, "older →") : null)];
+  }
+
   async function accountView() {
     const a = await api("/v1/account");
     const stat = (label, value, id) =>
@@ -326,7 +450,7 @@
   // ------------------------------------------------------------------ routing
 
   function navigation() {
-    const current = location.hash.replace(/^#\//, "") || "";
+    const current = location.hash.replace(/^#\//, "").split("?")[0] || "";
     nav.replaceChildren(...Object.entries(VIEWS)
       .filter(([, v]) => !v.admin || session.role === "admin")
       .map(([name, v]) => h("a", { href: `#/${name}`, class: name === current ? "active" : null }, v.title)));
@@ -347,7 +471,7 @@
         return signInView("Your session ended: sign in again.");
       }
     }
-    const name = location.hash.replace(/^#\//, "") || (session.role === "admin" ? "overview" : "account");
+    const name = location.hash.replace(/^#\//, "").split("?")[0] || (session.role === "admin" ? "overview" : "account");
     const view = VIEWS[name];
     navigation();
     if (!view) {

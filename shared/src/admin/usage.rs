@@ -26,6 +26,9 @@ pub struct UsageFilter {
     pub model: Option<String>,
     /// One request's attempts.
     pub request_id: Option<String>,
+    /// `ok` (answered: status below 400) or `error` (no status, or 400 and above).
+    #[param(inline)]
+    pub status: Option<UsageStatus>,
     /// From this instant (inclusive), RFC 3339 (`2025-01-31T00:00:00Z`).
     pub from: Option<DateTime<Utc>>,
     /// Until this instant (exclusive), RFC 3339.
@@ -34,6 +37,23 @@ pub struct UsageFilter {
     pub limit: Option<i64>,
     /// Items to skip (default 0).
     pub offset: Option<i64>,
+}
+
+/// A usage row's outcome, for the `status` filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageStatus {
+    Ok,
+    Error,
+}
+
+impl UsageStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            UsageStatus::Ok => "ok",
+            UsageStatus::Error => "error",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -169,7 +189,9 @@ pub struct UsageSummary {
 
 const CONDITION: &str = "($1::text IS NULL OR user_id = $1) AND ($2::text IS NULL OR provider_slug = $2) \
     AND ($3::text IS NULL OR model_name = $3) AND ($4::timestamptz IS NULL OR created_at >= $4) \
-    AND ($5::timestamptz IS NULL OR created_at < $5) AND ($6::text IS NULL OR request_id = $6)";
+    AND ($5::timestamptz IS NULL OR created_at < $5) AND ($6::text IS NULL OR request_id = $6) \
+    AND ($7::text IS NULL OR ($7 = 'ok' AND status_code < 400) \
+         OR ($7 = 'error' AND (status_code IS NULL OR status_code >= 400)))";
 
 fn check_range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<(), AdminError> {
     match (from, to) {
@@ -222,13 +244,15 @@ pub async fn list(
 ) -> Result<Paged<UsageRowView>, AdminError> {
     let page = Page::new(filter.limit, filter.offset)?;
     check_range(filter.from, filter.to)?;
-    let params: [&(dyn ToSql + Sync); 6] = [
+    let status = filter.status.map(UsageStatus::as_str);
+    let params: [&(dyn ToSql + Sync); 7] = [
         &filter.user,
         &filter.provider,
         &filter.model,
         &filter.from,
         &filter.to,
         &filter.request_id,
+        &status,
     ];
     let (rows, total) = fetch(
         client,
@@ -258,13 +282,15 @@ pub async fn summary(
     let group_by = filter.group_by.unwrap_or_default();
     let key = group_by.key_sql();
     let no_request_id: Option<String> = None;
-    let params: [&(dyn ToSql + Sync); 6] = [
+    let no_status: Option<&str> = None;
+    let params: [&(dyn ToSql + Sync); 7] = [
         &filter.user,
         &filter.provider,
         &filter.model,
         &filter.from,
         &filter.to,
         &no_request_id,
+        &no_status,
     ];
     let failed = "status_code IS NULL OR status_code >= 400";
     let (rows, total) = fetch(
