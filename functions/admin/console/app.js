@@ -215,6 +215,7 @@
     usage: { title: "Usage", admin: true, render: usageView },
     audit: { title: "Audit log", admin: true, render: auditView },
     account: { title: "Account", admin: false, render: accountView },
+    keys: { title: "Keys", admin: false, render: keysView },
   };
 
   async function providersView() {
@@ -445,6 +446,98 @@
         stat("Spent this month", usd(a.month_spend), "month-spend"),
         stat("Monthly cap", a.monthly_cap == null ? "none" : usd(a.monthly_cap), "cap")),
       h("p", { class: "muted" }, `User ${a.user_id}, tier ${a.tier}, ${a.status}.`)];
+  }
+
+  // A user's own gateway keys (create: shown once; revoke) and provider keys (BYOK: add,
+  // check, turn off and on, delete; only ever shown masked).
+  async function keysView() {
+    const [own, byok] = await Promise.all([api("/v1/api-keys"), api("/v1/byok")]);
+    const out = [h("h1", {}, "Keys")];
+
+    const name = h("input", { name: "name", placeholder: "a name, such as laptop", "aria-label": "Key name", maxlength: 200 });
+    const created = h("div", { id: "created-key" });
+    const createForm = h("form", { class: "inline", id: "create-key" }, name,
+      h("button", { type: "submit", class: "primary" }, "Create a key"));
+    createForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        const key = await api("/v1/api-keys", { method: "POST", body: { name: name.value.trim() || "console" } });
+        // Shown this once: it is never stored anywhere the page can read it again.
+        created.replaceChildren(h("div", { class: "card" },
+          h("strong", {}, "Your new key (copy it now: it is shown only this once)"),
+          h("pre", { id: "new-key" }, key.key),
+          h("button", { type: "button", onclick: () => render() }, "Done")));
+      } catch (error) {
+        created.replaceChildren(errorBox(error));
+      }
+    });
+    const keyRows = own.data.map((k) => h("tr", { "data-key-id": k.id },
+      h("td", {}, h("strong", {}, k.name || "—"), h("div", { class: "muted" }, `${k.prefix}…`)),
+      h("td", {}, when(k.created_at)),
+      h("td", {}, when(k.last_used_at)),
+      h("td", {}, k.revoked_at ? h("span", { class: "badge disabled" }, "revoked") : h("span", { class: "badge active" }, "active")),
+      h("td", {}, k.revoked_at || k.prefix === session.key.slice(0, k.prefix.length)
+        ? (k.revoked_at ? "" : h("span", { class: "muted" }, "this session's key"))
+        : h("button", { class: "danger", onclick: async () => {
+          await api(`/v1/api-keys/${k.id}`, { method: "DELETE" });
+          render();
+        } }, "Revoke"))));
+    out.push(h("h2", {}, "Gateway keys"), createForm, created,
+      keyRows.length
+        ? h("table", { id: "own-keys" },
+          h("thead", {}, h("tr", {}, ["Key", "Created", "Last used", "State", ""].map((t) => h("th", {}, t)))),
+          h("tbody", {}, keyRows))
+        : h("p", { class: "empty" }, "No gateway key yet: create one above."));
+
+    const provider = h("input", { name: "provider", placeholder: "openai", size: 10, "aria-label": "Provider" });
+    const secret = h("input", { name: "api_key", type: "password", placeholder: "the provider's key", autocomplete: "off", "aria-label": "Provider key" });
+    const byokMessage = h("span", { role: "status" });
+    const byokForm = h("form", { class: "inline", id: "add-byok" }, provider, secret,
+      h("button", { type: "submit", class: "primary" }, "Add or replace"), byokMessage);
+    byokForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        await api(`/v1/byok/${encodeURIComponent(provider.value.trim())}`, { method: "PUT", body: { api_key: secret.value, validate: false } });
+        secret.value = "";
+        render();
+      } catch (error) {
+        byokMessage.className = "error";
+        byokMessage.textContent = error.message;
+      }
+    });
+    const action = (label, method, path, body, cls) => h("button", { class: cls || "", onclick: async (event) => {
+      event.target.disabled = true;
+      try {
+        await api(path, { method, body });
+        render();
+      } catch (error) {
+        event.target.after(errorBox(error));
+        event.target.disabled = false;
+      }
+    } }, label);
+    const byokRows = byok.data.map((k) => {
+      const path = `/v1/byok/${encodeURIComponent(k.provider_slug)}`;
+      return h("tr", { "data-provider": k.provider_slug },
+        h("td", {}, h("strong", {}, k.provider_slug), h("div", { class: "muted key-hint" }, k.key_hint)),
+        h("td", {}, h("span", { class: `badge ${k.is_active ? "active" : "disabled"}` }, k.is_active ? "on" : "off")),
+        h("td", {}, k.is_validated ? h("span", { class: "badge healthy" }, "valid")
+          : h("span", { class: "badge" }, k.validation_error ? `refused: ${k.validation_error}` : "not checked"),
+          " ", when(k.last_validated_at)),
+        h("td", { class: "num" }, k.total_requests),
+        h("td", {},
+          action("Check", "POST", `${path}/validate`),
+          " ", action(k.is_active ? "Turn off" : "Turn on", "PATCH", path, { is_active: !k.is_active }),
+          " ", action("Delete", "DELETE", path, undefined, "danger")));
+    });
+    out.push(h("h2", {}, "Your provider keys (BYOK)"),
+      h("p", { class: "muted" }, "Requests to these providers use your own key; it is stored encrypted and never shown again."),
+      byokForm,
+      byokRows.length
+        ? h("table", { id: "byok" },
+          h("thead", {}, h("tr", {}, ["Provider", "State", "Check", "Requests", ""].map((t) => h("th", {}, t)))),
+          h("tbody", {}, byokRows))
+        : h("p", { class: "empty" }, "No provider key: add one above to use your own account with a provider."));
+    return out;
   }
 
   // ------------------------------------------------------------------ routing
