@@ -32,9 +32,10 @@
   }
 
   class ApiError extends Error {
-    constructor(status, message) {
+    constructor(status, message, param) {
       super(message);
       this.status = status;
+      this.param = param || null;
     }
   }
 
@@ -57,7 +58,7 @@
     }
     if (!response.ok) {
       const message = (body && body.error && body.error.message) || `HTTP ${response.status}`;
-      throw new ApiError(response.status, message);
+      throw new ApiError(response.status, message, body && body.error && body.error.param);
     }
     return body;
   }
@@ -211,6 +212,7 @@
   const VIEWS = {
     overview: { title: "Overview", admin: true, render: overviewView },
     providers: { title: "Providers", admin: true, render: providersView },
+    models: { title: "Models & rules", admin: true, render: modelsView },
     users: { title: "Users", admin: true, render: usersView },
     usage: { title: "Usage", admin: true, render: usageView },
     audit: { title: "Audit log", admin: true, render: auditView },
@@ -255,6 +257,103 @@
         h("thead", {}, h("tr", {}, ["Provider", "Format", "State", "Health", "Last probe", "Probe time", ""]
           .map((t) => h("th", {}, t)))),
         h("tbody", {}, rows))];
+  }
+
+  // A form whose API errors are shown next to the field the API names (`error.param`).
+  function fieldForm(id, fields, submitLabel, onSubmit) {
+    const inputs = {};
+    const notes = {};
+    const general = h("p", { class: "error", role: "alert" });
+    general.hidden = true;
+    const form = h("form", { class: "card fields", id },
+      fields.map((f) => {
+        inputs[f.name] = f.options
+          ? h("select", { name: f.name }, f.options.map(([value, label]) => h("option", { value }, label)))
+          : h("input", { name: f.name, placeholder: f.placeholder || "", size: f.size || 12, inputmode: f.inputmode || null });
+        notes[f.name] = h("span", { class: "error field-error", "data-for": f.name });
+        return h("label", {}, h("span", { class: "muted" }, f.label), inputs[f.name], notes[f.name]);
+      }),
+      h("button", { type: "submit", class: "primary" }, submitLabel), general);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      for (const note of Object.values(notes)) note.textContent = "";
+      general.hidden = true;
+      const values = {};
+      for (const [name, input] of Object.entries(inputs)) values[name] = input.value.trim();
+      try {
+        await onSubmit(values);
+        render();
+      } catch (error) {
+        if (error.param && notes[error.param]) {
+          notes[error.param].textContent = error.message;
+        } else {
+          general.textContent = error.message;
+          general.hidden = false;
+        }
+      }
+    });
+    return form;
+  }
+
+  function activeToggle(path, active) {
+    const button = h("button", { class: active ? "danger" : "primary" }, active ? "Turn off" : "Turn on");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        await api(path, { method: "PATCH", body: { is_active: !active } });
+        render();
+      } catch (error) {
+        button.after(errorBox(error));
+        button.disabled = false;
+      }
+    });
+    return button;
+  }
+
+  async function modelsView() {
+    const [models, rules, providers] = await Promise.all([
+      api("/admin/models?limit=500"), api("/admin/routing-rules?limit=500"), api("/admin/providers?limit=200")]);
+    const create = fieldForm("create-model", [
+      { name: "provider_id", label: "Provider", options: providers.data.map((p) => [String(p.id), p.provider_slug]) },
+      { name: "model_id", label: "Model id", placeholder: "gpt-4o-mini" },
+      { name: "context_window", label: "Context window", placeholder: "128000", inputmode: "numeric", size: 8 },
+      { name: "cost_per_1m_input_tokens", label: "Input USD / 1M", placeholder: "0.15", inputmode: "decimal", size: 8 },
+      { name: "cost_per_1m_output_tokens", label: "Output USD / 1M", placeholder: "0.60", inputmode: "decimal", size: 8 },
+      { name: "power_level", label: "Power level", options: [["balanced", "balanced"], ["eco", "eco"], ["precision", "precision"]] },
+    ], "Add the model", (v) => api("/admin/models", { method: "POST", body: {
+      provider_id: Number(v.provider_id), model_id: v.model_id,
+      context_window: /^\d+$/.test(v.context_window) ? Number(v.context_window) : v.context_window,
+      // Prices go as the strings typed: the API reads them as exact decimals.
+      cost_per_1m_input_tokens: v.cost_per_1m_input_tokens, cost_per_1m_output_tokens: v.cost_per_1m_output_tokens,
+      power_level: v.power_level,
+    } }));
+    const modelRows = models.data.map((m) => h("tr", { "data-model": m.id },
+      h("td", {}, h("strong", {}, m.model_id), h("div", { class: "muted" }, m.provider_slug)),
+      h("td", {}, m.model_type),
+      h("td", { class: "num" }, `${m.cost_per_1m_input_tokens} / ${m.cost_per_1m_output_tokens}`),
+      h("td", {}, m.power_level),
+      h("td", {}, h("span", { class: `badge ${m.is_active ? "active" : "disabled"}` }, m.is_active ? "on" : "off")),
+      h("td", {}, activeToggle(`/admin/models/${m.id}`, m.is_active))));
+    const ruleRows = rules.data.map((r) => h("tr", { "data-rule": r.id },
+      h("td", {}, `${r.model_name} (${r.provider_slug})`),
+      h("td", {}, r.power_level),
+      h("td", {}, r.user_tier || "any"),
+      h("td", {}, r.task_type || "any"),
+      h("td", { class: "num" }, r.priority),
+      h("td", { class: "num" }, r.weight),
+      h("td", {}, r.is_fallback ? `fallback ${r.fallback_order}` : "primary"),
+      h("td", {}, h("span", { class: `badge ${r.is_active ? "active" : "disabled"}` }, r.is_active ? "on" : "off")),
+      h("td", {}, activeToggle(`/admin/routing-rules/${r.id}`, r.is_active))));
+    return [h("h1", {}, "Models & rules"),
+      h("h2", {}, "Add a model"), create,
+      h("h2", {}, "Models"),
+      modelRows.length ? h("table", { id: "models" },
+        h("thead", {}, h("tr", {}, ["Model", "Type", "USD / 1M in / out", "Power level", "State", ""].map((t) => h("th", {}, t)))),
+        h("tbody", {}, modelRows)) : h("p", { class: "empty" }, "No model yet: add one above."),
+      h("h2", {}, "Routing rules"),
+      ruleRows.length ? h("table", { id: "rules" },
+        h("thead", {}, h("tr", {}, ["Model", "Power level", "Tier", "Task", "Priority", "Weight", "Role", "State", ""].map((t) => h("th", {}, t)))),
+        h("tbody", {}, ruleRows)) : h("p", { class: "empty" }, "No routing rule: `auto` has nothing to choose from (POST /admin/routing-rules).")];
   }
 
   // A top-up form. Its idempotency key is made with the form, so submitting the same form
