@@ -202,6 +202,19 @@ def main(p):
     check(page.inner_text("#month-spend") == f'{account["month_spend"]} USD', "month spend")
     check(page.locator('nav a[href="#/providers"]').count() == 0, "no admin entry in a user's menu")
     page.screenshot(path=os.path.join(shots, "user-account.png"), full_page=True)
+    # own usage: the figures of GET /v1/usage(/summary), only this user's
+    page.click('nav a[href="#/activity"]')
+    page.wait_for_selector("#my-recent")
+    page.wait_for_selector("#chart-my-requests canvas")
+    frm = page.evaluate("new Date(Date.now() - 13 * 86400000).toISOString().slice(0, 10)") + "T00:00:00Z"
+    status, mine_by_day = api(f"/v1/usage/summary?group_by=day&from={frm}&limit=500", user_key)
+    check(page.inner_text("#my-requests") == str(sum(r["requests"] for r in mine_by_day["data"])), "my requests")
+    my_spend = sum((Decimal(r["charged_usd"]) for r in mine_by_day["data"]), Decimal(0))
+    check(Decimal(page.inner_text("#my-spend").removesuffix(" USD")) == my_spend, "my spend")
+    status, my_rows = api("/v1/usage?limit=20", user_key)
+    check(page.locator("#my-recent tbody tr").count() == len(my_rows["data"]) >= 1, "my latest requests")
+    check(all(r["user_id"] == "console-user" for r in my_rows["data"]), "only my rows")
+    page.screenshot(path=os.path.join(shots, "user-usage.png"), full_page=True)
     # own gateway keys: created (shown once), then revoked; checked through the API
     page.click('nav a[href="#/keys"]')
     page.wait_for_selector("#create-key")

@@ -753,3 +753,43 @@ async fn the_keys_function_describes_every_route_in_openapi() {
         "string"
     );
 }
+
+#[tokio::test]
+async fn a_user_reads_only_their_own_usage() {
+    let gw = switchboard_tests::gateway::Gateway::start().await;
+    let alice = gw.user("usage-alice", "starter", "5").await;
+    let bob = gw.user("usage-bob", "starter", "5").await;
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    for key in [&alice, &alice, &bob] {
+        assert_eq!(gw.chat(key, &body, &[]).await.0, StatusCode::OK);
+    }
+    gw.upstream.push(Step::status(400));
+    assert_eq!(gw.chat(&alice, &body, &[]).await.0, StatusCode::BAD_REQUEST);
+
+    let (status, rows) = gw.get(&alice, "/v1/usage").await;
+    assert_eq!(status, StatusCode::OK, "{rows}");
+    assert_eq!(rows["total"], 3, "alice's rows only: {rows}");
+    assert!(
+        rows["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["user_id"] == "usage-alice")
+    );
+    let (_, ok) = gw.get(&alice, "/v1/usage?status=ok").await;
+    assert_eq!(ok["total"], 2);
+    let (_, failed) = gw.get(&alice, "/v1/usage?status=error").await;
+    assert_eq!(failed["total"], 1);
+    let (status, summary) = gw.get(&bob, "/v1/usage/summary?group_by=model").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(summary["data"][0]["key"], "gpt-4o");
+    assert_eq!(summary["data"][0]["requests"], 1, "bob's own: {summary}");
+    // Another user's rows cannot be asked for, nor grouped by user.
+    let (status, error) = gw.get(&alice, "/v1/usage?user=usage-bob").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let (status, error) = gw.get(&alice, "/v1/usage/summary?group_by=user").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["error"]["param"], "group_by");
+    let (status, _) = gw.get("sk-sb-nope", "/v1/usage").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

@@ -217,6 +217,7 @@
     usage: { title: "Usage", admin: true, render: usageView },
     audit: { title: "Audit log", admin: true, render: auditView },
     account: { title: "Account", admin: false, render: accountView },
+    activity: { title: "My usage", admin: false, render: activityView },
     keys: { title: "Keys", admin: false, render: keysView },
   };
 
@@ -545,6 +546,43 @@
         stat("Spent this month", usd(a.month_spend), "month-spend"),
         stat("Monthly cap", a.monthly_cap == null ? "none" : usd(a.monthly_cap), "cap")),
       h("p", { class: "muted" }, `User ${a.user_id}, tier ${a.tier}, ${a.status}.`)];
+  }
+
+  // The signed-in user's own usage: 14 days by day and by model, and the latest requests
+  // (GET /v1/usage/summary, GET /v1/usage).
+  async function activityView() {
+    const from = new Date(Date.now() - 13 * 86400000).toISOString().slice(0, 10) + "T00:00:00Z";
+    const [byDay, byModel, recent] = await Promise.all([
+      api(`/v1/usage/summary?group_by=day&from=${encodeURIComponent(from)}&limit=500`),
+      api(`/v1/usage/summary?group_by=model&from=${encodeURIComponent(from)}&limit=500`),
+      api("/v1/usage?limit=20")]);
+    const days = byDay.data;
+    const out = [h("h1", {}, "My usage"),
+      h("div", { class: "cards" },
+        h("div", { class: "card stat" }, h("div", { class: "label" }, "Requests, 14 days"),
+          h("div", { class: "value", id: "my-requests" }, days.reduce((n, r) => n + r.requests, 0))),
+        h("div", { class: "card stat" }, h("div", { class: "label" }, "Spent, 14 days"),
+          h("div", { class: "value", id: "my-spend" }, usd(sumMoney(days.map((r) => r.charged_usd))))))];
+    if (!recent.data.length) {
+      out.push(h("p", { class: "empty" }, "No request yet: send one to /v1/chat/completions with your key."));
+      return out;
+    }
+    const keys = [];
+    for (let i = 13; i >= 0; i--) keys.push(new Date(Date.now() - i * 86400000).toISOString().slice(0, 10));
+    const byKey = new Map(days.map((r) => [r.key, r]));
+    out.push(chart("Requests per day", keys, [
+      { label: "requests", values: keys.map((k) => (byKey.has(k) ? byKey.get(k).requests : 0)) }], "chart-my-requests"),
+    h("h2", {}, "By model"), summaryTable("my-by-model", "Model", byModel.data),
+    h("h2", {}, "Latest requests"),
+    h("table", { id: "my-recent" },
+      h("thead", {}, h("tr", {}, ["Time", "Model", "Status", "Tokens in / out", "Charged"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, recent.data.map((r) => h("tr", { "data-id": r.id },
+        h("td", {}, when(r.created_at)),
+        h("td", {}, `${r.model_name || "—"} (${r.provider_slug || "—"})`),
+        h("td", {}, r.status_code == null ? "—" : r.status_code),
+        h("td", { class: "num" }, `${r.prompt_tokens} / ${r.completion_tokens}`),
+        h("td", { class: "num" }, usd(r.charged_usd)))))));
+    return out;
   }
 
   // A user's own gateway keys (create: shown once; revoke) and provider keys (BYOK: add,

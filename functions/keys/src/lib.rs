@@ -8,6 +8,7 @@
 
 mod billing;
 pub mod openapi;
+mod usage;
 
 use std::sync::LazyLock;
 
@@ -40,6 +41,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_api_key))
         .routes(routes!(billing::checkout))
         .routes(routes!(billing::stripe_webhook))
+        .routes(routes!(usage::own_usage))
+        .routes(routes!(usage::own_usage_summary))
 }
 
 /// The keys routes, for mounting (by `switchboard serve`) or wrapping with [`app`].
