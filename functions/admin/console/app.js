@@ -388,6 +388,49 @@
     return form;
   }
 
+  // One user's cap and gateway keys (#/users?user=ID).
+  async function userDetails(id) {
+    const path = `/admin/users/${encodeURIComponent(id)}`;
+    const [user, keys] = await Promise.all([api(path), api(`${path}/api-keys`)]);
+    const cap = fieldForm("user-cap", [
+      { name: "monthly_cap_usd", label: "Monthly cap, USD (empty: none)", placeholder: "none", inputmode: "decimal", size: 10 },
+    ], "Set the cap", (v) => api(path, { method: "PATCH", body: { monthly_cap_usd: v.monthly_cap_usd === "" ? null : v.monthly_cap_usd } }));
+    cap.querySelector("input").value = user.monthly_cap_usd == null ? "" : user.monthly_cap_usd;
+    const shown = h("div", { id: "issued-key" });
+    const issue = fieldForm("issue-key", [
+      { name: "name", label: "New key's name", placeholder: "server" },
+      { name: "role", label: "Role", options: [["user", "user"], ["admin", "admin"]] },
+    ], "Issue a key", async (v) => {
+      const made = await api(`${path}/api-keys`, { method: "POST", body: { name: v.name || "console", role: v.role, rpm_limit: null } });
+      // Shown once, after the re-render.
+      pendingIssued = made.key;
+    });
+    const issued = pendingIssued;
+    pendingIssued = null;
+    if (issued) {
+      shown.append(h("div", { class: "card" }, h("strong", {}, "The new key (copy it now: it is shown only this once)"),
+        h("pre", { id: "issued-key-value" }, issued)));
+    }
+    const rows = (keys.data || keys).map((k) => h("tr", { "data-key-id": k.id },
+      h("td", {}, h("strong", {}, k.name || "—"), h("div", { class: "muted" }, `${k.key_prefix}…, ${k.role}`)),
+      h("td", {}, when(k.created_at)),
+      h("td", {}, when(k.last_used_at)),
+      h("td", {}, k.revoked_at ? h("span", { class: "badge disabled" }, "revoked") : h("button", { class: "danger", onclick: async () => {
+        await api(`/admin/api-keys/${k.id}`, { method: "DELETE" });
+        render();
+      } }, "Revoke"))));
+    return [h("div", { class: "card", id: "user-details", "data-user": id },
+      h("h2", {}, `${id}: ${usd(user.credits_balance)}, ${usd(user.month_spend)} spent this month of ${user.monthly_cap_usd == null ? "no cap" : usd(user.monthly_cap_usd)}`),
+      cap, issue, shown,
+      rows.length ? h("table", { id: "user-keys" },
+        h("thead", {}, h("tr", {}, ["Key", "Created", "Last used", ""].map((t) => h("th", {}, t)))),
+        h("tbody", {}, rows)) : h("p", { class: "empty" }, "No gateway key: issue one above."),
+      h("p", {}, h("a", { href: "#/users" }, "Close")))];
+  }
+
+  // A key just issued, to show once on the next render.
+  let pendingIssued = null;
+
   async function usersView() {
     const page = await api("/admin/users?limit=500");
     const users = page.data || page;
@@ -395,9 +438,12 @@
       return [h("h1", {}, "Users"),
         h("p", { class: "empty" }, "No user yet: create one with POST /admin/users (docs/admin.md).")];
     }
+    const chosen = hashParams().get("user");
+    const details = chosen ? await userDetails(chosen) : [];
     const search = h("input", { type: "search", id: "user-search", placeholder: "Search by user id", "aria-label": "Search users" });
     const rows = users.map((u) => h("tr", { "data-user": u.id },
-      h("td", {}, h("strong", {}, u.id), h("div", { class: "muted" }, `${u.tier}, ${u.status}`)),
+      h("td", {}, h("a", { href: `#/users?user=${encodeURIComponent(u.id)}` }, h("strong", {}, u.id)),
+        h("div", { class: "muted" }, `${u.tier}, ${u.status}`)),
       h("td", { class: "num balance" }, usd(u.credits_balance)),
       h("td", { class: "num" }, usd(u.credits_held)),
       h("td", { class: "num" }, `${usd(u.month_spend)}${u.monthly_cap_usd == null ? "" : ` of ${usd(u.monthly_cap_usd)}`}`),
@@ -406,7 +452,7 @@
       const needle = search.value.trim().toLowerCase();
       for (const row of rows) row.hidden = needle !== "" && !row.dataset.user.toLowerCase().includes(needle);
     });
-    return [h("h1", {}, "Users"), h("p", {}, search),
+    return [h("h1", {}, "Users"), ...details, h("p", {}, search),
       h("table", { id: "users" },
         h("thead", {}, h("tr", {}, ["User", "Balance", "Held", "Spent this month (cap)", "Top up"]
           .map((t) => h("th", {}, t)))),
