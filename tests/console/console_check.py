@@ -90,6 +90,30 @@ def main(p):
         check(state.startswith("enabled" if provider["is_active"] else "disabled"), f'{provider["provider_slug"]}: {state}')
         check(row.locator(".badge").nth(1).inner_text() == provider["health_status"], "health status")
     page.screenshot(path=os.path.join(shots, "admin-providers.png"), full_page=True)
+    # a provider's details: its health history as the API has it, an edit saved
+    openai = next(p for p in providers if p["provider_slug"] == "openai")
+    watching = len(problems)
+    status, _ = api("/admin/health-check", admin_key, method="POST")
+    check(status in (200, 202), f"health check run: {status}")
+    page.click(f'a[href="#/providers?provider={openai["id"]}"]')
+    page.wait_for_selector("#provider-details")
+    status, history = api(f'/admin/providers/{openai["id"]}/health?limit=100', admin_key)
+    check(page.locator("#health-timeline .tick").count() == len(history["data"]) >= 1, "one tick per health check")
+    check(page.locator("#health-timeline .tick").last.get_attribute("data-status") == history["data"][0]["status"], "newest last")
+    page.fill('#edit-provider input[name="rate_limit_rpm"]', "abc")
+    page.click("#edit-provider button[type=submit]")
+    page.wait_for_selector("#edit-provider .error:not(:empty)")
+    del problems[watching:]  # the refused edit's 400 was expected
+    page.fill('#edit-provider input[name="rate_limit_rpm"]', "600")
+    page.click("#edit-provider button[type=submit]")
+    page.wait_for_selector("#provider-details")
+    for _ in range(50):
+        status, edited = api(f'/admin/providers/{openai["id"]}', admin_key)
+        if edited["rate_limit_rpm"] == 600:
+            break
+        page.wait_for_timeout(100)
+    check(edited["rate_limit_rpm"] == 600, f"the edit saved through the API: {edited['rate_limit_rpm']}")
+    page.screenshot(path=os.path.join(shots, "admin-provider-details.png"), full_page=True)
     target = next(p for p in providers if p["is_active"] and p["provider_slug"] == "groq")
     page.click('tr[data-slug="groq"] button')
     page.wait_for_selector('tr[data-slug="groq"] .badge.disabled')

@@ -221,7 +221,42 @@
     keys: { title: "Keys", admin: false, render: keysView },
   };
 
+  // One provider (#/providers?provider=ID): its settings (edit) and its health history,
+  // oldest to newest, as a timeline of checks.
+  async function providerDetails(id) {
+    const path = `/admin/providers/${encodeURIComponent(id)}`;
+    const [provider, health] = await Promise.all([api(path), api(`${path}/health?limit=100`)]);
+    const edit = fieldForm("edit-provider", [
+      { name: "base_url", label: "Base URL", size: 36 },
+      { name: "rate_limit_rpm", label: "Requests / minute (empty: none)", inputmode: "numeric", size: 8 },
+      { name: "rate_limit_tpm", label: "Tokens / minute (empty: none)", inputmode: "numeric", size: 10 },
+    ], "Save", (v) => {
+      const number = (text) => (text === "" ? null : /^\d+$/.test(text) ? Number(text) : text);
+      return api(path, { method: "PATCH", body: {
+        base_url: v.base_url, rate_limit_rpm: number(v.rate_limit_rpm), rate_limit_tpm: number(v.rate_limit_tpm) } });
+    });
+    edit.querySelector('[name="base_url"]').value = provider.base_url;
+    edit.querySelector('[name="rate_limit_rpm"]').value = provider.rate_limit_rpm == null ? "" : provider.rate_limit_rpm;
+    edit.querySelector('[name="rate_limit_tpm"]').value = provider.rate_limit_tpm == null ? "" : provider.rate_limit_tpm;
+    const checks = health.data.slice().reverse();
+    const timeline = checks.length
+      ? h("div", { class: "timeline", id: "health-timeline" }, checks.map((c) => {
+        const at = new Date(c.checked_at);
+        return h("span", { class: `tick ${c.status}`, "data-status": c.status,
+          title: `${at.toLocaleString()} (${at.toISOString()} UTC): ${c.status}` +
+            `${c.response_time_ms == null ? "" : `, ${c.response_time_ms} ms`}${c.error ? `, ${c.error}` : ""}` });
+      }))
+      : h("p", { class: "empty" }, "Not checked yet: the health check runs every few minutes (or POST /admin/health-check).");
+    return [h("div", { class: "card", id: "provider-details", "data-provider": provider.provider_slug },
+      h("h2", {}, `${provider.provider_name}: ${provider.is_active ? "enabled" : `disabled (${provider.disabled_reason || "admin"})`}, ${provider.health_status}`),
+      edit,
+      h("h2", {}, `Health checks (${health.total})`), timeline,
+      h("p", {}, h("a", { href: "#/providers" }, "Close")))];
+  }
+
   async function providersView() {
+    const chosen = hashParams().get("provider");
+    const details = chosen ? await providerDetails(chosen) : [];
     const page = await api("/admin/providers?limit=200");
     const providers = page.data || page;
     if (!providers.length) {
@@ -244,7 +279,8 @@
         },
       }, p.is_active ? "Disable" : "Enable");
       return h("tr", { "data-slug": p.provider_slug },
-        h("td", {}, h("strong", {}, p.provider_name), h("div", { class: "muted" }, p.provider_slug)),
+        h("td", {}, h("a", { href: `#/providers?provider=${p.id}` }, h("strong", {}, p.provider_name)),
+          h("div", { class: "muted" }, p.provider_slug)),
         h("td", {}, p.api_format),
         h("td", {}, h("span", { class: `badge ${p.is_active ? "active" : "disabled"}` },
           p.is_active ? "enabled" : `disabled${p.disabled_reason ? ` (${p.disabled_reason})` : ""}`)),
@@ -253,7 +289,7 @@
         h("td", { class: "num" }, p.health_response_time_ms == null ? "—" : `${p.health_response_time_ms} ms`),
         h("td", {}, toggle));
     });
-    return [h("h1", {}, "Providers"),
+    return [h("h1", {}, "Providers"), ...details,
       h("table", { id: "providers" },
         h("thead", {}, h("tr", {}, ["Provider", "Format", "State", "Health", "Last probe", "Probe time", ""]
           .map((t) => h("th", {}, t)))),
