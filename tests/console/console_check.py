@@ -227,6 +227,46 @@ def main(p):
     page.wait_for_selector(f'tr[data-rule="{rule["id"]}"] .badge.disabled')
     status, rule_after = api(f'/admin/routing-rules/{rule["id"]}', admin_key)
     check(rule_after["is_active"] is False, "the rule turned off through the API")
+    # a rule: a weight of 0 refused at its field, then added; a model's prices edited
+    watching = len(problems)
+    rule_form = page.locator("#create-rule")
+    rule_form.locator('select[name="model_id"]').select_option(label="console-model (openai)")
+    rule_form.locator('select[name="power_level"]').select_option("eco")
+    rule_form.locator('input[name="priority"]').fill("3")
+    rule_form.locator('input[name="weight"]').fill("0")
+    rule_form.locator("button[type=submit]").click()
+    page.wait_for_selector('#create-rule .field-error[data-for="weight"]:not(:empty)')
+    del problems[watching:]
+    rule_form = page.locator("#create-rule")
+    rule_form.locator('select[name="model_id"]').select_option(label="console-model (openai)")
+    rule_form.locator('select[name="power_level"]').select_option("eco")
+    rule_form.locator('input[name="priority"]').fill("3")
+    rule_form.locator('input[name="weight"]').fill("25")
+    rule_form.locator("button[type=submit]").click()
+    page.wait_for_selector('#rules a:text-is("console-model (openai)")')
+    status, rules = api("/admin/routing-rules?limit=500", admin_key)
+    new_rules = [r for r in rules["data"] if r["model_name"] == "console-model"]
+    check(len(new_rules) == 1 and new_rules[0]["weight"] == 25 and new_rules[0]["power_level"] == "eco", f"rule: {new_rules}")
+    page.click(f'#rules a[href="#/models?rule={new_rules[0]["id"]}"]')
+    page.wait_for_selector("#edit-rule")
+    page.fill('#edit-rule input[name="weight"]', "40")
+    page.click("#edit-rule button[type=submit]")
+    for _ in range(50):
+        status, rule_edited = api(f'/admin/routing-rules/{new_rules[0]["id"]}', admin_key)
+        if rule_edited["weight"] == 40:
+            break
+        page.wait_for_timeout(100)
+    check(rule_edited["weight"] == 40, f"rule edited: {rule_edited['weight']}")
+    page.click(f'#models a[href="#/models?model={made[0]["id"]}"]')
+    page.wait_for_selector("#edit-model")
+    page.fill('#edit-model input[name="cost_per_1m_input_tokens"]', "0.2")
+    page.click("#edit-model button[type=submit]")
+    for _ in range(50):
+        status, edited_model = api(f'/admin/models/{made[0]["id"]}', admin_key)
+        if edited_model["cost_per_1m_input_tokens"] == "0.20" or edited_model["cost_per_1m_input_tokens"] == "0.2":
+            break
+        page.wait_for_timeout(100)
+    check(Decimal(edited_model["cost_per_1m_input_tokens"]) == Decimal("0.2"), f"price edited: {edited_model['cost_per_1m_input_tokens']}")
     page.screenshot(path=os.path.join(shots, "admin-models.png"), full_page=True)
     check(context.cookies() == [], "no cookies")
     check(page.evaluate("localStorage.length") == 0, "nothing in localStorage")
@@ -289,6 +329,13 @@ def main(p):
     status, masked = api("/v1/byok/openai", user_key)
     check(status == 200 and masked["is_active"], f"BYOK stored: {masked}")
     check(page.inner_text('#byok tr[data-provider="openai"] .key-hint') == masked["key_hint"], "masked hint")
+    watching = len(problems)
+    page.click('#byok tr[data-provider="openai"] button:text("Check")')
+    page.wait_for_selector('#byok tr[data-provider="openai"] .badge:text-matches("valid|refused")')
+    del problems[watching:]  # a refused check may log the provider's answer
+    status, checked = api("/v1/byok/openai", user_key)
+    badge = page.inner_text('#byok tr[data-provider="openai"] td:nth-child(3) .badge')
+    check((badge == "valid") == bool(checked["is_validated"]), f"check result shown as the API says: {badge} / {checked}")
     page.screenshot(path=os.path.join(shots, "user-keys.png"), full_page=True)
     page.click('#byok tr[data-provider="openai"] button:text("Turn off")')
     page.wait_for_selector('#byok tr[data-provider="openai"] .badge.disabled')

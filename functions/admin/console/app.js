@@ -364,15 +364,55 @@
       cost_per_1m_input_tokens: v.cost_per_1m_input_tokens, cost_per_1m_output_tokens: v.cost_per_1m_output_tokens,
       power_level: v.power_level,
     } }));
+    const integer = (text) => (/^-?\d+$/.test(text) ? Number(text) : text);
+    const createRule = fieldForm("create-rule", [
+      { name: "model_id", label: "Model", options: models.data.filter((m) => m.model_type === "chat")
+        .map((m) => [String(m.id), `${m.model_id} (${m.provider_slug})`]) },
+      { name: "power_level", label: "Power level", options: [["balanced", "balanced"], ["eco", "eco"], ["precision", "precision"]] },
+      { name: "priority", label: "Priority (1 first)", placeholder: "1", inputmode: "numeric", size: 6 },
+      { name: "weight", label: "Weight (> 0)", placeholder: "100", inputmode: "numeric", size: 6 },
+    ], "Add the rule", (v) => api("/admin/routing-rules", { method: "POST", body: {
+      model_id: Number(v.model_id), power_level: v.power_level,
+      priority: v.priority === "" ? undefined : integer(v.priority),
+      weight: v.weight === "" ? undefined : integer(v.weight) } }));
+    const chosen = hashParams().get("model");
+    const editing = chosen ? models.data.find((m) => String(m.id) === chosen) : null;
+    let editModel = null;
+    if (editing) {
+      editModel = fieldForm("edit-model", [
+        { name: "cost_per_1m_input_tokens", label: "Input USD / 1M", inputmode: "decimal", size: 8 },
+        { name: "cost_per_1m_output_tokens", label: "Output USD / 1M", inputmode: "decimal", size: 8 },
+        { name: "context_window", label: "Context window", inputmode: "numeric", size: 8 },
+      ], `Save ${editing.model_id}`, (v) => api(`/admin/models/${editing.id}`, { method: "PATCH", body: {
+        cost_per_1m_input_tokens: v.cost_per_1m_input_tokens, cost_per_1m_output_tokens: v.cost_per_1m_output_tokens,
+        context_window: integer(v.context_window) } }));
+      editModel.querySelector('[name="cost_per_1m_input_tokens"]').value = editing.cost_per_1m_input_tokens;
+      editModel.querySelector('[name="cost_per_1m_output_tokens"]').value = editing.cost_per_1m_output_tokens;
+      editModel.querySelector('[name="context_window"]').value = editing.context_window;
+    }
+    const chosenRule = hashParams().get("rule");
+    const rule = chosenRule ? rules.data.find((r) => String(r.id) === chosenRule) : null;
+    let editRule = null;
+    if (rule) {
+      editRule = fieldForm("edit-rule", [
+        { name: "power_level", label: "Power level", options: [["balanced", "balanced"], ["eco", "eco"], ["precision", "precision"]] },
+        { name: "priority", label: "Priority", inputmode: "numeric", size: 6 },
+        { name: "weight", label: "Weight", inputmode: "numeric", size: 6 },
+      ], "Save the rule", (v) => api(`/admin/routing-rules/${rule.id}`, { method: "PATCH", body: {
+        power_level: v.power_level, priority: integer(v.priority), weight: integer(v.weight) } }));
+      editRule.querySelector('[name="power_level"]').value = rule.power_level;
+      editRule.querySelector('[name="priority"]').value = rule.priority;
+      editRule.querySelector('[name="weight"]').value = rule.weight;
+    }
     const modelRows = models.data.map((m) => h("tr", { "data-model": m.id },
-      h("td", {}, h("strong", {}, m.model_id), h("div", { class: "muted" }, m.provider_slug)),
+      h("td", {}, h("a", { href: `#/models?model=${m.id}` }, h("strong", {}, m.model_id)), h("div", { class: "muted" }, m.provider_slug)),
       h("td", {}, m.model_type),
       h("td", { class: "num" }, `${m.cost_per_1m_input_tokens} / ${m.cost_per_1m_output_tokens}`),
       h("td", {}, m.power_level),
       h("td", {}, h("span", { class: `badge ${m.is_active ? "active" : "disabled"}` }, m.is_active ? "on" : "off")),
       h("td", {}, activeToggle(`/admin/models/${m.id}`, m.is_active))));
     const ruleRows = rules.data.map((r) => h("tr", { "data-rule": r.id },
-      h("td", {}, `${r.model_name} (${r.provider_slug})`),
+      h("td", {}, h("a", { href: `#/models?rule=${r.id}` }, `${r.model_name} (${r.provider_slug})`)),
       h("td", {}, r.power_level),
       h("td", {}, r.user_tier || "any"),
       h("td", {}, r.task_type || "any"),
@@ -382,12 +422,14 @@
       h("td", {}, h("span", { class: `badge ${r.is_active ? "active" : "disabled"}` }, r.is_active ? "on" : "off")),
       h("td", {}, activeToggle(`/admin/routing-rules/${r.id}`, r.is_active))));
     return [h("h1", {}, "Models & rules"),
+      editModel ? h("h2", {}, `Edit ${editing.model_id} (${editing.provider_slug})`) : null, editModel,
+      editRule ? h("h2", {}, `Edit the rule for ${rule.model_name} (${rule.provider_slug})`) : null, editRule,
       h("h2", {}, "Add a model"), create,
       h("h2", {}, "Models"),
       modelRows.length ? h("table", { id: "models" },
         h("thead", {}, h("tr", {}, ["Model", "Type", "USD / 1M in / out", "Power level", "State", ""].map((t) => h("th", {}, t)))),
         h("tbody", {}, modelRows)) : h("p", { class: "empty" }, "No model yet: add one above."),
-      h("h2", {}, "Routing rules"),
+      h("h2", {}, "Routing rules"), createRule,
       ruleRows.length ? h("table", { id: "rules" },
         h("thead", {}, h("tr", {}, ["Model", "Power level", "Tier", "Task", "Priority", "Weight", "Role", "State", ""].map((t) => h("th", {}, t)))),
         h("tbody", {}, ruleRows)) : h("p", { class: "empty" }, "No routing rule: `auto` has nothing to choose from (POST /admin/routing-rules).")];

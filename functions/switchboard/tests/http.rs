@@ -138,8 +138,17 @@ async fn every_contract_route_is_mounted() {
     let (status, _, _) = send(chat, request("GET", "/v1/models")).await;
     assert_ne!(status, StatusCode::NOT_FOUND);
     let admin = switchboard_admin::app(state_for(db.url()));
-    let (status, _, _) = send(admin, request("GET", "/admin/providers")).await;
+    let (status, _, _) = send(admin.clone(), request("GET", "/admin/providers")).await;
     assert_ne!(status, StatusCode::NOT_FOUND);
+    // The admin function's own app serves the console too (same API Gateway, same origin).
+    let (status, headers, _) = send(admin, request("GET", "/console")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
     let keys = switchboard_keys::app(state_for(db.url()));
     let (status, _, _) = send(keys, request("GET", "/v1/byok")).await;
     assert_ne!(status, StatusCode::NOT_FOUND);
