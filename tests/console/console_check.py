@@ -41,6 +41,17 @@ def watch(page, label):
     page.on("response", lambda r: problems.append(f"{label}: HTTP {r.status} {r.url}") if r.status >= 400 else None)
 
 
+def api_until(path, key, ready, page):
+    """The API's answer at `path` once `ready(answer)` holds (a write the page made is
+    visible), or the last answer after 5 s."""
+    for _ in range(50):
+        status, answer = api(path, key)
+        if status == 200 and ready(answer):
+            break
+        page.wait_for_timeout(100)
+    return answer
+
+
 def check(condition, message):
     if not condition:
         raise AssertionError(message)
@@ -107,11 +118,7 @@ def main(p):
     page.fill('#edit-provider input[name="rate_limit_rpm"]', "600")
     page.click("#edit-provider button[type=submit]")
     page.wait_for_selector("#provider-details")
-    for _ in range(50):
-        status, edited = api(f'/admin/providers/{openai["id"]}', admin_key)
-        if edited["rate_limit_rpm"] == 600:
-            break
-        page.wait_for_timeout(100)
+    edited = api_until(f'/admin/providers/{openai["id"]}', admin_key, lambda p: p["rate_limit_rpm"] == 600, page)
     check(edited["rate_limit_rpm"] == 600, f"the edit saved through the API: {edited['rate_limit_rpm']}")
     page.screenshot(path=os.path.join(shots, "admin-provider-details.png"), full_page=True)
     target = next(p for p in providers if p["is_active"] and p["provider_slug"] == "groq")
@@ -129,11 +136,8 @@ def main(p):
     row.locator('input[name="amount"]').fill("2.5")
     row.locator('input[name="reason"]').fill("browser test")
     row.locator("button").click()
-    for _ in range(50):
-        status, after_top_up = api("/admin/users/console-user", admin_key)
-        if after_top_up["credits_balance"] != before["credits_balance"]:
-            break
-        page.wait_for_timeout(100)
+    after_top_up = api_until("/admin/users/console-user", admin_key,
+                             lambda u: u["credits_balance"] != before["credits_balance"], page)
     check(Decimal(after_top_up["credits_balance"]) - Decimal(before["credits_balance"]) == Decimal("2.5"),
           f'the top-up credited exactly 2.5: {before["credits_balance"]} -> {after_top_up["credits_balance"]}')
     page.wait_for_selector(f'tr[data-user="console-user"] .balance:text-is("{after_top_up["credits_balance"]} USD")')
@@ -251,21 +255,14 @@ def main(p):
     page.wait_for_selector("#edit-rule")
     page.fill('#edit-rule input[name="weight"]', "40")
     page.click("#edit-rule button[type=submit]")
-    for _ in range(50):
-        status, rule_edited = api(f'/admin/routing-rules/{new_rules[0]["id"]}', admin_key)
-        if rule_edited["weight"] == 40:
-            break
-        page.wait_for_timeout(100)
+    rule_edited = api_until(f'/admin/routing-rules/{new_rules[0]["id"]}', admin_key, lambda r: r["weight"] == 40, page)
     check(rule_edited["weight"] == 40, f"rule edited: {rule_edited['weight']}")
     page.click(f'#models a[href="#/models?model={made[0]["id"]}"]')
     page.wait_for_selector("#edit-model")
     page.fill('#edit-model input[name="cost_per_1m_input_tokens"]', "0.2")
     page.click("#edit-model button[type=submit]")
-    for _ in range(50):
-        status, edited_model = api(f'/admin/models/{made[0]["id"]}', admin_key)
-        if edited_model["cost_per_1m_input_tokens"] == "0.20" or edited_model["cost_per_1m_input_tokens"] == "0.2":
-            break
-        page.wait_for_timeout(100)
+    edited_model = api_until(f'/admin/models/{made[0]["id"]}', admin_key,
+                             lambda m: Decimal(m["cost_per_1m_input_tokens"]) == Decimal("0.2"), page)
     check(Decimal(edited_model["cost_per_1m_input_tokens"]) == Decimal("0.2"), f"price edited: {edited_model['cost_per_1m_input_tokens']}")
     page.screenshot(path=os.path.join(shots, "admin-models.png"), full_page=True)
     check(context.cookies() == [], "no cookies")

@@ -206,6 +206,43 @@ impl TestDb {
     pub async fn connect(&self) -> Client {
         connect(&self.url).await
     }
+
+    /// An account of `tier` with one gateway key of `role` (`user` or `admin`; `rpm`:
+    /// its requests-per-minute limit, `None` for the tier's); returns the key.
+    #[allow(clippy::expect_used)]
+    pub async fn account_with_key(
+        &self,
+        user_id: &str,
+        tier: &str,
+        role: &str,
+        rpm: Option<i32>,
+    ) -> String {
+        let client = self.connect().await;
+        client
+            .execute(
+                "INSERT INTO accounts (user_id, tier) VALUES ($1, $2)",
+                &[&user_id, &tier],
+            )
+            .await
+            .expect("insert the account");
+        let key = switchboard_core::auth::generate_api_key();
+        client
+            .execute(
+                "INSERT INTO gateway_api_keys (id, user_id, name, key_hash, key_prefix, role, rpm_limit)
+                 VALUES ($1, $2, 'test', $3, $4, $5, $6)",
+                &[
+                    &uuid::Uuid::new_v4(),
+                    &user_id,
+                    &key.hash.as_slice(),
+                    &key.display_prefix,
+                    &role,
+                    &rpm,
+                ],
+            )
+            .await
+            .expect("insert the key");
+        key.plaintext.expose().to_owned()
+    }
 }
 
 impl Drop for TestDb {

@@ -137,22 +137,6 @@ async fn breaker_failures(gw: &Gateway, slug: &str) -> (i32, bool) {
 }
 
 /// Adds a second offer of `gpt-4o` on OpenRouter, tried after OpenAI's.
-async fn second_gpt4o_offer(gw: &Gateway) {
-    gw.db
-        .connect()
-        .await
-        .batch_execute(
-            "INSERT INTO llm_models (provider_id, model_name, model_id, context_window, max_tokens,
-                 supports_function_calling, supports_vision, supports_json_mode,
-                 cost_per_1m_input_tokens, cost_per_1m_output_tokens, cost_per_1m_tokens_cached, power_level_priority)
-             SELECT id, 'GPT-4o (OpenRouter)', 'gpt-4o', 128000, 16384, true, true, true, 2.50, 10.00, 1.25, 50
-             FROM llm_providers WHERE provider_slug = 'openrouter'",
-        )
-        .await
-        .unwrap();
-    gw.state.catalog.invalidate();
-}
-
 /// A session holding the account's admission lock (the advisory lock `sb_admit` takes) or
 /// its row lock (which a capture needs) until dropped.
 struct Blocker {
@@ -606,7 +590,7 @@ async fn put_byok(gw: &Gateway, key: &str, slug: &str, provider_key: &str) {
 #[tokio::test]
 async fn a_byok_429_cools_down_that_users_key_only_never_the_provider_for_others() {
     let gw = Gateway::start().await;
-    second_gpt4o_offer(&gw).await;
+    gw.add_second_gpt4o_offer().await;
     let owner = gw.user("own-key", "starter", "10").await;
     let other = gw.user("other", "starter", "10").await;
     let users_key = "sk-proj-users-own-key-0123456789abcdef";

@@ -165,29 +165,7 @@ pub async fn provider_id(db: &TestDb, slug: &str) -> i32 {
 
 /// An account with one user-role gateway key; returns the key.
 pub async fn new_user(db: &TestDb, user_id: &str) -> String {
-    let client = db.connect().await;
-    client
-        .execute(
-            "INSERT INTO accounts (user_id, tier) VALUES ($1, 'free')",
-            &[&user_id],
-        )
-        .await
-        .unwrap();
-    let key = switchboard_core::auth::generate_api_key();
-    client
-        .execute(
-            "INSERT INTO gateway_api_keys (id, user_id, name, key_hash, key_prefix, role)
-             VALUES ($1, $2, 'test', $3, $4, 'user')",
-            &[
-                &uuid::Uuid::new_v4(),
-                &user_id,
-                &key.hash.as_slice(),
-                &key.display_prefix,
-            ],
-        )
-        .await
-        .unwrap();
-    key.plaintext.expose().to_owned()
+    db.account_with_key(user_id, "free", "user", None).await
 }
 
 pub async fn call(

@@ -33,15 +33,9 @@ pub fn python_with(module: &str) -> Option<PathBuf> {
 
 /// An account with `balance` USD and a gateway key (limited to `rpm` requests a minute).
 pub async fn user_key(db: &TestDb, user_id: &str, balance: i64, rpm: Option<i32>) -> String {
-    let client = db.pool().get().await.unwrap();
-    client
-        .execute(
-            "INSERT INTO accounts (user_id, tier) VALUES ($1, 'starter')",
-            &[&user_id],
-        )
-        .await
-        .unwrap();
+    let key = db.account_with_key(user_id, "starter", "user", rpm).await;
     if balance > 0 {
+        let client = db.pool().get().await.unwrap();
         switchboard_core::ledger::credit(
             &**client,
             user_id,
@@ -54,15 +48,7 @@ pub async fn user_key(db: &TestDb, user_id: &str, balance: i64, rpm: Option<i32>
         .await
         .unwrap();
     }
-    let key = switchboard_core::auth::generate_api_key();
-    client
-        .execute(
-            "INSERT INTO gateway_api_keys (id, user_id, key_hash, key_prefix, rpm_limit) VALUES ($1, $2, $3, $4, $5)",
-            &[&uuid::Uuid::new_v4(), &user_id, &key.hash.as_slice(), &key.display_prefix, &rpm],
-        )
-        .await
-        .unwrap();
-    key.plaintext.expose().to_string()
+    key
 }
 
 /// `switchboard serve` on a free port, with the OpenAI, Anthropic and Google providers
@@ -172,21 +158,6 @@ impl Serve {
 
 /// An admin account and its admin key.
 pub async fn admin_key(db: &TestDb, user_id: &str) -> String {
-    let client = db.pool().get().await.unwrap();
-    client
-        .execute(
-            "INSERT INTO accounts (user_id, tier) VALUES ($1, 'enterprise')",
-            &[&user_id],
-        )
+    db.account_with_key(user_id, "enterprise", "admin", None)
         .await
-        .unwrap();
-    let key = switchboard_core::auth::generate_api_key();
-    client
-        .execute(
-            "INSERT INTO gateway_api_keys (id, user_id, key_hash, key_prefix, role) VALUES ($1, $2, $3, $4, 'admin')",
-            &[&uuid::Uuid::new_v4(), &user_id, &key.hash.as_slice(), &key.display_prefix],
-        )
-        .await
-        .unwrap();
-    key.plaintext.expose().to_string()
 }
