@@ -8,26 +8,10 @@
 
 mod support;
 
-use support::{Serve, admin_key, python_with, user_key};
+use support::{Serve, admin_key, chromium, python_with, user_key};
 use switchboard_tests::fake_upstream::FakeUpstream;
 use switchboard_tests::moto::workspace_root;
 use switchboard_tests::test_db::TestDb;
-
-/// Debian's chromium, or `None` (the test skips) unless the test script required it.
-fn chromium() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("CHROMIUM")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/usr/bin/chromium".into());
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("SWITCHBOARD_REQUIRE_BROWSER").is_none(),
-        "chromium is missing (./scripts/test installs it with apt-get)"
-    );
-    eprintln!("skipped: no chromium (run ./scripts/test)");
-    None
-}
 
 #[tokio::test]
 async fn the_console_in_a_real_browser() {

@@ -12,10 +12,10 @@ use serde_json::{Map, Value, json};
 
 use super::registry::Registry;
 
-pub const EMF_NAMESPACE: &str = "Switchboard";
+pub(crate) const EMF_NAMESPACE: &str = "Switchboard";
 /// The only labels that become CloudWatch dimensions (each combination is a metric, and
 /// CloudWatch bills per metric).
-pub const EMF_DIMENSIONS: [&str; 4] = ["route", "model", "provider", "status_class"];
+pub(crate) const EMF_DIMENSIONS: [&str; 4] = ["route", "model", "provider", "status_class"];
 /// EMF's limit of values per metric per line.
 const MAX_VALUES: usize = 100;
 
@@ -48,7 +48,7 @@ fn unit(registry: &Registry, name: &str) -> &'static str {
 
 /// The EMF lines for everything recorded since the last call (and remembers the counters'
 /// values for the next one).
-pub fn render_emf(registry: &Registry, timestamp_ms: u64) -> Vec<String> {
+pub(crate) fn render_emf(registry: &Registry, timestamp_ms: u64) -> Vec<String> {
     let mut groups: BTreeMap<Dimensions, Group> = BTreeMap::new();
     let mut add = |key: &Key, unit: &'static str, values: Vec<f64>, sum: bool| {
         let group = groups.entry(dimensions(key)).or_default();
@@ -136,7 +136,7 @@ pub fn render_emf(registry: &Registry, timestamp_ms: u64) -> Vec<String> {
                 json!({
                     "Timestamp": timestamp_ms,
                     "CloudWatchMetrics": [{
-                        "Namespace": super::emf::EMF_NAMESPACE,
+                        "Namespace": EMF_NAMESPACE,
                         "Dimensions": sets,
                         "Metrics": definitions,
                     }],

@@ -22,7 +22,7 @@ use ::metrics::{
 };
 use rust_decimal::Decimal;
 
-pub use emf::{EMF_DIMENSIONS, EMF_NAMESPACE, render_emf};
+use emf::render_emf;
 pub use registry::Registry;
 
 use crate::providers::Usage;

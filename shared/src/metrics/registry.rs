@@ -152,13 +152,6 @@ impl Registry {
         read(&self.descriptions).get(name).cloned()
     }
 
-    /// A counter's value now (0 when never recorded): for tests and the EMF deltas.
-    pub fn counter_value(&self, key: &Key) -> u64 {
-        read(&self.counters)
-            .get(key)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-
     pub(crate) fn counters(&self) -> Vec<(Key, u64)> {
         read(&self.counters)
             .iter()

@@ -166,10 +166,6 @@ impl Trace {
         })))
     }
 
-    pub fn trace_id_hex(&self) -> String {
-        hex(&self.0.trace_id)
-    }
-
     /// Starts a child span of the request's span.
     pub fn child(&self, name: impl Into<String>, kind: SpanKind) -> ActiveSpan {
         ActiveSpan {
@@ -240,7 +236,7 @@ fn new_trace_id() -> [u8; 16] {
     }
 }
 
-/// A span under way; recorded when [`ActiveSpan::end`] is called or it is dropped.
+/// A span under way; recorded when it is dropped.
 #[derive(Debug)]
 pub struct ActiveSpan {
     trace: Trace,
@@ -269,8 +265,6 @@ impl ActiveSpan {
             hex(&self.span_id)
         )
     }
-
-    pub fn end(self) {}
 }
 
 impl Drop for ActiveSpan {

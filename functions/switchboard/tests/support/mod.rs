@@ -161,3 +161,19 @@ pub async fn admin_key(db: &TestDb, user_id: &str) -> String {
     db.account_with_key(user_id, "enterprise", "admin", None)
         .await
 }
+
+/// Debian's chromium, or `None` (the test skips) unless the test script required it.
+pub fn chromium() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("SWITCHBOARD_REQUIRE_BROWSER").is_none(),
+        "chromium is missing (./scripts/test installs it with apt-get)"
+    );
+    eprintln!("skipped: no chromium (run ./scripts/test)");
+    None
+}
