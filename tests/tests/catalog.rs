@@ -371,3 +371,133 @@ async fn a_zero_ttl_reloads_on_every_call() {
         .unwrap();
     assert!(!Arc::ptr_eq(&a, &b));
 }
+
+/// Read-your-writes (api.md, Admin function): right after `POST /admin/models` answers 201,
+/// every request of the same process sees the model — none is served the snapshot from
+/// before the write while one caller reloads. Before the fix, 39 of 40 such requests were
+/// 404 "does not exist".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_created_is_used_at_once_by_every_concurrent_request() {
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use serde_json::json;
+    use switchboard_tests::gateway::{Gateway, chat_request};
+    use tower::ServiceExt;
+
+    let gw = Gateway::start().await;
+    let key = gw.user("alice", "enterprise", "100.00").await;
+    let admin = gw.user("root", "enterprise", "0").await;
+    gw.db
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE gateway_api_keys SET role = 'admin' WHERE user_id = 'root'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let hello =
+        |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    // A warm snapshot, fresh for the whole test (TTL 5 s).
+    let (status, _, _) = gw.chat(&key, &hello("gpt-4o"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+
+    for round in 0..3 {
+        let model_id = format!("fresh-model-{round}");
+        let openai_id: i32 = gw
+            .db
+            .pool()
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT id FROM llm_providers WHERE provider_slug = 'openai'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let create = Request::post("/admin/models")
+            .header("authorization", format!("Bearer {admin}"))
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"provider_id": openai_id, "model_id": model_id, "context_window": 128000,
+                       "max_tokens": 4096, "cost_per_1m_input_tokens": "1.00",
+                       "cost_per_1m_output_tokens": "2.00"})
+                .to_string(),
+            ))
+            .unwrap();
+        let created = gw.send(create).await;
+        assert_eq!(created.status(), StatusCode::CREATED, "round {round}");
+        let callers: Vec<_> = (0..50)
+            .map(|_| {
+                let app = gw.app.clone();
+                let request = chat_request(&key, &hello(&model_id), &[]);
+                tokio::spawn(async move { app.oneshot(request).await.unwrap().status() })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for caller in callers {
+            statuses.push(caller.await.unwrap());
+        }
+        let not_ok: Vec<_> = statuses.iter().filter(|s| **s != StatusCode::OK).collect();
+        assert!(not_ok.is_empty(), "round {round}: {not_ok:?}");
+    }
+    gw.assert_ledger_consistent("alice").await;
+}
+
+/// After an invalidation, callers wait for one load that began after it (never the old
+/// snapshot while another caller reloads); when that load fails, they share its outcome
+/// (the last good snapshot) instead of each trying the database, until one TTL later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_after_an_invalidation_wait_for_one_fresh_load() {
+    let db = TestDb::new().await;
+    let source = Arc::new(CountingSource {
+        pool: db.pool().clone(),
+        broken: pool_for(&with_database(db.url(), "sbtest_does_not_exist")),
+        fail: AtomicBool::new(false),
+        loads: AtomicUsize::new(0),
+        delay: Duration::from_millis(200),
+    });
+    let cache = Arc::new(CatalogCache::new(Duration::from_millis(700)));
+    let first = cache.get(&*source).await.unwrap();
+
+    let concurrent_gets = |n: usize| {
+        (0..n)
+            .map(|_| {
+                let (cache, source) = (Arc::clone(&cache), Arc::clone(&source));
+                tokio::spawn(async move { cache.get(&*source).await.unwrap() })
+            })
+            .collect::<Vec<_>>()
+    };
+    exec(&db, NEW_PROVIDER).await;
+    cache.invalidate();
+    for caller in concurrent_gets(16) {
+        assert_eq!(provider_count(&caller.await.unwrap()), 8);
+    }
+    assert_eq!(
+        source.loads.load(Ordering::SeqCst),
+        2,
+        "one load for all 16"
+    );
+
+    // A failing load after an invalidation: one attempt, the last good snapshot for all.
+    source.fail.store(true, Ordering::SeqCst);
+    cache.invalidate();
+    let last_good = cache.current().unwrap();
+    for caller in concurrent_gets(8) {
+        assert!(Arc::ptr_eq(&caller.await.unwrap(), &last_good));
+    }
+    assert_eq!(source.loads.load(Ordering::SeqCst), 3);
+    // Within the TTL after the failure: served without another attempt.
+    assert!(Arc::ptr_eq(&cache.get(&*source).await.unwrap(), &last_good));
+    assert_eq!(source.loads.load(Ordering::SeqCst), 3);
+    // Then the next caller tries again, and sees the database as it is now.
+    source.fail.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    let reloaded = cache.get(&*source).await.unwrap();
+    assert_eq!(source.loads.load(Ordering::SeqCst), 4);
+    assert!(!Arc::ptr_eq(&reloaded, &first) && !Arc::ptr_eq(&reloaded, &last_good));
+}

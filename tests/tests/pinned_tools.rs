@@ -79,14 +79,13 @@ fn unpinned_installs(script: &str) -> Vec<String> {
             .map(|w| w.trim_matches(['"', '\'', '(', '{']))
             .collect();
         let has = |a: &str, b: &str| words.windows(2).any(|w| w[0].ends_with(a) && w[1] == b);
-        if has("pip", "install") || has("pip3", "install") {
-            if !line.contains("--require-hashes") || requirement_file(&line).is_none() {
-                problems.push(format!(
-                    "pip install without `--require-hashes -r <lock>`: {line}"
-                ));
-            }
+        let pip = has("pip", "install") || has("pip3", "install");
+        if pip && (!line.contains("--require-hashes") || requirement_file(&line).is_none()) {
+            problems.push(format!(
+                "pip install without `--require-hashes -r <lock>`: {line}"
+            ));
         }
-        if has("npm", "install") || has("npm", "i") || words.iter().any(|w| *w == "npx") {
+        if has("npm", "install") || has("npm", "i") || words.contains(&"npx") {
             problems.push(format!(
                 "npm install/npx instead of `npm ci` from a lockfile: {line}"
             ));

@@ -693,8 +693,9 @@ async fn start_upstream(bin_dir: &Path, logs: &Path) -> (Proc, String) {
 #[tokio::main]
 async fn main() {
     let options = options();
-    let oha = load::find_oha()
-        .expect("oha not found: `cargo install oha --version =1.16.0 --locked` (scripts/bench does it)");
+    let oha = load::find_oha().expect(
+        "oha not found: `cargo install oha --version =1.16.0 --locked` (scripts/bench does it)",
+    );
     for binary in ["switchboard", "bench-upstream", "chat"] {
         let path = options.bin_dir.join(binary);
         assert!(

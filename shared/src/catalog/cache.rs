@@ -3,14 +3,16 @@
 //!
 //! - A snapshot is served for `ttl` (default 5 s, `SWITCHBOARD_CATALOG_TTL_SECS`); the first
 //!   caller after that reloads it.
-//! - Single flight: while one caller reloads, the others are served the previous snapshot
-//!   at once (they neither wait nor query). Only when there is no snapshot yet do callers
-//!   wait, for the one load in flight.
+//! - Single flight on expiry: while one caller reloads an expired snapshot, the others are
+//!   served the previous one at once (they neither wait nor query).
+//! - Read-your-writes after [`CatalogCache::invalidate`] (an admin write, a breaker or
+//!   health change in this process): a caller that arrives after the invalidation never
+//!   gets a snapshot loaded before it; it waits for a load that began after the
+//!   invalidation (one load serves every caller waiting for it). A model created and used
+//!   at once is never a 404 in the process that created it.
 //! - A failed reload keeps the last good snapshot (logged as a warning) and is retried after
-//!   another `ttl`; only the very first load can fail a request.
-//! - [`CatalogCache::invalidate`] makes the next call reload (admin writes in this process).
-//!   A reload that started before an invalidation is stored but counts as stale, so a write
-//!   is never hidden for a whole `ttl`.
+//!   another `ttl` (after an invalidation: by the next caller); only a load with no
+//!   snapshot to fall back on can fail a request.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,15 +41,20 @@ struct CachedSnapshot {
     catalog: Arc<Catalog>,
     /// After this instant the next caller reloads.
     refresh_after: Instant,
+    /// The invalidation generation when its load began: older than the current one means
+    /// an invalidation may not be in it.
+    generation: u64,
+    /// The generation of the latest load that failed: until `refresh_after`, callers
+    /// waiting for that invalidation are served this snapshot instead of loading again.
+    failed_generation: Option<u64>,
 }
 
 pub struct CatalogCache {
     ttl: Duration,
     snapshot: RwLock<Option<CachedSnapshot>>,
-    /// Held by the one caller that is reloading.
+    /// Held by the one caller that is loading.
     reloading: tokio::sync::Mutex<()>,
-    /// Bumped by `invalidate`; a reload stores its result as fresh only if this did not
-    /// change while it ran.
+    /// Bumped by `invalidate`.
     generation: AtomicU64,
 }
 
@@ -58,6 +65,15 @@ impl std::fmt::Debug for CatalogCache {
             .field("loaded", &self.current().is_some())
             .finish()
     }
+}
+
+/// What a caller finds in the cache.
+enum Found {
+    Fresh(Arc<Catalog>),
+    /// Older than the TTL, but holding every invalidation so far.
+    Expired(Arc<Catalog>),
+    /// Loaded before an invalidation (or nothing loaded yet).
+    Invalidated(Option<Arc<Catalog>>),
 }
 
 impl CatalogCache {
@@ -75,105 +91,113 @@ impl CatalogCache {
     }
 
     /// The current snapshot, reloading it from `source` first when it is older than the
-    /// TTL (see the module docs for single flight and failures). Errors only when no
-    /// snapshot was ever loaded and loading fails.
+    /// TTL or an invalidation (see the module docs for single flight, read-your-writes and
+    /// failures). Errors only when there is no snapshot to fall back on and loading fails.
     pub async fn get(&self, source: &impl CatalogSource) -> Result<Arc<Catalog>, CatalogError> {
-        let previous = match self.read() {
-            Some((catalog, true)) => return Ok(catalog),
-            Some((catalog, false)) => Some(catalog),
-            None => None,
-        };
-        match previous {
-            Some(previous) => {
+        let wanted = self.generation.load(Ordering::Acquire);
+        match self.find(wanted) {
+            Found::Fresh(catalog) => Ok(catalog),
+            Found::Expired(previous) => {
                 // Another caller is reloading: serve the previous snapshot without waiting.
                 let Ok(_reloading) = self.reloading.try_lock() else {
                     return Ok(previous);
                 };
-                if let Some((catalog, true)) = self.read() {
+                if let Found::Fresh(catalog) = self.find(wanted) {
                     return Ok(catalog);
                 }
-                let generation = self.generation.load(Ordering::Acquire);
-                match source.load_catalog().await {
-                    Ok(catalog) => Ok(self.store(catalog, generation)),
-                    Err(error) => {
-                        tracing::warn!(
-                            error = %error,
-                            retry_in_secs = self.ttl.as_secs_f64(),
-                            "catalog refresh failed; serving the last good snapshot"
-                        );
-                        self.postpone_refresh();
-                        Ok(previous)
-                    }
-                }
+                self.load(source, Some(previous)).await
             }
-            None => {
+            Found::Invalidated(previous) => {
                 let _reloading = self.reloading.lock().await;
-                // Loaded by the caller we waited for.
-                if let Some((catalog, _)) = self.read() {
+                // Loaded (or failed, see `find`) by the caller we waited for.
+                if let Found::Fresh(catalog) = self.find(wanted) {
                     return Ok(catalog);
                 }
-                let generation = self.generation.load(Ordering::Acquire);
-                let catalog = source.load_catalog().await?;
-                Ok(self.store(catalog, generation))
+                self.load(source, previous).await
             }
         }
     }
 
     /// The snapshot in memory, however old, without loading anything.
     pub fn current(&self) -> Option<Arc<Catalog>> {
-        self.read().map(|(catalog, _)| catalog)
+        let slot = self.snapshot.read().unwrap_or_else(PoisonError::into_inner);
+        slot.as_ref().map(|cached| Arc::clone(&cached.catalog))
     }
 
-    /// Makes the next [`get`](Self::get) reload (after an admin write in this process).
+    /// Makes every later [`get`](Self::get) in this process see a snapshot loaded after
+    /// this call (after an admin write, a breaker or health change).
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        let mut slot = self
-            .snapshot
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(cached) = slot.as_mut() {
-            cached.refresh_after = Instant::now();
+    }
+
+    fn find(&self, wanted: u64) -> Found {
+        let slot = self.snapshot.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(cached) = slot.as_ref() else {
+            return Found::Invalidated(None);
+        };
+        let catalog = Arc::clone(&cached.catalog);
+        let unexpired = Instant::now() < cached.refresh_after;
+        if cached.generation >= wanted {
+            if unexpired {
+                Found::Fresh(catalog)
+            } else {
+                Found::Expired(catalog)
+            }
+        } else if unexpired && cached.failed_generation.is_some_and(|g| g >= wanted) {
+            // A load for this invalidation just failed: the last good snapshot until the
+            // retry, rather than every caller trying the database again.
+            Found::Fresh(catalog)
+        } else {
+            Found::Invalidated(Some(catalog))
         }
     }
 
-    /// The snapshot and whether it is still fresh.
-    fn read(&self) -> Option<(Arc<Catalog>, bool)> {
-        let slot = self.snapshot.read().unwrap_or_else(PoisonError::into_inner);
-        slot.as_ref().map(|cached| {
-            (
-                Arc::clone(&cached.catalog),
-                Instant::now() < cached.refresh_after,
-            )
-        })
+    /// Loads a snapshot (the caller holds `reloading`); on failure falls back on
+    /// `previous` when there is one.
+    async fn load(
+        &self,
+        source: &impl CatalogSource,
+        previous: Option<Arc<Catalog>>,
+    ) -> Result<Arc<Catalog>, CatalogError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        match (source.load_catalog().await, previous) {
+            (Ok(catalog), _) => Ok(self.store(catalog, generation)),
+            (Err(error), Some(previous)) => {
+                tracing::warn!(
+                    error = %error,
+                    retry_in_secs = self.ttl.as_secs_f64(),
+                    "catalog refresh failed; serving the last good snapshot"
+                );
+                self.postpone_refresh(generation);
+                Ok(previous)
+            }
+            (Err(error), None) => Err(error),
+        }
     }
 
-    fn store(&self, catalog: Catalog, generation_at_start: u64) -> Arc<Catalog> {
+    fn store(&self, catalog: Catalog, generation: u64) -> Arc<Catalog> {
         let catalog = Arc::new(catalog);
-        let now = Instant::now();
-        let refresh_after = if self.generation.load(Ordering::Acquire) == generation_at_start {
-            now + self.ttl
-        } else {
-            // Invalidated while loading: the load may predate the write.
-            now
-        };
         let mut slot = self
             .snapshot
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         *slot = Some(CachedSnapshot {
             catalog: Arc::clone(&catalog),
-            refresh_after,
+            refresh_after: Instant::now() + self.ttl,
+            generation,
+            failed_generation: None,
         });
         catalog
     }
 
-    fn postpone_refresh(&self) {
+    fn postpone_refresh(&self, failed_generation: u64) {
         let mut slot = self
             .snapshot
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(cached) = slot.as_mut() {
             cached.refresh_after = Instant::now() + self.ttl;
+            cached.failed_generation = Some(failed_generation);
         }
     }
 }
