@@ -119,7 +119,7 @@ async fn auth_failure_never_leaks_the_key() {
 async fn max_tokens_defaults_and_parameter_limits() {
     let fake = FakeUpstream::start().await;
     let mut target = target(FORMAT, &fake);
-    target.default_max_tokens = None;
+    target.max_output_tokens = None;
     let request = request_from(json!({
         "model": "auto",
         "messages": [{"role": "user", "content": "hi"}],

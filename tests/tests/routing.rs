@@ -20,8 +20,9 @@ use switchboard_core::config::PowerLevelCeilings;
 use switchboard_core::http::ApiError;
 use switchboard_core::ledger;
 use switchboard_core::routing::{
-    Candidate, CandidatePlan, DEFAULT_OUTPUT_TOKENS, RequiredCapabilities, RoutingContext,
-    RoutingError, RoutingFilter, RoutingRequest, blended_cost_per_1m, plan_candidates,
+    Candidate, CandidatePlan, DEFAULT_OUTPUT_TOKENS, OutputBudget, RequiredCapabilities,
+    RoutingContext, RoutingError, RoutingFilter, RoutingRequest, blended_cost_per_1m,
+    plan_candidates,
 };
 use switchboard_tests::test_db::TestDb;
 
@@ -676,39 +677,111 @@ async fn capabilities_need_both_model_and_provider_support() {
     assert_eq!(routed(&catalog, &json), vec![GPT4O]);
 }
 
+/// The output of each candidate: the request's `max_tokens` clamped to the model's output
+/// limit and to what the context window leaves after the prompt (api.md: a client-side
+/// limit is never a 503); only a prompt that alone fits nowhere is refused, with a 400.
 #[tokio::test]
-async fn context_window_and_output_limits() {
+async fn output_is_clamped_to_the_model_and_a_prompt_too_long_is_a_400() {
     let db = TestDb::new().await;
     let catalog = catalog(&db).await;
+    let output = |plan: &CandidatePlan| plan.candidates[0].output;
     // Llama 3 70B: 8,192-token context window, 8,192 output tokens.
     let mut req = auto(Tier::Free, PowerLevel::Eco);
     req.estimated_prompt_tokens = 8_000;
     req.requested_output_tokens = Some(192);
-    assert_eq!(routed(&catalog, &req), vec![LLAMA], "exactly the window");
-    req.requested_output_tokens = Some(193);
-    let (filter, message) = removed_by(&catalog, &req);
-    assert_eq!(filter, RoutingFilter::ContextWindow);
-    assert!(
-        message.contains(
-            "about 8193 tokens (prompt 8000 + output 193) exceed the context window of 8192 tokens"
-        ),
-        "{message}"
+    let exact = plan(&catalog, &req).unwrap();
+    assert_eq!(route(&exact), vec![LLAMA], "exactly the window");
+    assert_eq!(
+        output(&exact),
+        OutputBudget {
+            max_tokens: 192,
+            clamped: false
+        }
     );
+    // One more than the window leaves: clamped to what is left, not refused.
+    for requested in [193, 32_000, 128_000] {
+        req.requested_output_tokens = Some(requested);
+        let clamped = plan(&catalog, &req).unwrap();
+        assert_eq!(route(&clamped), vec![LLAMA]);
+        assert_eq!(
+            output(&clamped),
+            OutputBudget {
+                max_tokens: 192,
+                clamped: true
+            },
+            "{requested}"
+        );
+    }
+    // No max_tokens: what the window leaves, and no clamp to report.
     req.requested_output_tokens = None;
-    req.estimated_prompt_tokens = 8_193;
-    assert_eq!(removed_by(&catalog, &req).0, RoutingFilter::ContextWindow);
+    assert_eq!(
+        output(&plan(&catalog, &req).unwrap()),
+        OutputBudget {
+            max_tokens: 192,
+            clamped: false
+        }
+    );
+    // The prompt alone does not fit: 400 context_length_exceeded on `messages`.
+    req.estimated_prompt_tokens = 8_192;
+    req.requested_output_tokens = Some(32_000);
+    let error = plan(&catalog, &req).unwrap_err();
+    assert!(
+        matches!(error, RoutingError::ContextLengthExceeded { .. }),
+        "{error:?}"
+    );
+    assert_eq!(http_status(&error), 400);
+    assert_eq!(error_code(&error), "context_length_exceeded");
+    assert_eq!(
+        ApiError::from(error.clone()).body()["error"]["param"],
+        "messages"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("the prompt of about 8192 tokens does not fit the context window of 8192 tokens of `meta-llama/llama-3-70b-instruct`"),
+        "{error}"
+    );
 
-    // GPT-4o: 16,384 output tokens at most.
+    // GPT-4o: 16,384 output tokens at most, whatever the client's default.
     let mut named = request(Tier::Free, PowerLevel::Balanced, "gpt-4o");
     named.requested_output_tokens = Some(16_384);
-    assert_eq!(routed(&catalog, &named), vec![GPT4O]);
-    named.requested_output_tokens = Some(16_385);
-    let (filter, message) = removed_by(&catalog, &named);
-    assert_eq!(filter, RoutingFilter::ContextWindow);
-    assert!(
-        message.contains("requested output of 16385 tokens exceeds the 16384 output tokens"),
-        "{message}"
+    assert_eq!(
+        output(&plan(&catalog, &named).unwrap()),
+        OutputBudget {
+            max_tokens: 16_384,
+            clamped: false
+        }
     );
+    for requested in [16_385, 32_000, 128_000] {
+        named.requested_output_tokens = Some(requested);
+        assert_eq!(
+            output(&plan(&catalog, &named).unwrap()),
+            OutputBudget {
+                max_tokens: 16_384,
+                clamped: true
+            }
+        );
+    }
+}
+
+/// `auto` prefers an offer whose output limit fits the requested `max_tokens` over one that
+/// would clamp it, before priority; when none fits, priority decides as usual.
+#[tokio::test]
+async fn offers_that_fit_the_requested_output_come_before_those_that_clamp_it() {
+    let db = TestDb::new().await;
+    // Balanced: GPT-4 Turbo (4,096 output) at priority 1 (seed), GPT-4o (16,384) at 2.
+    add_rule(&db, "gpt-4o", "balanced", "priority", "2").await;
+    let catalog = catalog(&db).await;
+    let mut req = auto(Tier::Starter, PowerLevel::Balanced);
+    req.requested_output_tokens = Some(1_000);
+    assert_eq!(route(&plan(&catalog, &req).unwrap()), vec![TURBO, GPT4O]);
+    req.requested_output_tokens = Some(10_000);
+    let plan10k = plan(&catalog, &req).unwrap();
+    assert_eq!(route(&plan10k), vec![GPT4O, TURBO]);
+    assert!(!plan10k.candidates[0].output.clamped);
+    assert_eq!(plan10k.candidates[1].output.max_tokens, 4_096);
+    req.requested_output_tokens = Some(32_000);
+    assert_eq!(route(&plan(&catalog, &req).unwrap()), vec![TURBO, GPT4O]);
 }
 
 #[tokio::test]
@@ -1290,7 +1363,9 @@ fn max_cost_over_candidates(
 ) -> Decimal {
     let offers = candidates.iter().map(|c| ledger::HoldOffer {
         prices: ledger::TokenPrices::of(&c.model),
-        max_output_tokens: u64::from(c.output_token_limit(requested_output)),
+        max_output_tokens: u64::from(
+            OutputBudget::of(&c.model, prompt, requested_output).max_tokens,
+        ),
         byok: c.byok,
         may_write_cache: false,
     });
@@ -1321,19 +1396,30 @@ async fn max_cost_is_the_worst_case_of_the_candidates_that_may_be_tried() {
     assert_eq!(max_cost(turbo, 1000, Some(100)), Decimal::new(13, 3)); // 0.01 + 0.003
     assert_eq!(max_cost(gpt4o, 1000, None), Decimal::new(16634, 5)); // 0.0025 + 16384 × 10e-6
     assert_eq!(max_cost(claude, 1000, None), Decimal::new(12588, 5)); // 0.003 + 8192 × 15e-6
-    assert_eq!(turbo.output_token_limit(None), 4096);
-    assert_eq!(turbo.output_token_limit(Some(7)), 7);
+    let budget = |c: &Candidate, requested| OutputBudget::of(&c.model, 1000, requested);
+    assert_eq!(budget(turbo, None).max_tokens, 4096);
+    assert_eq!(budget(turbo, Some(7)).max_tokens, 7);
+    // Above the model's output limit: clamped to it, and said so.
+    assert_eq!(
+        budget(turbo, Some(10_000)),
+        OutputBudget {
+            max_tokens: 4096,
+            clamped: true
+        }
+    );
+    assert!(!budget(turbo, Some(4096)).clamped);
 
     assert_eq!(max_cost_over(&plan, 1, 1000, None), Decimal::new(16634, 5));
     assert_eq!(max_cost_over(&plan, 3, 1000, None), Decimal::new(16634, 5));
-    // With a large requested output, GPT-4 Turbo's output price dominates.
+    // With a large requested output: GPT-4o (16,384 limit) holds 10,000 × 10e-6; GPT-4
+    // Turbo is clamped to its 4,096 and holds 0.01 + 4096 × 30e-6.
     assert_eq!(
         max_cost_over(&plan, 1, 1000, Some(10_000)),
         Decimal::new(1025, 4)
     );
     assert_eq!(
         max_cost_over(&plan, 2, 1000, Some(10_000)),
-        Decimal::new(31, 2)
+        Decimal::new(13288, 5)
     );
     assert_eq!(
         max_cost_over(&plan, 3, 1000, Some(100)),
@@ -1356,7 +1442,10 @@ async fn max_cost_is_the_worst_case_of_the_candidates_that_may_be_tried() {
     )
     .unwrap();
     let candidate = &plan.candidates[0];
-    assert_eq!(candidate.output_token_limit(None), DEFAULT_OUTPUT_TOKENS);
+    assert_eq!(
+        OutputBudget::of(&candidate.model, 1, None).max_tokens,
+        DEFAULT_OUTPUT_TOKENS
+    );
     assert_eq!(max_cost(candidate, 1, None), Decimal::new(2, 9)); // 1.5e-9 → 2e-9
     assert_eq!(max_cost(candidate, 0, None), Decimal::ZERO);
 }
@@ -1456,8 +1545,19 @@ fn eligible_by_oracle(
     now: DateTime<Utc>,
 ) -> BTreeSet<(i32, i32)> {
     let ceilings = PowerLevelCeilings::default();
-    let total = u64::from(request.estimated_prompt_tokens)
-        + u64::from(request.requested_output_tokens.unwrap_or(0));
+    let prompt = u64::from(request.estimated_prompt_tokens);
+    // The output a call may produce: the request's, at most the model's limit (4,096 when
+    // unset) and what the window leaves (at least 1).
+    let output = |m: &Model| {
+        request.requested_output_tokens.map_or(0, |o| {
+            let limit = m
+                .max_tokens
+                .filter(|max| *max > 0)
+                .map_or(4_096, |max| max as u64);
+            let left = (m.context_window as u64).saturating_sub(prompt).max(1);
+            u64::from(o).min(limit).min(left)
+        })
+    };
     let caps = request.capabilities;
     let mut eligible: Vec<(i32, i32, bool)> = Vec::new();
     for rule in catalog.rules() {
@@ -1481,13 +1581,13 @@ fn eligible_by_oracle(
                 || (m.supports_function_calling && p.supports_function_calling))
             && (!caps.vision || (m.supports_vision && p.supports_vision))
             && (!caps.json_mode || m.supports_json_mode)
-            && total <= m.context_window as u64
-            && request.requested_output_tokens.is_none_or(|o| {
-                m.max_tokens
-                    .is_none_or(|max| i64::from(o) <= i64::from(max))
-            })
-            && rule.min_tokens.is_none_or(|min| total >= min as u64)
-            && rule.max_tokens.is_none_or(|max| total <= max as u64)
+            && prompt < m.context_window as u64
+            && rule
+                .min_tokens
+                .is_none_or(|min| prompt + output(m) >= min as u64)
+            && rule
+                .max_tokens
+                .is_none_or(|max| prompt + output(m) <= max as u64)
             && blended_cost_per_1m(m) <= ceilings.explicit_rule_ceiling(request.power_level)
             && (!rule.requires_byok || byok)
             && (byok || (p.is_system_provider && has_system_key) || p.auth_type == AuthType::None);
@@ -1637,10 +1737,11 @@ async fn random_catalogs_never_yield_a_filtered_out_candidate() {
                     .collect();
                 assert_eq!(got.len(), plan.candidates.len(), "#{iteration}: duplicates");
                 assert_eq!(got, expected, "#{iteration}: {req:?}");
-                // Ordering: fallbacks last by fallback_order, then priority, BYOK first.
+                // Ordering: fallbacks last by fallback_order, then offers that do not clamp
+                // the requested output, then priority, BYOK first.
                 let rules: HashMap<i32, &RoutingRule> =
                     catalog.rules().iter().map(|r| (r.id, r.as_ref())).collect();
-                let keys: Vec<(bool, i32, i32, bool)> = plan
+                let keys: Vec<(bool, i32, bool, i32, bool)> = plan
                     .candidates
                     .iter()
                     .map(|c| {
@@ -1650,7 +1751,16 @@ async fn random_catalogs_never_yield_a_filtered_out_candidate() {
                         } else {
                             0
                         };
-                        (rule.is_fallback, fallback_order, rule.priority, !c.byok)
+                        let clamps = req
+                            .requested_output_tokens
+                            .is_some_and(|o| o > c.output.max_tokens);
+                        (
+                            rule.is_fallback,
+                            fallback_order,
+                            clamps,
+                            rule.priority,
+                            !c.byok,
+                        )
                     })
                     .collect();
                 assert!(
@@ -1671,7 +1781,7 @@ async fn random_catalogs_never_yield_a_filtered_out_candidate() {
                     expected.is_empty(),
                     "#{iteration}: {e} but {expected:?} were eligible"
                 );
-                assert!(matches!(http_status(&e), 403 | 503), "{e:?}");
+                assert!(matches!(http_status(&e), 400 | 403 | 503), "{e:?}");
             }
         }
     }

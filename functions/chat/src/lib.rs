@@ -104,9 +104,17 @@ fn run_options(
     Ok(options)
 }
 
-/// `x-switchboard-provider` / `x-switchboard-model`: which offer answered.
+/// `x-switchboard-provider` / `x-switchboard-model`: which offer answered; and
+/// `x-switchboard-max-tokens` when the request's `max_tokens` was clamped to its limit (on
+/// a stream, the only place that says so before the last chunk).
 fn routed_headers(response: &mut Response, routed: &Routed) {
     let headers = response.headers_mut();
+    if let Some(clamped_to) = routed.max_tokens_clamped_to {
+        headers.insert(
+            HeaderName::from_static("x-switchboard-max-tokens"),
+            HeaderValue::from(clamped_to),
+        );
+    }
     if let Ok(v) = HeaderValue::from_str(&routed.provider_slug) {
         headers.insert(HeaderName::from_static("x-switchboard-provider"), v);
     }

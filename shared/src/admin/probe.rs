@@ -144,7 +144,7 @@ async fn chat_call(
         auth_type: provider.auth_type,
         model_id: model.to_string(),
         api_key: key.cloned(),
-        default_max_tokens: Some(1),
+        max_output_tokens: Some(1),
         forward_unpriced_fields: false,
         auto_cache_control: false,
         traceparent: None,

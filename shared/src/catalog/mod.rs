@@ -12,7 +12,7 @@ pub mod types;
 pub use cache::{CatalogCache, CatalogSource, DEFAULT_CATALOG_TTL};
 
 /// Output tokens assumed when a request sets no `max_tokens` and its model has none
-/// either: the hold's upper bound (`routing::Candidate::output_token_limit`) and the
+/// either: the hold's upper bound (`routing::OutputBudget`) and the
 /// `max_tokens` sent to formats that require one (Anthropic).
 pub const DEFAULT_OUTPUT_TOKENS: u32 = 4096;
 pub use queries::{

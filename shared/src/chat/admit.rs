@@ -135,7 +135,6 @@ impl Run {
     /// then the hold for the worst case of the candidates that may be tried. A provider at
     /// its limit gives way to the next candidate (one more round trip, only then).
     pub(super) async fn admit(&mut self) -> Result<Hold, ApiError> {
-        let requested_output = self.work.requested_output_tokens();
         let key_rpm = self
             .caller
             .rpm_limit
@@ -152,8 +151,8 @@ impl Run {
                 ledger_id: self.ledger_id.clone(),
                 key_id: self.caller.key_id,
                 key_rpm,
-                provider: Some(provider_limit(first, self.prompt_tokens, requested_output)),
-                hold: self.hold_amount(requested_output),
+                provider: Some(provider_limit(first, self.prompt_tokens)),
+                hold: self.hold_amount(),
                 hold_ttl: self.state.config.ledger.hold_ttl,
             };
             self.note_labels(first);
@@ -201,11 +200,11 @@ impl Run {
 
     /// The hold (ledger.md): the worst case over the candidates that may be tried — the
     /// provider cost for platform-key candidates, the platform fee for BYOK ones.
-    fn hold_amount(&self, requested_output: Option<u32>) -> Decimal {
+    fn hold_amount(&self) -> Decimal {
         let has_cache_control = self.work.has_cache_control();
         let offers = self.candidates.iter().map(|c| ledger::HoldOffer {
             prices: ledger::TokenPrices::of(&c.model),
-            max_output_tokens: u64::from(c.output_token_limit(requested_output)),
+            max_output_tokens: u64::from(c.output.max_tokens),
             byok: c.byok,
             may_write_cache: has_cache_control || self.adds_cache_control(c),
         });
@@ -224,11 +223,7 @@ impl Run {
         {
             return true;
         }
-        let limit = provider_limit(
-            candidate,
-            self.prompt_tokens,
-            self.work.requested_output_tokens(),
-        );
+        let limit = provider_limit(candidate, self.prompt_tokens);
         match self.state.pool.get().await {
             Ok(client) => match admission::take_provider_slot(&**client, &limit).await {
                 Ok(None) => true,
@@ -243,17 +238,12 @@ impl Run {
     }
 }
 
-fn provider_limit(
-    candidate: &Candidate,
-    prompt_tokens: u32,
-    requested_output: Option<u32>,
-) -> ProviderLimit {
+fn provider_limit(candidate: &Candidate, prompt_tokens: u32) -> ProviderLimit {
     ProviderLimit {
         provider_id: candidate.provider.id,
         rpm: candidate.provider.rate_limit_rpm,
         tpm: candidate.provider.rate_limit_tpm,
-        tokens: i64::from(prompt_tokens)
-            + i64::from(candidate.output_token_limit(requested_output)),
+        tokens: i64::from(prompt_tokens) + i64::from(candidate.output.max_tokens),
     }
 }
 

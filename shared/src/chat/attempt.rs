@@ -160,8 +160,9 @@ impl Run {
                 auth_type: candidate.provider.auth_type,
                 model_id: candidate.model.model_id.clone(),
                 api_key,
-                // The limit the hold assumed, sent when the request has none.
-                default_max_tokens: Some(candidate.output_token_limit(None)),
+                // The limit the hold assumed: in place of a larger request value, or when
+                // the request has none.
+                max_output_tokens: Some(candidate.output.max_tokens),
                 forward_unpriced_fields: candidate.byok,
                 auto_cache_control: self.adds_cache_control(candidate),
                 traceparent: None,
@@ -548,6 +549,9 @@ impl Run {
             "attempts": self.attempts.len(),
             "request_id": self.request_id,
         });
+        if candidate.output.clamped {
+            metadata["max_tokens_clamped_to"] = json!(candidate.output.max_tokens);
+        }
         match settled {
             Settled::Captured { balance } => {
                 metadata["credits_remaining"] = json!(balance.normalize().to_string());
@@ -618,6 +622,10 @@ impl Routed {
         Routed {
             provider_slug: candidate.provider.provider_slug.clone(),
             model_id: candidate.model.model_id.clone(),
+            max_tokens_clamped_to: candidate
+                .output
+                .clamped
+                .then_some(candidate.output.max_tokens),
         }
     }
 }

@@ -139,6 +139,9 @@ fn header_enum<T: std::str::FromStr<Err = UnknownValue>>(
 pub struct Routed {
     pub provider_slug: String,
     pub model_id: String,
+    /// The request's `max_tokens` was above this offer's output limit and was sent (and
+    /// held) at this value (`x-switchboard-max-tokens`, `_metadata.max_tokens_clamped_to`).
+    pub max_tokens_clamped_to: Option<u32>,
 }
 
 /// The answer of a run.

@@ -24,6 +24,10 @@ pub enum ApiError {
         message: String,
         param: Option<String>,
     },
+    /// 400 `context_length_exceeded` (`param: messages`): the prompt alone is longer than
+    /// every candidate's context window.
+    #[error("{0}")]
+    ContextLengthExceeded(String),
     #[error("{0}")]
     Authentication(String),
     #[error("{0}")]
@@ -83,7 +87,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest { .. } | Self::ContextLengthExceeded(_) => StatusCode::BAD_REQUEST,
             Self::Authentication(_) => StatusCode::UNAUTHORIZED,
             Self::InsufficientCredits(_) | Self::MonthlyCapExceeded(_) => {
                 StatusCode::PAYMENT_REQUIRED
@@ -108,6 +112,7 @@ impl ApiError {
     pub fn kind(&self) -> (&'static str, &'static str) {
         match self {
             Self::InvalidRequest { .. } => ("invalid_request_error", "invalid_request_error"),
+            Self::ContextLengthExceeded(_) => ("invalid_request_error", "context_length_exceeded"),
             Self::Authentication(_) => ("authentication_error", "invalid_api_key"),
             Self::InsufficientCredits(_) => ("insufficient_credits", "insufficient_credits"),
             Self::MonthlyCapExceeded(_) => ("monthly_cap_exceeded", "monthly_cap_exceeded"),
@@ -132,6 +137,7 @@ impl ApiError {
         let (kind, code) = self.kind();
         let param = match self {
             Self::InvalidRequest { param, .. } => param.clone(),
+            Self::ContextLengthExceeded(_) => Some("messages".into()),
             _ => None,
         };
         json!({ "error": { "message": self.to_string(), "type": kind, "code": code, "param": param } })
@@ -202,6 +208,9 @@ impl From<crate::routing::RoutingError> for ApiError {
                 param: Some("model".into()),
             },
             RoutingError::TierTooLow { .. } => Self::Permission(error.to_string()),
+            RoutingError::ContextLengthExceeded { .. } => {
+                Self::ContextLengthExceeded(error.to_string())
+            }
             RoutingError::NoAvailableProvider { .. } => {
                 Self::NoAvailableProvider(error.to_string())
             }

@@ -23,11 +23,13 @@ pub struct UpstreamTarget {
     pub model_id: String,
     /// System or BYOK key; `None` only for `auth_type = none`.
     pub api_key: Option<Secret>,
-    /// The output limit sent when the client gave none: the limit the hold assumed (the
-    /// model's max output from the catalog, else 4096), so that the hold stays an upper
-    /// bound in every format. `None` (probes, key checks): nothing is added, except for
-    /// Anthropic, which requires one (4096).
-    pub default_max_tokens: Option<u32>,
+    /// The most output the call may produce: the limit the hold assumed (the request's
+    /// `max_tokens` clamped to the model's output limit and to what its context window
+    /// leaves after the prompt; without one, that limit). Sent in every format, in place
+    /// of a larger request value and when the request gave none, so that the hold stays
+    /// an upper bound. `None` (probes, key checks): the request's own value, if any (and
+    /// for Anthropic, which requires one, 4096). See [`UpstreamTarget::output_tokens`].
+    pub max_output_tokens: Option<u32>,
     /// Forward request fields Switchboard does not price (the user's own key: the user
     /// pays the provider). On the platform's key only [`FORWARDED_FIELDS`] pass.
     pub forward_unpriced_fields: bool,
@@ -37,6 +39,18 @@ pub struct UpstreamTarget {
     pub auto_cache_control: bool,
     /// The W3C `traceparent` of this call's span, sent to the provider when tracing is on.
     pub traceparent: Option<String>,
+}
+
+impl UpstreamTarget {
+    /// The output limit to send for `request`: its own `max_tokens` (or
+    /// `max_completion_tokens`) when within [`max_output_tokens`](Self::max_output_tokens),
+    /// else that limit.
+    pub fn output_tokens(&self, request: &super::ChatRequest) -> Option<u32> {
+        match (request.requested_output_tokens(), self.max_output_tokens) {
+            (Some(requested), Some(limit)) => Some(requested.min(limit)),
+            (requested, limit) => requested.or(limit),
+        }
+    }
 }
 
 /// Request fields outside [`ChatRequest`](super::ChatRequest)'s own that reach an

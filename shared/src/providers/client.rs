@@ -410,7 +410,7 @@ mod tests {
             auth_type,
             model_id: "m".to_owned(),
             api_key: key.map(Secret::new),
-            default_max_tokens: None,
+            max_output_tokens: None,
             forward_unpriced_fields: false,
             auto_cache_control: false,
             traceparent: None,

@@ -376,7 +376,7 @@ mod tests {
             auth_type: AuthType::None,
             model_id: "upstream-model".into(),
             api_key: None,
-            default_max_tokens: None,
+            max_output_tokens: None,
             forward_unpriced_fields: false,
             auto_cache_control: false,
             traceparent: None,

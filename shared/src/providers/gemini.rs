@@ -42,9 +42,7 @@ pub(crate) fn build_request(
     }
     insert_tools(request, &mut body)?;
     let mut config = generation_config(request);
-    if request.requested_output_tokens().is_none()
-        && let Some(limit) = target.default_max_tokens
-    {
+    if let Some(limit) = target.output_tokens(request) {
         // The limit the hold assumed: the hold stays an upper bound.
         config.insert("maxOutputTokens".into(), json!(limit));
     }
@@ -316,9 +314,6 @@ fn generation_config(request: &ChatRequest) -> Map<String, Value> {
     }
     if let Some(top_p) = request.top_p {
         config.insert("topP".into(), json!(top_p));
-    }
-    if let Some(max) = request.requested_output_tokens() {
-        config.insert("maxOutputTokens".into(), json!(max));
     }
     if let Some(stop) = &request.stop {
         config.insert("stopSequences".into(), json!(stop.to_vec()));

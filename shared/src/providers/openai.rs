@@ -66,10 +66,21 @@ pub(crate) fn build_request(
             body.remove(name);
         }
     }
-    if request.requested_output_tokens().is_none()
-        && let Some(limit) = target.default_max_tokens
-    {
-        body.insert("max_tokens".to_owned(), Value::from(limit));
+    // The output limit the hold assumed, in the fields the client used (newer OpenAI
+    // models take only `max_completion_tokens`), else as `max_tokens`.
+    if let Some(limit) = target.output_tokens(request) {
+        let given = [
+            ("max_tokens", request.max_tokens),
+            ("max_completion_tokens", request.max_completion_tokens),
+        ];
+        for (field, value) in given {
+            if let Some(value) = value {
+                body.insert(field.to_owned(), Value::from(value.min(limit)));
+            }
+        }
+        if given.iter().all(|(_, value)| value.is_none()) {
+            body.insert("max_tokens".to_owned(), Value::from(limit));
+        }
     }
     if stream {
         body.insert("stream".to_owned(), Value::Bool(true));
@@ -206,7 +217,7 @@ mod tests {
             auth_type: AuthType::Bearer,
             model_id: "upstream-model".to_owned(),
             api_key: Some(Secret::new("k")),
-            default_max_tokens: None,
+            max_output_tokens: None,
             forward_unpriced_fields: false,
             auto_cache_control: false,
             traceparent: None,

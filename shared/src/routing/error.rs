@@ -1,5 +1,6 @@
 //! Why no candidate is left: the model does not exist (404), the user's tier is too low
-//! (403), or every candidate was removed by a filter (503), naming that filter.
+//! (403), the prompt fits no candidate's context window (400), or every candidate was
+//! removed by another filter (503), naming that filter.
 
 use std::fmt;
 
@@ -23,8 +24,8 @@ pub enum RoutingFilter {
     ProviderDown,
     /// Streaming, function calling, vision or json mode not supported.
     Capability,
-    /// Prompt + requested output exceed the context window, or the requested output
-    /// exceeds the model's `max_tokens`.
+    /// The prompt alone does not fit the model's context window (the output is clamped
+    /// to what is left, never filtered on).
     ContextWindow,
     /// The estimated total tokens are outside the rule's `min_tokens..=max_tokens`.
     RuleTokenBounds,
@@ -92,6 +93,12 @@ pub enum RoutingError {
         /// The lowest tier that would have kept a candidate.
         needed: Tier,
     },
+    /// 400 `context_length_exceeded`: the prompt alone exceeds the context window of every
+    /// candidate left by the earlier filters.
+    #[error(
+        "the prompt is longer than the context window of every model that could serve it ({detail}); shorten the messages"
+    )]
+    ContextLengthExceeded { detail: String },
     /// 503 `no_available_provider`.
     #[error(
         "no available provider for {target}: every candidate was removed by the {filter} filter ({detail})"

@@ -1,6 +1,6 @@
 //! Routing: which (provider, model) candidates a chat request may use, in which order —
-//! the [`CandidatePlan`] — or why there is none ([`RoutingError`]: 404, 403 or 503 naming
-//! the filter). Pure functions over a catalog snapshot ([`crate::catalog::Catalog`]): no
+//! the [`CandidatePlan`] — or why there is none ([`RoutingError`]: 404, 403, 400 for a
+//! prompt too long for every model, or 503 naming the filter). Pure functions over a catalog snapshot ([`crate::catalog::Catalog`]): no
 //! HTTP types, no queries per request (the user's BYOK providers come from
 //! [`crate::keys::byok::active_byok_provider_ids`]).
 //!
@@ -18,6 +18,7 @@ pub mod weighted;
 pub use ceilings::blended_cost_per_1m;
 pub use error::{RoutingError, RoutingFilter};
 pub use plan::{
-    Candidate, CandidatePlan, DEFAULT_OUTPUT_TOKENS, MAX_REPLACEMENT_HOPS, plan_candidates,
+    Candidate, CandidatePlan, DEFAULT_OUTPUT_TOKENS, MAX_REPLACEMENT_HOPS, OutputBudget,
+    plan_candidates,
 };
 pub use request::{RequiredCapabilities, RoutingContext, RoutingRequest};

@@ -9,15 +9,20 @@
 //! 2. Filters, in this order (the one that removes the last candidate is reported):
 //!    deprecation (a deprecated model is swapped for its `replacement_model_id`, followed
 //!    through up to [`MAX_REPLACEMENT_HOPS`] hops; none → removed), tier (403), model
-//!    disabled, provider disabled, provider `down`, capabilities, context window and
-//!    requested output ≤ the model's `max_tokens`, rule token bounds, power-level cost
+//!    disabled, provider disabled, provider `down`, capabilities, context window (the
+//!    prompt alone must fit; when it fits nowhere the request is a 400
+//!    `context_length_exceeded`), rule token bounds, power-level cost
 //!    ceiling (`auto` only, see [`super::ceilings`]), `requires_byok`, credential (BYOK key
 //!    for a BYOK-capable provider, else a system key for a system provider, else
 //!    `auth_type = none`), and circuit breaker (providers in cooldown are dropped unless
 //!    every candidate is in cooldown, then all are kept).
 //!    `auto` then applies the power level's latency ceiling to measured models (never
 //!    removing the last candidate: the fastest stays).
-//! 3. Order: non-fallback candidates by priority (rule `priority`; for named models the
+//!    Each candidate's output is its [`OutputBudget`]: the requested `max_tokens` clamped
+//!    to the model's output limit and to what the context window leaves after the prompt
+//!    (api.md: clients send large defaults; a client-side limit is never a 503).
+//! 3. Order: offers whose output limit fits the requested `max_tokens` before those that
+//!    would clamp it, then non-fallback candidates by priority (rule `priority`; for named models the
 //!    model's `power_level_priority`), cache-capable first inside a priority when the power
 //!    level prefers cached prompts, then BYOK-backed first, then a weighted
 //!    random draw by the rule's `weight` (named offers weigh the same); then fallback rules
@@ -60,19 +65,47 @@ pub struct Candidate {
     pub was_replacement_for: Option<Arc<Model>>,
     /// The provider's breaker is open; kept only because every candidate is in cooldown.
     pub in_cooldown: bool,
+    /// The most output this call may produce (the hold's output side).
+    pub output: OutputBudget,
 }
 
-impl Candidate {
-    /// The output tokens a call may produce: the request's `max_tokens`, else the model's,
-    /// else [`DEFAULT_OUTPUT_TOKENS`].
-    pub fn output_token_limit(&self, requested_output_tokens: Option<u32>) -> u32 {
-        requested_output_tokens
-            .or_else(|| {
-                self.model
-                    .max_tokens
-                    .and_then(|max| u32::try_from(max).ok())
-            })
-            .unwrap_or(DEFAULT_OUTPUT_TOKENS)
+/// The output tokens one call may produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputBudget {
+    /// The request's `max_tokens` (or `max_completion_tokens`), at most the model's output
+    /// limit (`max_tokens` in the catalog, else [`DEFAULT_OUTPUT_TOKENS`]) and what the
+    /// context window leaves after the prompt; without one, those limits.
+    pub max_tokens: u32,
+    /// The request asked for more than `max_tokens` (`_metadata.max_tokens_clamped_to`).
+    pub clamped: bool,
+}
+
+impl OutputBudget {
+    pub fn of(model: &Model, prompt_tokens: u32, requested: Option<u32>) -> OutputBudget {
+        let mut limit = model
+            .max_tokens
+            .and_then(|max| u32::try_from(max).ok())
+            .filter(|max| *max > 0)
+            .unwrap_or(DEFAULT_OUTPUT_TOKENS);
+        if let Ok(window) = u32::try_from(model.context_window)
+            && window > 0
+        {
+            limit = limit.min(window.saturating_sub(prompt_tokens).max(1));
+        }
+        match requested {
+            Some(requested) if requested > limit => OutputBudget {
+                max_tokens: limit,
+                clamped: true,
+            },
+            Some(requested) => OutputBudget {
+                max_tokens: requested,
+                clamped: false,
+            },
+            None => OutputBudget {
+                max_tokens: limit,
+                clamped: false,
+            },
+        }
     }
 }
 
@@ -120,9 +153,12 @@ pub fn plan_candidates<R: Rng + ?Sized>(
     let prefer_cached = context.ceilings.prefers_cached(request.power_level);
     let prompt = request.estimated_prompt_tokens;
     Ok(CandidatePlan {
-        candidates: order(filtering.drafts, rng, |d| {
-            prefer_cached && can_serve_from_cache(&d.model, &d.provider, prompt)
-        }),
+        candidates: order(
+            filtering.drafts,
+            rng,
+            |d| prefer_cached && can_serve_from_cache(&d.model, &d.provider, prompt),
+            |d| OutputBudget::of(&d.model, prompt, request.requested_output_tokens),
+        ),
     })
 }
 
@@ -260,37 +296,43 @@ impl Filtering<'_> {
                 )
             },
         )?;
+        // The prompt alone must fit; the output is clamped to what is left
+        // (`OutputBudget`). When it fits nowhere, the request itself is too long.
         let prompt = u64::from(request.estimated_prompt_tokens);
-        let output = request.requested_output_tokens.map(u64::from);
-        let total = request.estimated_total_tokens();
         self.keep(
             RoutingFilter::ContextWindow,
+            |d| prompt < positive(d.model.context_window),
             |d| {
-                total <= positive(d.model.context_window)
-                    && match (output, d.model.max_tokens) {
-                        (Some(out), Some(max)) => out <= positive(max),
-                        _ => true,
-                    }
+                format!(
+                    "the prompt of about {prompt} tokens does not fit the context window of {} tokens of `{}`",
+                    d.model.context_window, d.model.model_id
+                )
             },
-            |d| match (output, d.model.max_tokens) {
-                (Some(out), Some(max)) if out > positive(max) => format!(
-                    "requested output of {out} tokens exceeds the {max} output tokens of `{}`",
-                    d.model.model_id
-                ),
-                _ => format!(
-                    "about {total} tokens (prompt {prompt} + output {}) exceed the context window of {} tokens of `{}`",
-                    output.unwrap_or(0),
-                    d.model.context_window,
-                    d.model.model_id
-                ),
-            },
-        )?;
+        )
+        .map_err(|error| match error {
+            RoutingError::NoAvailableProvider { detail, .. } => {
+                RoutingError::ContextLengthExceeded { detail }
+            }
+            other => other,
+        })?;
+        // A rule's token bounds see the prompt and the output the call may really produce.
+        let total = |d: &Draft| {
+            prompt
+                + request.requested_output_tokens.map_or(0, |requested| {
+                    let budget = OutputBudget::of(
+                        &d.model,
+                        request.estimated_prompt_tokens,
+                        Some(requested),
+                    );
+                    u64::from(budget.max_tokens)
+                })
+        };
         self.keep(
             RoutingFilter::RuleTokenBounds,
             |d| {
                 d.rule.as_ref().is_none_or(|rule| {
-                    rule.min_tokens.is_none_or(|min| total >= positive(min))
-                        && rule.max_tokens.is_none_or(|max| total <= positive(max))
+                    rule.min_tokens.is_none_or(|min| total(d) >= positive(min))
+                        && rule.max_tokens.is_none_or(|max| total(d) <= positive(max))
                 })
             },
             |d| {
@@ -300,7 +342,8 @@ impl Filtering<'_> {
                     .as_ref()
                     .map_or((None, None), |r| (r.min_tokens, r.max_tokens));
                 format!(
-                    "about {total} tokens are outside the rule's bounds {}..{}",
+                    "about {} tokens are outside the rule's bounds {}..{}",
+                    total(d),
                     bound(min),
                     bound(max)
                 )
@@ -542,10 +585,11 @@ fn missing_capabilities(request: &RoutingRequest, d: &Draft) -> Vec<&'static str
     missing
 }
 
-/// Ordering key of a group: fallbacks after the rest (by `fallback_order`), then priority,
-/// then (for power levels that prefer cached prompts) cache-capable first, then BYOK-backed
-/// first. Inside a group the order is a weighted draw.
-type GroupKey = (bool, i32, i32, bool, bool);
+/// Ordering key of a group: fallbacks after the rest (by `fallback_order`), then offers
+/// that serve the requested output unclamped, then priority, then (for power levels that
+/// prefer cached prompts) cache-capable first, then BYOK-backed first. Inside a group the
+/// order is a weighted draw.
+type GroupKey = (bool, i32, bool, i32, bool, bool);
 
 /// The prompt tokens below which each format's provider caches nothing (Anthropic's and
 /// OpenAI's minimum cacheable prompt is 1,024 tokens; Gemini's implicit caching starts at
@@ -571,6 +615,7 @@ fn order<R: Rng + ?Sized>(
     drafts: Vec<Draft>,
     rng: &mut R,
     cache_first: impl Fn(&Draft) -> bool,
+    output: impl Fn(&Draft) -> OutputBudget,
 ) -> Vec<Candidate> {
     let mut groups: BTreeMap<GroupKey, Vec<(Draft, i32)>> = BTreeMap::new();
     for draft in drafts {
@@ -596,6 +641,7 @@ fn order<R: Rng + ?Sized>(
             .entry((
                 is_fallback,
                 fallback_order,
+                output(&draft).clamped,
                 priority,
                 !cache_first(&draft),
                 !draft.byok,
@@ -611,6 +657,7 @@ fn order<R: Rng + ?Sized>(
                 continue;
             }
             candidates.push(Candidate {
+                output: output(&draft),
                 is_fallback: draft.rule.as_ref().is_some_and(|r| r.is_fallback),
                 rule_id: draft.rule.as_ref().map(|r| r.id),
                 provider: draft.provider,

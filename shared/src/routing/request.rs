@@ -25,7 +25,8 @@ pub struct RoutingRequest {
     pub capabilities: RequiredCapabilities,
     /// From [`crate::tokens::estimate_prompt_tokens`].
     pub estimated_prompt_tokens: u32,
-    /// `max_tokens` / `max_completion_tokens` of the request, if given.
+    /// `max_tokens` / `max_completion_tokens` of the request, if given (each candidate
+    /// clamps it to its own limits: [`crate::routing::OutputBudget`]).
     pub requested_output_tokens: Option<u32>,
     /// Provider ids for which the user has an active BYOK key
     /// ([`crate::keys::byok::active_byok_provider_ids`]).
@@ -38,13 +39,6 @@ impl RoutingRequest {
 
     pub fn is_auto(&self) -> bool {
         self.model == Self::AUTO
-    }
-
-    /// Prompt estimate plus requested output (0 when not given): what context windows and
-    /// rule token bounds are checked against.
-    pub fn estimated_total_tokens(&self) -> u64 {
-        u64::from(self.estimated_prompt_tokens)
-            + u64::from(self.requested_output_tokens.unwrap_or(0))
     }
 }
 

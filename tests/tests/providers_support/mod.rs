@@ -76,7 +76,7 @@ pub fn target(format: ApiFormat, fake: &FakeUpstream) -> UpstreamTarget {
         api_key: Some(Secret::new(KEY)),
         // Only the format that requires an output limit gets one by default (the chat
         // run sets the hold's limit for every format; see tests/tests/pricing.rs).
-        default_max_tokens: (format == ApiFormat::Anthropic).then_some(8192),
+        max_output_tokens: (format == ApiFormat::Anthropic).then_some(8192),
         forward_unpriced_fields: false,
         auto_cache_control: false,
         traceparent: None,
