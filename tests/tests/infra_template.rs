@@ -397,10 +397,46 @@ fn unreachable_db_state() -> switchboard_core::state::AppState {
     switchboard_core::state::AppState::new(config, pool)
 }
 
+/// The REST API's Lambda proxy event for `method path` on `resource`, stage `prod`. (Outside
+/// Lambda, `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is unset, so lambda_http puts the stage in
+/// the path and the function's `strip_api_gateway_stage` takes it out again; deployed, the
+/// variable keeps it out. The router sees `path` either way.)
+fn rest_api_event(method: &str, path: &str, resource: &str) -> lambda_http::Request {
+    let host = "abc123.execute-api.us-east-1.amazonaws.com";
+    let event = json!({
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Host": host, "X-Forwarded-Proto": "https"},
+        "multiValueHeaders": {"Host": [host], "X-Forwarded-Proto": ["https"]},
+        "queryStringParameters": null,
+        "multiValueQueryStringParameters": null,
+        "pathParameters": null,
+        "stageVariables": null,
+        "requestContext": {
+            "accountId": "123456789012",
+            "resourceId": "abc123",
+            "stage": "prod",
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "identity": {"sourceIp": "203.0.113.7"},
+            "resourcePath": resource,
+            "httpMethod": method,
+            "apiId": "abc123",
+            "path": format!("/prod{path}"),
+            "protocol": "HTTP/1.1",
+            "requestTimeEpoch": 1795766400000_u64
+        },
+        "body": null,
+        "isBase64Encoded": false
+    });
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
 /// Finding 9 of issue 27: every route `switchboard serve` answers from the functions'
 /// routers is reachable through the template's API Gateway, and lands on the function whose
 /// router serves it: resolved against the `Api` events as API Gateway resolves them, then
-/// sent (in-process) to that function's Lambda app, which must not answer "no route".
+/// sent as a REST API proxy event (in-process) to that function's Lambda app, which must
+/// not answer "no route".
 /// (`/healthz`, `/metrics` and `/openapi.json` are `serve`'s own, not a function's.)
 #[tokio::test]
 async fn every_route_of_the_functions_reaches_its_function_through_api_gateway() {
@@ -462,8 +498,8 @@ async fn every_route_of_the_functions_reaches_its_function_through_api_gateway()
                 ));
                 continue;
             }
-            // The path the function's router sees is the resource path: the stage is
-            // stripped (AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH, checked below).
+            // The REST API's proxy event for it, through lambda_http's conversion and the
+            // stage stripping, exactly as the function's Lambda main serves it.
             let (_, _, app) = functions
                 .iter()
                 .find(|(f, _, _)| *f == landed.function)
@@ -473,12 +509,12 @@ async fn every_route_of_the_functions_reaches_its_function_through_api_gateway()
                 .map(|s| if is_variable(s) { "sample-1" } else { s })
                 .collect::<Vec<_>>()
                 .join("/");
-            let request = http::Request::builder()
-                .method(method.clone())
-                .uri(&uri)
-                .body(axum::body::Body::empty())
-                .unwrap();
-            let response = app.clone().oneshot(request).await.unwrap();
+            let request = rest_api_event(method.as_str(), &uri, &landed.path);
+            let app = tower::ServiceExt::map_request(
+                app.clone(),
+                switchboard_core::http::strip_api_gateway_stage::<lambda_http::Body>,
+            );
+            let response = app.oneshot(request).await.unwrap();
             let status = response.status();
             let body = axum::body::to_bytes(response.into_body(), usize::MAX)
                 .await
