@@ -1,8 +1,9 @@
 """Drives the console in Debian's chromium (Playwright) against a running `serve`:
 signs in as an admin and as a user, checks what each page shows against the JSON API,
-performs a write (disable a provider) and checks its effect through the API, checks that a
-user key cannot open an admin view, and fails on any browser console error, page error,
-failed request or error response. Screenshots go to SHOTS_DIR.
+performs a write (disable a provider) and checks its effect through the API, reads the
+usage CSV back (every cell the API's, formula cells written as text), checks that a user key
+cannot open an admin view, and fails on any browser console error, page error, failed
+request or error response. Screenshots go to SHOTS_DIR.
 
 Usage: console_check.py BASE_URL ADMIN_KEY USER_KEY SHOTS_DIR
 Run by functions/switchboard/tests/console.rs."""
@@ -191,6 +192,24 @@ def main(p):
     check(len(records) == mine["total"], f'CSV rows {len(records)} = {mine["total"]}')
     check(sum((Decimal(r["charged_usd"]) for r in records), Decimal(0))
           == sum((Decimal(r["charged_usd"]) for r in mine["data"]), Decimal(0)), "CSV charges")
+    # every cell is the API's value, and one a spreadsheet would run as a formula (models
+    # named `=SUM(1,2)`, `+…`, `@…` and a request id `-3-4`, made by console.rs) is text:
+    # `'` first, inside a quoted cell
+    with open(csv_path, newline="") as f:
+        raw = f.read()
+    status, all_mine = api("/admin/usage?user=console-user&status=ok&limit=500", admin_key)
+    neutralised = set()
+    for record, row in zip(records, all_mine["data"]):
+        for column, cell in record.items():
+            value = row[column]
+            text = "" if value is None else ("true" if value else "false") if isinstance(value, bool) else str(value)
+            if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+                neutralised.add(text[0])
+                quoted = '"' + ("'" + text).replace('"', '""') + '"'
+                check(quoted in raw, f"{column}: {text!r} written as {quoted} in the CSV")
+                text = "'" + text
+            check(cell == text, f"CSV {column}: {cell!r}, the API says {value!r}")
+    check(neutralised >= {"=", "+", "-", "@"}, f"formula cells in the CSV: {neutralised}")
     page.goto(base + "/console#/usage?status=error")
     page.wait_for_selector("text=No usage matches these filters.")
     # the audit log shows the writes made above, newest first, as the API does

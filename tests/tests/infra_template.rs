@@ -215,10 +215,342 @@ fn chat_streams_through_rest_api_and_function_url() {
             "/v1/byok/{proxy+}",
             "/v1/api-keys",
             "/v1/api-keys/{proxy+}",
+            "/v1/usage",
+            "/v1/usage/{proxy+}",
             "/v1/billing/checkout",
             "/webhooks/stripe"
         ])
     );
+}
+
+/// One method of the REST API, as a function's `Api` event declares it.
+struct ApiMethod {
+    function: String,
+    event: String,
+    path: String,
+    /// `ANY` or an HTTP verb, upper-case.
+    method: String,
+}
+
+/// Every `Api` event of every function (all on `GatewayApi`).
+fn api_methods(t: &Value) -> Vec<ApiMethod> {
+    let mut methods = Vec::new();
+    for (function, f) in of_type(t, "AWS::Serverless::Function") {
+        let Some(events) = f["Properties"]["Events"].as_object() else {
+            continue;
+        };
+        for (event, e) in events.iter().filter(|(_, e)| e["Type"] == "Api") {
+            let p = &e["Properties"];
+            assert_eq!(
+                p["RestApiId"],
+                json!({"Ref": "GatewayApi"}),
+                "{function}.{event}"
+            );
+            methods.push(ApiMethod {
+                function: function.clone(),
+                event: event.clone(),
+                path: p["Path"].as_str().unwrap().to_owned(),
+                method: p["Method"].as_str().unwrap().to_ascii_uppercase(),
+            });
+        }
+    }
+    methods
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+fn is_greedy(segment: &str) -> bool {
+    segment.starts_with('{') && segment.ends_with("+}")
+}
+
+fn is_variable(segment: &str) -> bool {
+    segment.starts_with('{')
+}
+
+/// The method API Gateway (REST) invokes for `method` on `route` (a router's path, whose
+/// `{param}` segments stand for any value), or why none. The resource is chosen segment by
+/// segment, the most specific child first: a literal, then a `{param}`, then a greedy
+/// `{proxy+}`, which takes the rest; no backtracking is assumed (a request that reaches a
+/// resource without a matching method is refused, not passed to a less specific one). A
+/// trailing slash is ignored when matching (`/console/` is the `/console` resource). On the
+/// resource, the exact method wins over `ANY`.
+fn resolve<'a>(
+    methods: &'a [ApiMethod],
+    method: &str,
+    route: &str,
+) -> Result<&'a ApiMethod, String> {
+    let resources: BTreeSet<Vec<&str>> = methods.iter().map(|m| segments(&m.path)).collect();
+    let mut chosen: Vec<&str> = Vec::new();
+    let request = segments(route);
+    for segment in &request {
+        let children: BTreeSet<&str> = resources
+            .iter()
+            .filter(|r| r.len() > chosen.len() && r[..chosen.len()] == chosen[..])
+            .map(|r| r[chosen.len()])
+            .collect();
+        let literal = children.iter().find(|c| !is_variable(c));
+        let next = if is_variable(segment) {
+            // Any value: a literal sibling would take some values away.
+            if let Some(literal) = literal {
+                return Err(format!(
+                    "the resource segment `{literal}` takes some values of `{segment}`"
+                ));
+            }
+            None
+        } else {
+            children.get(segment)
+        };
+        let next = next
+            .or_else(|| children.iter().find(|c| is_variable(c) && !is_greedy(c)))
+            .or_else(|| children.iter().find(|c| is_greedy(c)));
+        match next {
+            Some(child) => chosen.push(child),
+            None => {
+                return Err(format!(
+                    "no resource matches after /{} (segment `{segment}`)",
+                    chosen.join("/")
+                ));
+            }
+        }
+        if chosen.last().is_some_and(|c| is_greedy(c)) {
+            break; // it takes this segment and every one after it
+        }
+    }
+    let on_resource: Vec<&ApiMethod> = methods
+        .iter()
+        .filter(|m| segments(&m.path) == chosen)
+        .collect();
+    on_resource
+        .iter()
+        .find(|m| m.method == method)
+        .or_else(|| on_resource.iter().find(|m| m.method == "ANY"))
+        .copied()
+        .ok_or_else(|| {
+            format!(
+                "the resource /{} has no {method} or ANY method",
+                chosen.join("/")
+            )
+        })
+}
+
+/// The resolver itself, on a made-up API: what it says API Gateway does.
+#[test]
+fn the_resolver_picks_the_most_specific_resource_then_the_method() {
+    let api: Vec<ApiMethod> = [
+        ("Greedy", "/v1/{proxy+}", "ANY"),
+        ("Literal", "/v1/usage", "ANY"),
+        ("Param", "/v1/items/{id}", "GET"),
+        ("Post", "/v1/items/{id}", "POST"),
+        ("Deep", "/v1/billing/checkout", "POST"),
+    ]
+    .into_iter()
+    .map(|(function, path, method)| ApiMethod {
+        function: function.into(),
+        event: function.into(),
+        path: path.into(),
+        method: method.into(),
+    })
+    .collect();
+    let on = |method: &str, path: &str| resolve(&api, method, path).map(|m| m.function.as_str());
+    assert_eq!(on("GET", "/v1/models"), Ok("Greedy"));
+    assert_eq!(
+        on("GET", "/v1/a/b/c"),
+        Ok("Greedy"),
+        "greedy takes the rest"
+    );
+    assert_eq!(on("GET", "/v1/usage"), Ok("Literal"));
+    assert_eq!(on("GET", "/v1/usage/"), Ok("Literal"), "trailing slash");
+    assert!(
+        on("GET", "/v1/usage/summary").is_err(),
+        "no backtracking to the greedy resource"
+    );
+    assert_eq!(on("GET", "/v1/items/{x}"), Ok("Param"));
+    assert_eq!(on("POST", "/v1/items/{x}"), Ok("Post"), "the exact method");
+    assert!(on("DELETE", "/v1/items/{x}").is_err(), "no method, no ANY");
+    assert!(
+        on("GET", "/v1/billing").is_err(),
+        "an intermediate resource has no method"
+    );
+    assert!(
+        on("GET", "/v1").is_err(),
+        "a greedy segment needs one segment at least"
+    );
+    assert!(on("GET", "/v2/models").is_err());
+    assert!(
+        on("GET", "/v1/{any}").is_err(),
+        "a literal sibling shadows some values"
+    );
+}
+
+/// A function's Lambda app with a database that cannot be reached: enough to tell a route
+/// the router serves (any answer of a handler: 401, 400, 503 ...) from one it does not
+/// (the router's own 404 "no route" or 405).
+fn unreachable_db_state() -> switchboard_core::state::AppState {
+    let config = switchboard_core::config::Config::from_lookup(|_| None).unwrap();
+    let pool = switchboard_core::db::connect_pool(
+        &switchboard_core::secret::Secret::new("postgres://nobody@127.0.0.1:1/none"),
+        1,
+    )
+    .unwrap();
+    switchboard_core::state::AppState::new(config, pool)
+}
+
+/// The REST API's Lambda proxy event for `method path` on `resource`, stage `prod`. (Outside
+/// Lambda, `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is unset, so lambda_http puts the stage in
+/// the path and the function's `strip_api_gateway_stage` takes it out again; deployed, the
+/// variable keeps it out. The router sees `path` either way.)
+fn rest_api_event(method: &str, path: &str, resource: &str) -> lambda_http::Request {
+    let host = "abc123.execute-api.us-east-1.amazonaws.com";
+    let event = json!({
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Host": host, "X-Forwarded-Proto": "https"},
+        "multiValueHeaders": {"Host": [host], "X-Forwarded-Proto": ["https"]},
+        "queryStringParameters": null,
+        "multiValueQueryStringParameters": null,
+        "pathParameters": null,
+        "stageVariables": null,
+        "requestContext": {
+            "accountId": "123456789012",
+            "resourceId": "abc123",
+            "stage": "prod",
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "identity": {"sourceIp": "203.0.113.7"},
+            "resourcePath": resource,
+            "httpMethod": method,
+            "apiId": "abc123",
+            "path": format!("/prod{path}"),
+            "protocol": "HTTP/1.1",
+            "requestTimeEpoch": 1795766400000_u64
+        },
+        "body": null,
+        "isBase64Encoded": false
+    });
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+/// Finding 9 of issue 27: every route `switchboard serve` answers from the functions'
+/// routers is reachable through the template's API Gateway, and lands on the function whose
+/// router serves it: resolved against the `Api` events as API Gateway resolves them, then
+/// sent as a REST API proxy event (in-process) to that function's Lambda app, which must
+/// not answer "no route".
+/// (`/healthz`, `/metrics` and `/openapi.json` are `serve`'s own, not a function's.)
+#[tokio::test]
+async fn every_route_of_the_functions_reaches_its_function_through_api_gateway() {
+    use tower::ServiceExt as _;
+    let t = template();
+    let methods = api_methods(&t);
+    let state = unreachable_db_state();
+    let functions = [
+        (
+            "ChatFunction",
+            switchboard_chat::route_list(),
+            switchboard_chat::app(state.clone()),
+        ),
+        (
+            "KeysFunction",
+            switchboard_keys::route_list(),
+            switchboard_keys::app(state.clone()),
+        ),
+        (
+            "AdminFunction",
+            switchboard_admin::route_list(),
+            switchboard_admin::app(state),
+        ),
+    ];
+    // The routers the template must serve, each seen once at least.
+    for (function, routes, _) in &functions {
+        assert!(routes.len() >= 2, "{function}: {routes:?}");
+    }
+    let paths: BTreeSet<&str> = functions
+        .iter()
+        .flat_map(|(_, routes, _)| routes.iter().map(|(_, p)| p.as_str()))
+        .collect();
+    for needed in [
+        "/v1/chat/completions",
+        "/v1/usage",
+        "/v1/usage/summary",
+        "/console",
+    ] {
+        assert!(
+            paths.contains(needed),
+            "{needed} is in no function's route list"
+        );
+    }
+
+    let mut failures = Vec::new();
+    for (owner, routes, _) in &functions {
+        for (method, route) in routes {
+            let landed = match resolve(&methods, method.as_str(), route) {
+                Ok(landed) => landed,
+                Err(why) => {
+                    failures.push(format!("{method} {route} ({owner}): unreachable: {why}"));
+                    continue;
+                }
+            };
+            if landed.function != *owner {
+                failures.push(format!(
+                    "{method} {route} ({owner}): lands on {} ({} {} {})",
+                    landed.function, landed.event, landed.method, landed.path
+                ));
+                continue;
+            }
+            // The REST API's proxy event for it, through lambda_http's conversion and the
+            // stage stripping, exactly as the function's Lambda main serves it.
+            let (_, _, app) = functions
+                .iter()
+                .find(|(f, _, _)| *f == landed.function)
+                .unwrap();
+            let uri: String = route
+                .split('/')
+                .map(|s| if is_variable(s) { "sample-1" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let request = rest_api_event(method.as_str(), &uri, &landed.path);
+            let app = tower::ServiceExt::map_request(
+                app.clone(),
+                switchboard_core::http::strip_api_gateway_stage::<lambda_http::Body>,
+            );
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body = String::from_utf8_lossy(&body);
+            if status == http::StatusCode::METHOD_NOT_ALLOWED
+                || (status == http::StatusCode::NOT_FOUND && body.contains("no route for"))
+            {
+                failures.push(format!(
+                    "{method} {uri}: {} does not serve it ({status} {body})",
+                    landed.function
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "routes API Gateway does not bring to their function:\n{}",
+        failures.join("\n")
+    );
+
+    // Every API method invokes one of these functions, which sees paths without the stage.
+    for m in &methods {
+        assert!(
+            functions.iter().any(|(f, _, _)| *f == m.function),
+            "{}.{}: not an HTTP function",
+            m.function,
+            m.event
+        );
+        assert_eq!(
+            resources(&t)[&m.function]["Properties"]["Environment"]["Variables"]["AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"],
+            "true",
+            "{}: the stage stays out of the path its router matches",
+            m.function
+        );
+    }
 }
 
 #[test]

@@ -548,8 +548,11 @@
     "status_code", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_total_usd", "charged_usd",
     "latency_ms", "was_fallback", "used_byok", "route", "error_message"];
 
+  // A cell a spreadsheet would run as a formula (it starts with = + - @, a tab or a carriage
+  // return: OWASP's list for CSV injection) is written as text: `'` first, quoted.
   function csvCell(value) {
     const text = value === null || value === undefined ? "" : String(value);
+    if (/^[=+\-@\t\r]/.test(text)) return `"'${text.replace(/"/g, '""')}"`;
     return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
   }
 

@@ -7,9 +7,9 @@
 
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 
 const INDEX: &str = include_str!("../console/index.html");
 
@@ -42,11 +42,30 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
+/// The console's paths, all `GET`, with their handlers: [`router`] mounts exactly these and
+/// [`route_list`] names them.
+fn routes() -> [(&'static str, MethodRouter); 3] {
+    [
+        ("/console", get(index)),
+        ("/console/", get(index)),
+        ("/console/assets/{name}", get(asset)),
+    ]
+}
+
 pub fn router() -> Router {
-    Router::new()
-        .route("/console", get(index))
-        .route("/console/", get(index))
-        .route("/console/assets/{name}", get(asset))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, handler)| {
+            router.route(path, handler)
+        })
+}
+
+/// Every (method, path) [`router`] serves.
+pub fn route_list() -> Vec<(Method, String)> {
+    routes()
+        .into_iter()
+        .map(|(path, _)| (Method::GET, path.to_string()))
+        .collect()
 }
 
 fn page(content_type: &'static str, body: &'static str) -> Response {

@@ -64,6 +64,14 @@ pub fn router(state: AppState) -> Router {
     router.with_state(state).merge(console::router())
 }
 
+/// Every (method, path) [`router`] serves: each documented route and the console's (the
+/// SAM template's test routes each one through API Gateway to this function).
+pub fn route_list() -> Vec<(axum::http::Method, String)> {
+    let mut list = openapi::operations(&routes().into_openapi());
+    list.extend(console::route_list());
+    list
+}
+
 /// The admin function's OpenAPI document (every route, request and response).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = routes().into_openapi();

@@ -10,9 +10,9 @@ mod openapi;
 mod sse;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, get, on};
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 use switchboard_core::auth::Caller;
@@ -23,16 +23,42 @@ use switchboard_core::ledger;
 use switchboard_core::providers::ChatRequest;
 use switchboard_core::state::AppState;
 
+/// Every chat route: its method, path and handler. [`router`] mounts exactly these and
+/// [`route_list`] names them, so the list cannot drift from the router.
+fn routes() -> [(Method, &'static str, MethodRouter<AppState>); 6] {
+    // The method is written once per route, for the list and the router alike.
+    macro_rules! route {
+        ($method:ident $path:literal => $handler:expr) => {
+            (Method::$method, $path, on(MethodFilter::$method, $handler))
+        };
+    }
+    [
+        route!(POST "/v1/chat/completions" => chat_completions),
+        route!(POST "/v1/messages" => messages::messages),
+        route!(POST "/v1/messages/count_tokens" => messages::count_tokens),
+        route!(POST "/v1/embeddings" => embeddings::embeddings),
+        route!(GET "/v1/models" => list_models),
+        route!(GET "/v1/account" => account),
+    ]
+}
+
 /// The chat routes, for mounting (by `switchboard serve`) or wrapping with [`app`].
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/messages", post(messages::messages))
-        .route("/v1/messages/count_tokens", post(messages::count_tokens))
-        .route("/v1/embeddings", post(embeddings::embeddings))
-        .route("/v1/models", get(list_models))
-        .route("/v1/account", get(account))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
         .with_state(state)
+}
+
+/// Every (method, path) [`router`] serves (the SAM template's test routes each one through
+/// API Gateway to this function).
+pub fn route_list() -> Vec<(Method, String)> {
+    routes()
+        .into_iter()
+        .map(|(method, path, _)| (method, path.to_string()))
+        .collect()
 }
 
 /// The chat function's OpenAPI document (`serve` merges it into its own).

@@ -51,6 +51,12 @@ pub fn router(state: AppState) -> Router {
     router.with_state(state)
 }
 
+/// Every (method, path) [`router`] serves (the SAM template's test routes each one through
+/// API Gateway to this function).
+pub fn route_list() -> Vec<(axum::http::Method, String)> {
+    openapi::operations(&routes().into_openapi())
+}
+
 /// The keys function's OpenAPI document (every route, request and response).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = routes().into_openapi();

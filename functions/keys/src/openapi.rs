@@ -118,3 +118,27 @@ fn add_shared_parts(operation: &mut Operation) {
             });
     }
 }
+
+/// Every (method, path) of a document's operations. The document comes from the same
+/// `routes!` list as the router (`utoipa_axum`), so this is what the router serves.
+pub fn operations(doc: &OpenApi) -> Vec<(axum::http::Method, String)> {
+    use axum::http::Method;
+    let mut list = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        for (method, operation) in [
+            (Method::GET, &item.get),
+            (Method::PUT, &item.put),
+            (Method::POST, &item.post),
+            (Method::DELETE, &item.delete),
+            (Method::OPTIONS, &item.options),
+            (Method::HEAD, &item.head),
+            (Method::PATCH, &item.patch),
+            (Method::TRACE, &item.trace),
+        ] {
+            if operation.is_some() {
+                list.push((method, path.clone()));
+            }
+        }
+    }
+    list
+}

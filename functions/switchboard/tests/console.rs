@@ -1,8 +1,9 @@
 //! The console (`GET /console`, issue 21) in a real browser: Debian's chromium driven by
 //! Playwright (`tests/console/console_check.py`) against `switchboard serve`, signed in as
 //! an admin and as a user; the page's numbers checked against the API, one write checked
-//! through the API, a user key refused the admin views, and no browser console error or
-//! failed request. Screenshots: `target/console-screenshots/`.
+//! through the API, a user key refused the admin views, the usage CSV read back (formula
+//! cells written as text), and no browser console error or failed request. Screenshots:
+//! `target/console-screenshots/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -33,6 +34,52 @@ async fn the_console_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
+    // Usage cells a spreadsheet would run as formulas (issue 27, finding 10): models named
+    // like formulas (any printable model id is valid) and a request id starting with `-`;
+    // the script reads them back from the usage CSV the page makes.
+    let client = reqwest::Client::new();
+    let providers: serde_json::Value = client
+        .get(format!("{}/admin/providers?limit=200", serve.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let openai = providers["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["provider_slug"] == "openai")
+        .unwrap()["id"]
+        .clone();
+    for (model, request_id) in [
+        ("=SUM(1,2)", "console-formula-1"),
+        ("+SUM(1,2)", "-3-4"),
+        ("@SUM(1,2)", "console-formula-3"),
+    ] {
+        let created = client
+            .post(format!("{}/admin/models", serve.base))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({
+                "provider_id": openai, "model_id": model, "context_window": 128000,
+                "cost_per_1m_input_tokens": "0.15", "cost_per_1m_output_tokens": "0.60",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201, "{model}");
+        let answer = client
+            .post(format!("{}/v1/chat/completions", serve.base))
+            .bearer_auth(&user)
+            .header("x-request-id", request_id)
+            .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{model}");
+    }
 
     // The page's own headers: a strict policy, never framed.
     let page = reqwest::get(format!("{}/console", serve.base))
