@@ -906,6 +906,87 @@ async fn concurrent_duplicate_deliveries_move_money_once() {
     );
 }
 
+/// How many of this test database's sessions wait on a lock.
+async fn lock_waiters(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A refund delivered while a delayed payment's credit is being written (after that
+/// transaction read the payment's refunds, before it committed) is applied, not left
+/// waiting for a credit that has in fact landed. The credit is held there by a lock on the
+/// row of a dispute it is applying at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refund_racing_the_credit_is_not_lost() {
+    let stripe = FakeStripe::start().await;
+    let gw = gateway(&stripe).await;
+    let key = gw.user("racer", "starter", "0").await;
+    let session = buy(&gw, &key, "20").await;
+    assert_eq!(
+        apply(&gw, &completed(&stripe, &session, "unpaid")).await,
+        "recorded"
+    );
+    let created = dispute_event(
+        "charge.dispute.created",
+        "dp_race",
+        &session,
+        500,
+        "needs_response",
+    );
+    assert_eq!(apply(&gw, &created).await, "recorded");
+
+    let mut holder = gw.db.connect().await;
+    let hold = holder.transaction().await.unwrap();
+    hold.execute(
+        "SELECT 1 FROM stripe_disputes WHERE dispute_id = 'dp_race' FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+    let watcher = gw.db.connect().await;
+    let succeeded = event(
+        "checkout.session.async_payment_succeeded",
+        stripe.session_object(&session, "paid"),
+    );
+    let credit = tokio::spawn(gw.app.clone().oneshot(webhook(&succeeded)));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lock_waiters(&watcher).await < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the credit never reached the dispute"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The refund arrives now: it either waits for the credit's transaction or finishes.
+    let refunded = tokio::spawn(
+        gw.app
+            .clone()
+            .oneshot(webhook(&refund(&session, 2000, 800))),
+    );
+    while !refunded.is_finished() && lock_waiters(&watcher).await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refund neither waited nor finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    hold.commit().await.unwrap();
+    for delivery in [credit, refunded] {
+        let (status, body) = answer(delivery.await.unwrap().unwrap()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // 20 − 5 (dispute) − 8 (refund).
+    assert_eq!(balance(&gw, "racer").await, d("7"));
+    assert_eq!(stripe_entries(&gw, "racer").await.len(), 3);
+}
+
 /// Payments credited before the sessions table existed (migration 0021) stay refundable,
 /// and a charge's earlier refunds are not taken twice.
 #[tokio::test]
