@@ -37,7 +37,8 @@ fn amount(value: &Value) -> Result<Decimal, ApiError> {
 }
 
 /// Start a Stripe Checkout for a top-up of the caller's account; open the answer's `url`.
-/// The credit arrives when Stripe reports the payment (the webhook).
+/// The session is recorded for the caller; the credit arrives when Stripe reports the
+/// payment (the webhook).
 #[utoipa::path(post, path = "/v1/billing/checkout", tag = "billing",
     request_body = CheckoutRequest,
     responses((status = 201, description = "The Checkout Session", body = CheckoutSession),
@@ -50,15 +51,22 @@ pub async fn checkout(
     AppJson(body): AppJson<CheckoutRequest>,
 ) -> Result<(StatusCode, AppJson<CheckoutSession>), ApiError> {
     let amount = amount(&body.amount_usd)?;
-    let session =
-        stripe::create_checkout(&state.http, &state.config.billing, &caller.user_id, amount)
-            .await?;
+    let session = stripe::create_checkout(
+        &state.http,
+        &state.pool,
+        &state.config.billing,
+        &caller.user_id,
+        amount,
+    )
+    .await?;
     Ok((StatusCode::CREATED, AppJson(session)))
 }
 
-/// Stripe's webhook: `checkout.session.completed` credits a paid top-up once;
-/// `charge.refunded` debits a refund once. Verified with `Stripe-Signature`; 400 for a
-/// missing, bad or stale signature or a body that is not an event, 200 otherwise.
+/// Stripe's webhook: a paid session this Switchboard created credits its account once
+/// (`checkout.session.completed`, `checkout.session.async_payment_succeeded`); refunds
+/// (`charge.refunded`) and disputes (`charge.dispute.*`) of those payments debit once, and a
+/// won dispute gives back. Verified with `Stripe-Signature`; 400 for a missing, bad or stale
+/// signature or a body that is not an event, 200 otherwise (handled, kept or ignored).
 #[utoipa::path(post, path = "/webhooks/stripe", tag = "billing",
     responses((status = 200, description = "Verified (handled or ignored)"),
         (status = 400, description = "Bad signature or body", body = ErrorBody)))]

@@ -1,25 +1,38 @@
 //! Money in: Stripe Checkout top-ups.
 //!
 //! - [`create_checkout`]: a Checkout Session for an amount (`POST /v1/checkout/sessions`,
-//!   form-encoded, `mode=payment`, one USD line item in cents), whose URL the user opens.
+//!   form-encoded, `mode=payment`, one USD line item in cents), whose URL the user opens;
+//!   the session (id, user, cents, `usd`) is recorded before the URL is answered.
 //! - [`verify_signature`]: a webhook's `Stripe-Signature` header (`t=<unix>,v1=<hex>`,
 //!   HMAC-SHA256 of `"<t>.<raw body>"` with the endpoint secret, 300 s tolerance, several
 //!   `v1` entries allowed), compared in constant time.
-//! - [`handle_event`]: `checkout.session.completed` with `payment_status: "paid"` credits
-//!   the account once per session id; `charge.refunded` debits what was refunded since
-//!   the last refund event of that charge, once per refunded amount. Amounts arrive in
-//!   cents and become exact decimal dollars.
+//! - [`handle_event`]: only recorded sessions move money, to the account that recorded
+//!   them. A paid session (`checkout.session.completed` paid, or
+//!   `checkout.session.async_payment_succeeded`) credits once; `charge.refunded` and
+//!   `charge.dispute.*` act on the payments of recorded sessions, matched by payment
+//!   intent, and wait for the credit when they arrive first ([`settle`]). A session this
+//!   Switchboard did not create, or in another currency than `usd`, is ignored with a WARN.
+//!   Events are applied one at a time, each in one transaction. Amounts arrive in cents
+//!   and become exact decimal dollars at the ledger.
+
+mod event;
+mod settle;
+mod store;
 
 use std::time::{Duration, SystemTime};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::Value;
+use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
+use self::event::{DisputeReport, Event, RefundReport, SessionReport};
+use self::settle::Moved;
+use self::store::Session;
 use crate::config::BillingSettings;
 use crate::db::{DbError, DbPool};
-use crate::ledger::{self, CreditKind, LedgerError};
+use crate::ledger::LedgerError;
 
 /// How old a signed webhook may be.
 pub const SIGNATURE_TOLERANCE: Duration = Duration::from_secs(300);
@@ -93,9 +106,12 @@ pub fn checkout_amount(settings: &BillingSettings, amount: Decimal) -> Result<i6
         .ok_or_else(|| StripeError::InvalidAmount("amount_usd is too large".into()))
 }
 
-/// Creates a Checkout Session for `amount` USD, for `user_id`.
+/// Creates a Checkout Session for `amount` USD, for `user_id`, and records it (only
+/// recorded sessions are credited). If the record cannot be written, the URL is not
+/// answered, so no one pays a session that would not be credited.
 pub async fn create_checkout(
     http: &reqwest::Client,
+    pool: &DbPool,
     settings: &BillingSettings,
     user_id: &str,
     amount: Decimal,
@@ -119,6 +135,9 @@ pub async fn create_checkout(
             "line_items[0][price_data][product_data][name]",
             "Switchboard credits",
         )
+        // The session stays in USD: Adaptive Pricing would let the customer pay in another
+        // currency, and such a session is not credited.
+        .append_pair("adaptive_pricing[enabled]", "false")
         .append_pair("success_url", success)
         .append_pair("cancel_url", cancel)
         .finish();
@@ -150,15 +169,23 @@ pub async fn create_checkout(
             message.chars().take(200).collect::<String>()
         )));
     }
-    match (body["id"].as_str(), body["url"].as_str()) {
-        (Some(id), Some(url)) => Ok(CheckoutSession {
-            id: id.to_string(),
-            url: url.to_string(),
-        }),
-        _ => Err(StripeError::Upstream(
-            "the answer has no session id or url".into(),
-        )),
-    }
+    let session = match (body["id"].as_str(), body["url"].as_str()) {
+        (Some(id), Some(url)) if !id.is_empty() && id.len() <= event::MAX_ID_LEN => {
+            CheckoutSession {
+                id: id.to_string(),
+                url: url.to_string(),
+            }
+        }
+        _ => {
+            return Err(StripeError::Upstream(
+                "the answer has no session id or url".into(),
+            ));
+        }
+    };
+    let client = pool.get().await?;
+    store::record_session(&**client, &session.id, user_id, cents).await?;
+    tracing::info!(session = %session.id, user = user_id, cents, "Stripe checkout created");
+    Ok(session)
 }
 
 /// Checks `Stripe-Signature` for `body` at `now`.
@@ -180,141 +207,205 @@ pub use super::signature::sign;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventOutcome {
+    /// Money added (a top-up, a won dispute given back), possibly with what waited for it
+    /// netted in the same transaction.
     Credited,
+    /// Money taken (a refund, a dispute).
     Debited,
-    /// Already applied (a replay or a second event for the same payment).
+    /// Kept, moving no money now: an unpaid or failed session, a refund or dispute whose
+    /// session is not paid (or not known) yet.
+    Recorded,
+    /// Already known: a replay or a second event saying the same.
     Duplicate,
-    /// Not an event that moves money (or an unpaid session, an unknown user).
+    /// Not an event that moves money here, or a session this Switchboard did not create,
+    /// or another currency than `usd`.
     Ignored,
 }
 
-fn cents(value: &Value) -> Option<Decimal> {
-    value
-        .as_i64()
-        .filter(|c| *c > 0)
-        .map(|c| Decimal::new(c, 2))
+fn outcome(changed: bool, moved: Moved) -> EventOutcome {
+    if moved.credited_cents > 0 {
+        EventOutcome::Credited
+    } else if moved.debited_cents > 0 {
+        EventOutcome::Debited
+    } else if changed {
+        EventOutcome::Recorded
+    } else {
+        EventOutcome::Duplicate
+    }
 }
 
-/// Applies a verified event (see the module docs).
+fn other_currency(currency: Option<&String>) -> Option<&str> {
+    currency.map(String::as_str).filter(|c| *c != "usd")
+}
+
+/// Applies a verified event (see the module docs): one transaction, one event at a time.
 pub async fn handle_event(pool: &DbPool, event: &Value) -> Result<EventOutcome, StripeError> {
-    let object = &event["data"]["object"];
-    match event["type"].as_str() {
-        Some("checkout.session.completed") => {
-            if object["payment_status"].as_str() != Some("paid") {
-                return Ok(EventOutcome::Ignored);
-            }
-            let (Some(session), Some(amount)) =
-                (object["id"].as_str(), cents(&object["amount_total"]))
-            else {
-                return Err(StripeError::MalformedEvent);
-            };
-            let Some(user) = object["client_reference_id"]
-                .as_str()
-                .or_else(|| object["metadata"]["user_id"].as_str())
-            else {
-                tracing::warn!(session, "a paid Stripe session names no user; not credited");
-                return Ok(EventOutcome::Ignored);
-            };
-            let mut client = pool.get().await?;
-            let tx = client.transaction().await?;
-            let credited = match ledger::credit(
-                &*tx,
-                user,
-                amount,
-                CreditKind::TopUp,
-                &format!("stripe:checkout:{session}"),
-                Some(&format!("Stripe checkout {session}")),
-                Some("stripe"),
-            )
-            .await
-            {
-                Ok(credited) => credited,
-                Err(LedgerError::NoAccount) => {
-                    tracing::warn!(
-                        session,
-                        "a paid Stripe session names an unknown user; not credited"
-                    );
-                    return Ok(EventOutcome::Ignored);
-                }
-                Err(other) => return Err(other.into()),
-            };
-            tx.execute(
-                "INSERT INTO stripe_payments (session_id, payment_intent, user_id, amount_usd)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                &[&session, &object["payment_intent"].as_str(), &user, &amount],
-            )
-            .await?;
-            tx.commit().await?;
-            tracing::info!(session, user, %amount, duplicate = credited.duplicate, "Stripe top-up");
-            Ok(if credited.duplicate {
-                EventOutcome::Duplicate
-            } else {
-                EventOutcome::Credited
-            })
-        }
-        Some("charge.refunded") => {
-            let (Some(charge), Some(refunded)) =
-                (object["id"].as_str(), cents(&object["amount_refunded"]))
-            else {
-                return Err(StripeError::MalformedEvent);
-            };
-            let mut client = pool.get().await?;
-            let tx = client.transaction().await?;
-            let user: Option<String> = match object["payment_intent"].as_str() {
-                Some(intent) => tx
-                    .query_opt(
-                        "SELECT user_id FROM stripe_payments WHERE payment_intent = $1",
-                        &[&intent],
-                    )
-                    .await?
-                    .map(|r| r.get(0)),
-                None => None,
-            }
-            .or_else(|| object["metadata"]["user_id"].as_str().map(str::to_string));
-            let Some(user) = user else {
-                tracing::warn!(
-                    charge,
-                    "a Stripe refund for an unknown payment; not debited"
-                );
-                return Ok(EventOutcome::Ignored);
-            };
-            // One refund of a charge at a time: what was debited before is read under lock.
-            let prefix = format!("stripe:refund:{charge}:");
-            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&prefix])
-                .await?;
-            let before: Decimal = tx
-                .query_one(
-                    "SELECT COALESCE(-sum(amount_usd), 0) FROM ledger_entries
-                     WHERE user_id = $1 AND idempotency_key LIKE $2 || '%'",
-                    &[&user, &prefix],
-                )
-                .await?
-                .get(0);
-            let delta = refunded - before;
-            if delta <= Decimal::ZERO {
-                return Ok(EventOutcome::Duplicate);
-            }
-            let debited = ledger::credit(
-                &*tx,
-                &user,
-                -delta,
-                CreditKind::Adjustment,
-                &format!("{prefix}{}", refunded.normalize()),
-                Some(&format!("Stripe refund of charge {charge}")),
-                Some("stripe"),
-            )
-            .await?;
-            tx.commit().await?;
-            tracing::info!(charge, user, %delta, "Stripe refund debited");
-            Ok(if debited.duplicate {
-                EventOutcome::Duplicate
-            } else {
-                EventOutcome::Debited
-            })
-        }
-        Some(_) => Ok(EventOutcome::Ignored),
-        None => Err(StripeError::MalformedEvent),
+    let event = event::parse(event)?;
+    if event == Event::Other {
+        return Ok(EventOutcome::Ignored);
     }
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    store::lock_events(&*tx).await?;
+    let outcome = match &event {
+        Event::Session(report) => apply_session(&*tx, report).await?,
+        Event::Refund(report) => apply_refund(&*tx, report).await?,
+        Event::Dispute(report) => apply_dispute(&*tx, report).await?,
+        Event::Other => EventOutcome::Ignored,
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+async fn apply_session(
+    client: &impl GenericClient,
+    report: &SessionReport,
+) -> Result<EventOutcome, StripeError> {
+    let id = report.session_id.as_str();
+    let Some(before) = store::session(client, id).await? else {
+        tracing::warn!(
+            session = id,
+            "a Stripe Checkout Session this Switchboard did not create (a Payment Link, another product); ignored, not credited"
+        );
+        return Ok(EventOutcome::Ignored);
+    };
+    if let Some(currency) = other_currency(report.currency.as_ref()) {
+        tracing::warn!(
+            session = id,
+            currency,
+            "a Stripe Checkout Session in another currency than usd; ignored, not credited"
+        );
+        return Ok(EventOutcome::Ignored);
+    }
+    let mut after = Session {
+        status: before.status.merge(report.status),
+        amount_total_cents: before.amount_total_cents.or(report.amount_total_cents),
+        ..before.clone()
+    };
+    if after.payment_intent.is_none()
+        && let Some(intent) = &report.payment_intent
+    {
+        match store::session_by_intent(client, intent).await? {
+            Some(other) => tracing::warn!(
+                session = id,
+                other = %other.session_id,
+                "a Stripe payment intent already belongs to another session; not linked"
+            ),
+            None => after.payment_intent = Some(intent.clone()),
+        }
+    }
+    let changed = store::update_session(client, &before, &after).await?;
+    if after.status == event::SessionStatus::Paid && after.amount_total_cents.is_none() {
+        tracing::warn!(
+            session = id,
+            "a paid Stripe Checkout Session without amount_total; not credited"
+        );
+    }
+    let moved = settle::settle(client, &after).await?;
+    if moved.topped_up {
+        let credited = after.credit_cents().unwrap_or_default();
+        if after.amount_total_cents != Some(after.amount_cents) {
+            tracing::warn!(
+                session = id,
+                recorded_cents = after.amount_cents,
+                amount_total_cents = ?after.amount_total_cents,
+                credited_cents = credited,
+                "a Stripe Checkout Session's amount_total differs from the recorded amount; credited the smaller"
+            );
+        }
+        tracing::info!(
+            session = id,
+            user = %after.user_id,
+            credited_cents = credited,
+            netted_cents = moved.debited_cents,
+            "Stripe top-up"
+        );
+    }
+    Ok(outcome(changed, moved))
+}
+
+/// Settles the session whose payment intent is `intent`, if one is recorded.
+async fn settle_intent(client: &impl GenericClient, intent: &str) -> Result<Moved, StripeError> {
+    match store::session_by_intent(client, intent).await? {
+        Some(session) => settle::settle(client, &session).await,
+        None => Ok(Moved::default()),
+    }
+}
+
+async fn apply_refund(
+    client: &impl GenericClient,
+    report: &RefundReport,
+) -> Result<EventOutcome, StripeError> {
+    let charge = report.charge_id.as_str();
+    if let Some(currency) = other_currency(report.currency.as_ref()) {
+        tracing::warn!(
+            charge,
+            currency,
+            "a Stripe refund in another currency than usd; ignored"
+        );
+        return Ok(EventOutcome::Ignored);
+    }
+    let Some(intent) = report.payment_intent.as_deref() else {
+        tracing::warn!(charge, "a Stripe refund without a payment intent; ignored");
+        return Ok(EventOutcome::Ignored);
+    };
+    let changed = store::record_refund(client, report, intent).await?;
+    let moved = settle_intent(client, intent).await?;
+    if moved.debited_cents > 0 {
+        tracing::info!(
+            charge,
+            debited_cents = moved.debited_cents,
+            "Stripe refund debited"
+        );
+    } else if changed {
+        tracing::info!(
+            charge,
+            payment_intent = intent,
+            "a Stripe refund kept: it debits only when a recorded session with this payment intent is credited"
+        );
+    }
+    Ok(outcome(changed, moved))
+}
+
+async fn apply_dispute(
+    client: &impl GenericClient,
+    report: &DisputeReport,
+) -> Result<EventOutcome, StripeError> {
+    let dispute = report.dispute_id.as_str();
+    if let Some(currency) = other_currency(report.currency.as_ref()) {
+        tracing::warn!(
+            dispute,
+            currency,
+            "a Stripe dispute in another currency than usd; ignored"
+        );
+        return Ok(EventOutcome::Ignored);
+    }
+    let Some(intent) = report.payment_intent.as_deref() else {
+        tracing::warn!(
+            dispute,
+            "a Stripe dispute without a payment intent; ignored"
+        );
+        return Ok(EventOutcome::Ignored);
+    };
+    let changed = store::record_dispute(client, report, intent).await?;
+    let moved = settle_intent(client, intent).await?;
+    if moved.any() {
+        tracing::info!(
+            dispute,
+            status = %report.status,
+            debited_cents = moved.debited_cents,
+            credited_cents = moved.credited_cents,
+            "Stripe dispute applied"
+        );
+    } else if changed {
+        tracing::info!(
+            dispute,
+            status = %report.status,
+            payment_intent = intent,
+            "a Stripe dispute kept: it moves money only for a credited recorded session"
+        );
+    }
+    Ok(outcome(changed, moved))
 }
 
 #[cfg(test)]
