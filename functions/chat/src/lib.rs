@@ -159,11 +159,7 @@ async fn list_models(
     headers: HeaderMap,
     Query(page): Query<AnthropicPage>,
 ) -> Result<Response, ApiError> {
-    let catalog = state
-        .catalog
-        .get(&state.pool)
-        .await
-        .map_err(ApiError::internal)?;
+    let catalog = state.catalog.get(&state.pool).await?;
     let mut seen = std::collections::HashSet::new();
     let mut models = Vec::new();
     for (model, provider) in catalog.models_for_tier(caller.tier) {

@@ -46,11 +46,7 @@ pub(super) async fn plan(
         .unwrap_or_default();
     let task_type = options.task_type.unwrap_or_default();
 
-    let catalog = state
-        .catalog
-        .get(&state.pool)
-        .await
-        .map_err(ApiError::internal)?;
+    let catalog = state.catalog.get(&state.pool).await?;
 
     let prompt_tokens = work.estimate_prompt_tokens();
 

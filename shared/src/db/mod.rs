@@ -56,6 +56,23 @@ impl DbError {
         }
     }
 
+    /// The database cannot be used right now — it refuses or drops connections, is
+    /// starting up or shutting down, is out of connection slots, or does not answer in
+    /// time — as opposed to a statement it refused (a bug or bad data). Callers answer 503
+    /// with `Retry-After` for these, never 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Unavailable(_) => true,
+            // Every pool error is about getting a connection: a timeout, a connect that
+            // failed (refused, reset, "the database system is starting up"), a closed pool.
+            DbError::Pool(error) => {
+                !matches!(error, deadpool_postgres::PoolError::NoRuntimeSpecified)
+            }
+            DbError::Postgres(error) => postgres_unavailable(error),
+            _ => false,
+        }
+    }
+
     /// The SQLSTATE code when the error came from Postgres (e.g. `23505` unique violation).
     pub fn sql_state(&self) -> Option<&str> {
         match self {
@@ -63,6 +80,24 @@ impl DbError {
             DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code().map(|c| c.code()),
             _ => None,
         }
+    }
+}
+
+/// Whether a statement's error is the server going away rather than the statement: the
+/// connection closed or broke (an I/O error, no SQLSTATE), a connection exception (class
+/// `08`), an operator or crash shutdown or a server still starting (`57P01`–`57P03`), no
+/// connection slot or resources left (class `53`).
+pub fn postgres_unavailable(error: &tokio_postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    match error.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+        }
+        // No SQLSTATE: the connection failed underneath (I/O, TLS, a broken protocol).
+        None => error.as_db_error().is_none(),
     }
 }
 

@@ -157,7 +157,12 @@ impl IntoResponse for ApiError {
         }
         let status = self.status();
         let mut response = (status, Json(self.body())).into_response();
-        if let Self::RateLimited { retry_after, .. } = &self {
+        let retry_after = match &self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::ServiceUnavailable(_) => Some(DATABASE_RETRY_AFTER),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             let secs = retry_after.as_secs().max(1);
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -167,14 +172,34 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// How long a client is asked to wait when the gateway's own database is unavailable.
+pub const DATABASE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+impl ApiError {
+    /// 503 `service_unavailable` with `Retry-After`: the gateway's database cannot be used
+    /// right now (api.md: never a 500).
+    pub fn database_unavailable() -> Self {
+        Self::ServiceUnavailable("the database is unavailable, try again shortly".into())
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
-        match &error {
-            DbError::Pool(deadpool_postgres::PoolError::Timeout(_)) | DbError::Unavailable(_) => {
-                tracing::error!(error = %error, "database unavailable");
-                Self::ServiceUnavailable("the database is unavailable, try again shortly".into())
-            }
-            _ => Self::internal(error),
+        if error.is_unavailable() {
+            tracing::error!(error = %crate::report::error_chain(&error), "database unavailable");
+            return Self::database_unavailable();
+        }
+        Self::internal(error)
+    }
+}
+
+impl From<crate::catalog::CatalogError> for ApiError {
+    fn from(error: crate::catalog::CatalogError) -> Self {
+        use crate::catalog::CatalogError;
+        match error {
+            CatalogError::Pool(pool) => Self::from(DbError::Pool(pool)),
+            CatalogError::Postgres(pg) => Self::from(DbError::Postgres(pg)),
+            other => Self::internal(other),
         }
     }
 }
