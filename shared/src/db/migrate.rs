@@ -45,6 +45,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(18, "0018_embeddings"),
     migration!(19, "0019_model_performance"),
     migration!(20, "0020_hot_path_writes"),
+    migration!(22, "0022_billing_transaction_ids"),
 ];
 
 /// Arbitrary constant naming the migration lock.
