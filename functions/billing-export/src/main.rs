@@ -27,8 +27,12 @@ async fn main() -> ExitCode {
         let state = &state;
         let served = lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
             {
-                let outcome =
-                    switchboard_billing_export::handle_scheduled_event(state, event.payload).await;
+                let outcome = switchboard_billing_export::handle_scheduled_event(
+                    state,
+                    event.payload,
+                    event.context.deadline(),
+                )
+                .await;
                 switchboard_core::metrics::flush_emf();
                 outcome
             }
@@ -39,7 +43,12 @@ async fn main() -> ExitCode {
             Err(error) => fail(error.as_ref()),
         }
     } else {
-        match switchboard_billing_export::run_once(&state).await {
+        match switchboard_billing_export::run_once(
+            &state,
+            switchboard_core::billing::CLI_PASS_BUDGET,
+        )
+        .await
+        {
             Ok(report) => {
                 print_report(&report);
                 ExitCode::SUCCESS

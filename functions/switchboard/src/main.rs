@@ -29,7 +29,8 @@ enum Command {
         #[arg(long, value_name = "KMS_KEY_ID")]
         to_kms_key: String,
     },
-    /// Send unbilled usage to Lago once (SWITCHBOARD_LAGO_API_URL, _API_KEY) and exit.
+    /// Run one billing pass and exit: pending budget alerts to SWITCHBOARD_ALERT_WEBHOOK_URL,
+    /// unbilled usage to Lago (SWITCHBOARD_LAGO_API_URL, _API_KEY).
     ExportBilling,
 }
 
@@ -52,7 +53,14 @@ async fn main() -> ExitCode {
         }),
         Command::ExportBilling => match switchboard::serve::export_billing(config).await {
             Ok(report) => {
-                tracing::info!(sent = report.sent, failed = report.failed, deferred = report.deferred, "billing export done");
+                tracing::info!(sent = report.sent, failed = report.failed, deferred = report.deferred,
+                    export = ?report.export, alerts_delivered = report.alerts.delivered,
+                    alerts_failed = report.alerts.failed, alerts = ?report.alerts.status,
+                    "billing pass done");
+                if !report.succeeded() {
+                    eprintln!("error: a part of the billing pass failed (see the log above)");
+                    return ExitCode::FAILURE;
+                }
                 Ok(())
             }
             Err(error) => return fail(&error),

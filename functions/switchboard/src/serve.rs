@@ -97,29 +97,24 @@ pub async fn migrate(config: Config) -> Result<migrate::MigrationReport, ServeEr
     result
 }
 
-/// `switchboard export-billing`: one export pass against the configured database (the
-/// schema migrated first), then exit.
+/// `switchboard export-billing`: one whole billing pass (the pending budget alerts and
+/// the Lago export, `switchboard_core::billing::run_pass`) against the configured
+/// database (the schema migrated first), within 5 minutes, then exit.
 pub async fn export_billing(
     config: Config,
-) -> Result<switchboard_core::billing::ExportReport, ServeError> {
+) -> Result<switchboard_core::billing::PassReport, ServeError> {
     let database = Database::resolve(&config).await?;
     let result = async {
         let pool = connect_pool_with(&database.url, 2, &config.database.tls)?;
         migrate_pool(&pool).await?;
         let http = switchboard_core::state::upstream_http_client();
-        let report = switchboard_core::billing::export_once(&pool, &http, &config.billing).await?;
-        // Pending budget alerts go out with the same pass (when a webhook is configured).
-        let alerts =
-            switchboard_core::billing::alerts::deliver_pending(&pool, &http, &config.billing)
-                .await?;
-        if alerts.delivered + alerts.failed > 0 {
-            tracing::info!(
-                delivered = alerts.delivered,
-                failed = alerts.failed,
-                "budget alerts"
-            );
-        }
-        Ok(report)
+        Ok(switchboard_core::billing::run_pass(
+            &pool,
+            &http,
+            &config.billing,
+            switchboard_core::billing::CLI_PASS_BUDGET,
+        )
+        .await?)
     }
     .await;
     database.stop()?;

@@ -1,27 +1,39 @@
-//! One export pass: unbilled `billing_events` to Lago, batch by batch.
+//! One export pass: unbilled `billing_events` to Lago, batch by batch, until nothing is
+//! left, Lago cannot take more, or the pass's deadline is near.
 //!
-//! - Lago's `transaction_id` is the request id; when a client reused an `X-Request-Id`,
-//!   the later events of that id get `:<ledger id>` appended, so each stays unique (and the
-//!   same on every retry).
+//! - Each event's Lago `transaction_id` (`lago_transaction_id`) was fixed when its capture
+//!   was written (migration 0022): the request id, or `<request id>:<ledger id>` for the
+//!   later events of a reused `X-Request-Id`. It is the same on every pass and re-queue.
 //! - A batch (at most 100 events, oldest first) is read `FOR UPDATE SKIP LOCKED` in a
 //!   transaction that stays open while it is sent: a second exporter skips those rows.
 //! - 2xx: the events and their requests' usage rows get `billed_at`.
-//! - 5xx, 429, a timeout or no connection: each event's `next_attempt_at` moves on with
-//!   backoff (10 s doubling per attempt, at most 10 minutes) and the pass stops; the next
-//!   pass (or the next run of the schedule) tries again.
-//! - 4xx: the batch is split in halves until the refused events stand alone; those record
-//!   `billing_error` and are not sent again until an admin re-queues them
-//!   ([`requeue_failed`]); the others go through.
+//! - 5xx, 429, 408, a timeout or no connection: each event's `next_attempt_at` moves on
+//!   with backoff (10 s doubling per attempt, at most 10 minutes) and the pass stops; the
+//!   next pass (or the next run of the schedule) tries again.
+//! - 401, 403, 404 (any 4xx but 413 and 422): a configuration error (a rotated key, a
+//!   wrong URL), not a bad event. The pass stops after that one call with one ERROR line
+//!   naming the status; no event changes (no `billing_error`, no attempt counted, no
+//!   backoff), so every pass makes exactly one call until the setting is fixed, and the
+//!   first pass after that exports everything.
+//! - 422 naming events (Lago's `error_details` by index): an event whose `transaction_id`
+//!   already exists in Lago was delivered before (an answer lost) and is marked billed;
+//!   any other named event records `billing_error` and waits for an admin
+//!   ([`requeue_failed`]); the rest of the batch is sent again. A 422 (or 413) naming no
+//!   event splits the batch in halves until the refused events stand alone.
+//! - Before each call the pass checks its deadline: it starts no call it cannot finish
+//!   (a call waits at most the time left), and what it did not send stays for the next.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
-use super::lago::{LagoClient, LagoFailure, MAX_BATCH};
+use super::lago::{EventRefusal, LagoClient, LagoFailure, MAX_BATCH};
 use crate::config::BillingSettings;
 use crate::db::{DbError, DbPool};
 
@@ -30,11 +42,13 @@ const MAX_BATCHES_PER_PASS: usize = 100;
 /// Backoff after a transient failure: this, doubled per attempt, at most [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// No call starts with less time than this left before the pass's deadline.
+pub(crate) const MIN_CALL_TIME: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(
-        "the billing export is not configured: set SWITCHBOARD_LAGO_API_URL and SWITCHBOARD_LAGO_API_KEY"
+        "billing is not configured: set SWITCHBOARD_LAGO_API_URL and SWITCHBOARD_LAGO_API_KEY (the Lago export), or SWITCHBOARD_ALERT_WEBHOOK_URL (budget alerts)"
     )]
     NotConfigured,
     #[error(transparent)]
@@ -53,15 +67,43 @@ impl From<deadpool_postgres::PoolError> for ExportError {
     }
 }
 
+/// Why an export pass ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportEnd {
+    /// Nothing left to send now (or the pass's batch limit).
+    #[default]
+    Finished,
+    /// The pass's deadline came; the rest waits for the next pass.
+    Deadline,
+    /// Lago was unavailable; the events wait with backoff.
+    LagoUnavailable,
+    /// Lago refused the call itself (401, 403, 404…): its key or URL is wrong.
+    LagoConfiguration,
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ExportReport {
-    /// Events Lago accepted.
+    /// Events Lago accepted (or already held).
     pub sent: u64,
     /// Events Lago refused (now in the failures list).
     pub failed: u64,
     /// Events left for a later pass because Lago was unavailable.
     pub deferred: u64,
+    pub ended: ExportEnd,
+    /// The status of Lago's answer that ended the pass with `lago_configuration`.
+    pub lago_status: Option<u16>,
+}
+
+impl ExportReport {
+    fn add(&mut self, other: ExportReport) {
+        self.sent += other.sent;
+        self.failed += other.failed;
+        self.deferred += other.deferred;
+        self.ended = other.ended;
+        self.lago_status = other.lago_status;
+    }
 }
 
 /// An unbilled event, in Lago's shape.
@@ -70,11 +112,12 @@ struct Pending {
     event: Value,
 }
 
-/// Runs one export pass (see the module docs).
+/// Runs one export pass that starts no Lago call after `deadline` (see the module docs).
 pub async fn export_once(
     pool: &DbPool,
     http: &reqwest::Client,
     settings: &BillingSettings,
+    deadline: Instant,
 ) -> Result<ExportReport, ExportError> {
     let (Some(api_url), Some(api_key)) = (&settings.lago_api_url, &settings.lago_api_key) else {
         return Err(ExportError::NotConfigured);
@@ -86,6 +129,10 @@ pub async fn export_once(
     };
     let mut report = ExportReport::default();
     for _ in 0..MAX_BATCHES_PER_PASS {
+        if deadline.saturating_duration_since(Instant::now()) < MIN_CALL_TIME {
+            report.ended = ExportEnd::Deadline;
+            break;
+        }
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         let pending = lock_batch(&*tx, &settings.metric_code).await?;
@@ -93,12 +140,10 @@ pub async fn export_once(
             break;
         }
         let full = pending.len() == MAX_BATCH;
-        let batch = deliver(&*tx, &lago, pending).await?;
+        let batch = deliver(&*tx, &lago, pending, deadline).await?;
         tx.commit().await?;
-        report.sent += batch.sent;
-        report.failed += batch.failed;
-        report.deferred += batch.deferred;
-        if batch.deferred > 0 || !full {
+        report.add(batch);
+        if batch.ended != ExportEnd::Finished || !full {
             break;
         }
     }
@@ -107,10 +152,14 @@ pub async fn export_once(
             sent = report.sent,
             failed = report.failed,
             deferred = report.deferred,
+            ended = ?report.ended,
             "billing export pass"
         );
     }
-    crate::metrics::record_billing_export(report.sent, report.failed + report.deferred > 0);
+    crate::metrics::record_billing_export(
+        report.sent,
+        report.failed + report.deferred > 0 || report.ended == ExportEnd::LagoConfiguration,
+    );
     match pool.get().await {
         Ok(client) => match backlog_size(&**client).await {
             Ok((events, oldest)) => crate::metrics::billing_backlog(events, oldest),
@@ -144,13 +193,7 @@ async fn lock_batch(
 ) -> Result<Vec<Pending>, ExportError> {
     let rows = client
         .query(
-            "SELECT e.id,
-                    CASE WHEN e.properties->>'request_id' IS NULL THEN e.transaction_id
-                         WHEN EXISTS (SELECT 1 FROM billing_events b
-                                      WHERE b.properties->>'request_id' = e.properties->>'request_id'
-                                        AND b.id < e.id)
-                         THEN (e.properties->>'request_id') || ':' || e.transaction_id
-                         ELSE e.properties->>'request_id' END,
+            "SELECT e.id, e.lago_transaction_id,
                     COALESCE(a.billing_subscription_id, e.external_customer_id),
                     e.properties, extract(epoch FROM e.event_timestamp)::bigint
              FROM billing_events e
@@ -209,30 +252,76 @@ fn lago_event(
     })
 }
 
-/// Sends the batch, splitting it when Lago refuses it, and records each event's fate in
-/// the open transaction.
+/// Sends the batch (again without the events Lago named, or split in halves when it
+/// named none) and records each event's fate in the open transaction.
 async fn deliver(
     tx: &impl GenericClient,
     lago: &LagoClient<'_>,
     pending: Vec<Pending>,
+    deadline: Instant,
 ) -> Result<ExportReport, ExportError> {
     let mut report = ExportReport::default();
     let mut queue = vec![pending];
     while let Some(batch) = queue.pop() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < MIN_CALL_TIME {
+            // Untouched: the next pass sends them.
+            report.ended = ExportEnd::Deadline;
+            break;
+        }
         let ids: Vec<i64> = batch.iter().map(|p| p.id).collect();
         let events: Vec<Value> = batch.iter().map(|p| p.event.clone()).collect();
-        match lago.send(&events).await {
+        match lago.send(&events, left).await {
             Ok(()) => {
                 mark_billed(tx, &ids).await?;
                 report.sent += ids.len() as u64;
             }
-            Err(LagoFailure::Transient(message)) => {
+            Err(LagoFailure::Unavailable(message)) => {
                 // Everything not yet sent waits for a later pass.
                 let mut waiting = ids;
                 waiting.extend(queue.drain(..).flatten().map(|p| p.id));
                 tracing::warn!(events = waiting.len(), error = %message, "Lago unavailable; the events are retried later");
                 defer(tx, &waiting).await?;
                 report.deferred += waiting.len() as u64;
+                report.ended = ExportEnd::LagoUnavailable;
+                break;
+            }
+            Err(LagoFailure::Configuration { status, message }) => {
+                tracing::error!(
+                    status,
+                    error = %message,
+                    "Lago refused the billing export's call with HTTP {status}: check SWITCHBOARD_LAGO_API_KEY and SWITCHBOARD_LAGO_API_URL; no event was marked failed and the next pass tries again"
+                );
+                report.ended = ExportEnd::LagoConfiguration;
+                report.lago_status = Some(status);
+                break;
+            }
+            Err(LagoFailure::Rejected { events: named, .. }) if !named.is_empty() => {
+                let named: BTreeMap<usize, EventRefusal> = named.into_iter().collect();
+                let mut rest = Vec::new();
+                let mut held = Vec::new();
+                for (index, pending) in batch.into_iter().enumerate() {
+                    match named.get(&index) {
+                        None => rest.push(pending),
+                        Some(EventRefusal::AlreadyExists) => held.push(pending.id),
+                        Some(EventRefusal::Invalid(message)) => {
+                            tracing::error!(event_id = pending.id, error = %message, "Lago refused a billing event; it waits for an admin");
+                            mark_failed(tx, pending.id, message).await?;
+                            report.failed += 1;
+                        }
+                    }
+                }
+                if !held.is_empty() {
+                    tracing::info!(
+                        events = held.len(),
+                        "Lago already holds these events (an earlier answer was lost); marked billed"
+                    );
+                    mark_billed(tx, &held).await?;
+                    report.sent += held.len() as u64;
+                }
+                if !rest.is_empty() {
+                    queue.push(rest);
+                }
             }
             Err(LagoFailure::Rejected { message, .. }) if batch.len() == 1 => {
                 tracing::error!(event_id = ids[0], error = %message, "Lago refused a billing event; it waits for an admin");
@@ -304,8 +393,10 @@ async fn mark_failed(client: &impl GenericClient, id: i64, error: &str) -> Resul
 pub struct FailedEvent {
     /// The client's request id (`x-request-id`).
     pub request_id: Option<String>,
-    /// Lago's `transaction_id` (the ledger id of the request).
+    /// The ledger id of the charge (the event's key in Switchboard).
     pub transaction_id: String,
+    /// The `transaction_id` the event has in Lago (fixed at capture).
+    pub lago_transaction_id: String,
     pub user_id: String,
     pub error: String,
     pub attempts: i32,
@@ -338,7 +429,7 @@ pub async fn backlog(client: &impl GenericClient) -> Result<BacklogView, ExportE
     let failures = client
         .query(
             "SELECT properties->>'request_id', transaction_id, external_customer_id, billing_error,
-                    attempts, created_at
+                    attempts, created_at, lago_transaction_id
              FROM billing_events WHERE billed_at IS NULL AND billing_error IS NOT NULL
              ORDER BY id DESC LIMIT 100",
             &[],
@@ -352,6 +443,7 @@ pub async fn backlog(client: &impl GenericClient) -> Result<BacklogView, ExportE
             error: r.get(3),
             attempts: r.get(4),
             created_at: r.get(5),
+            lago_transaction_id: r.get(6),
         })
         .collect();
     Ok(BacklogView {

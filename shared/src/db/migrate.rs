@@ -46,6 +46,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(19, "0019_model_performance"),
     migration!(20, "0020_hot_path_writes"),
     migration!(21, "0021_stripe_sessions"),
+    migration!(22, "0022_billing_transaction_ids"),
 ];
 
 /// Arbitrary constant naming the migration lock.
