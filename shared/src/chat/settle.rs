@@ -22,15 +22,17 @@
 //! duplicate on the next try.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use serde_json::Value;
 
 use crate::admission::{self, AdmissionError, AdmissionRequest, ProviderLimit};
 use crate::db::group::{BatchLost, GroupCommit, OnCancel};
 use crate::db::{DbError, DbPool};
-use crate::ledger::{self, Authorization, Capture, CaptureKind, LedgerError, UsageLogRow};
+use crate::ledger::{
+    self, Authorization, Capture, LedgerError, PendingCharge, PendingCharges, UsageLogRow,
+};
 
 /// Batches of admissions, and separately of captures, one process has in PostgreSQL at
 /// once. More in flight batch less, and one slow commit (an `fsync` stall) must not hold
@@ -63,40 +65,21 @@ impl AdmissionItem {
     }
 }
 
-/// A capture waiting for its batch.
-#[derive(Debug, Clone)]
-pub(crate) struct CaptureItem {
-    pub ledger_id: String,
-    pub user_id: String,
-    pub amount: Decimal,
-    pub kind: CaptureKind,
-    pub usage_logs: Vec<UsageLogRow>,
-    pub billing_properties: Value,
-}
-
-impl CaptureItem {
-    fn as_capture(&self) -> Capture<'_> {
-        Capture {
-            request_id: &self.ledger_id,
-            user_id: &self.user_id,
-            amount: self.amount,
-            kind: self.kind,
-            usage_logs: &self.usage_logs,
-            billing_properties: self.billing_properties.clone(),
-        }
-    }
-}
+/// A capture waiting for its batch (or, when it cannot commit, for the spool).
+pub(crate) type CaptureItem = ledger::CaptureRecord;
 
 /// An admitted request: its verdict and the hold it now owns. A result that nobody
 /// receives (its submitter gone) is dropped, and the [`Hold`] releases itself.
 pub(crate) type Admitted = Result<(Authorization, Hold), AdmissionError>;
 pub(crate) type Captured = Result<ledger::Captured, LedgerError>;
 
-/// The admission and capture queues of one process.
+/// The admission and capture queues of one process, and where its captures that cannot
+/// commit are kept until they do.
 pub struct LedgerQueues {
     pool: DbPool,
     admissions: GroupCommit<AdmissionItem, Admitted>,
     captures: GroupCommit<CaptureItem, Captured>,
+    pending: Option<Arc<dyn PendingCharges>>,
 }
 
 impl LedgerQueues {
@@ -110,7 +93,15 @@ impl LedgerQueues {
             admissions: GroupCommit::new(in_flight, max_batch, OnCancel::Withdraw),
             // A charge is never dropped.
             captures: GroupCommit::new(in_flight, max_batch, OnCancel::Write),
+            pending: None,
         }
+    }
+
+    /// Captures that cannot commit within their retry budget are kept in `pending` (the
+    /// spool of `serve`, the queue of a Lambda function) until they do.
+    pub fn with_pending_charges(mut self, pending: Arc<dyn PendingCharges>) -> Self {
+        self.pending = Some(pending);
+        self
     }
 
     pub(crate) async fn admit(&self, item: AdmissionItem) -> Result<Admitted, BatchLost> {
@@ -218,8 +209,9 @@ const TRY_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum Settled {
     /// Written: the charge, the closed hold, the usage rows and the billing event.
     Captured { balance: Decimal },
-    /// Could not be written within the budget: the hold stays active, the charge is
-    /// logged for reconciliation, and no usage row claims it.
+    /// Could not be written within the budget: the hold stays active and no usage row
+    /// claims the charge yet. It is kept in the process's spool or queue (when it has
+    /// one) and written when the database is back, else logged for reconciliation.
     Pending,
 }
 
@@ -258,27 +250,11 @@ impl Hold {
         .await;
         match outcome {
             Ok(balance) => Settled::Captured { balance },
+            Err(error @ Failure::Transient(_)) if queues.pending.is_some() => {
+                keep_pending(queues, item, &error).await
+            }
             Err(error) => {
-                // One line with everything reconciliation needs; the hold stays active
-                // (it expires after SWITCHBOARD_HOLD_TTL_SECS; a later `sb_capture` with
-                // this ledger id still charges, once).
-                let (model, provider) = item
-                    .usage_logs
-                    .last()
-                    .map(|row| (row.model_name.clone(), row.provider_slug.clone()))
-                    .unwrap_or_default();
-                tracing::error!(
-                    target: "switchboard::pending_charge",
-                    ledger_id = %item.ledger_id,
-                    request_id = item.usage_logs.last().map(|row| row.request_id.as_str()).unwrap_or_default(),
-                    user_id = %item.user_id,
-                    amount_usd = %item.amount.normalize(),
-                    kind = ?item.kind,
-                    model = model.as_deref().unwrap_or_default(),
-                    provider = provider.as_deref().unwrap_or_default(),
-                    error = %error,
-                    "pending charge: the capture could not be written; the hold stays active for reconciliation"
-                );
+                log_pending_charge(&item, &error);
                 crate::metrics::record_pending_capture();
                 Settled::Pending
             }
@@ -291,6 +267,59 @@ impl Hold {
         crate::metrics::holds_active(-1.0);
         release(&self.pool, &self.ledger_id, usage_logs).await;
     }
+}
+
+/// Keeps a capture that could not commit in the process's spool or queue, durably, before
+/// the answer ends. If even that fails, the charge is logged for reconciliation.
+async fn keep_pending(queues: &LedgerQueues, item: CaptureItem, error: &Failure) -> Settled {
+    let Some(pending) = &queues.pending else {
+        log_pending_charge(&item, error);
+        return Settled::Pending;
+    };
+    crate::metrics::record_pending_capture();
+    let charge = PendingCharge {
+        kept_at: chrono::Utc::now(),
+        capture: item,
+    };
+    match pending.keep(&charge).await {
+        Ok(()) => {
+            crate::metrics::pending_charge_kept();
+            tracing::warn!(
+                target: "switchboard::pending_charge",
+                ledger_id = %charge.capture.ledger_id,
+                amount_usd = %charge.capture.amount.normalize(),
+                %error,
+                "the capture could not be written; kept as a pending charge until the database is back"
+            );
+        }
+        Err(spool_error) => {
+            tracing::error!(error = %spool_error, "the pending charge could not be kept either");
+            log_pending_charge(&charge.capture, error);
+        }
+    }
+    Settled::Pending
+}
+
+/// One line with everything reconciliation needs: the hold stays active (it expires after
+/// SWITCHBOARD_HOLD_TTL_SECS; a later `sb_capture` with this ledger id still charges, once).
+fn log_pending_charge(item: &CaptureItem, error: &Failure) {
+    let (model, provider) = item
+        .usage_logs
+        .last()
+        .map(|row| (row.model_name.clone(), row.provider_slug.clone()))
+        .unwrap_or_default();
+    tracing::error!(
+        target: "switchboard::pending_charge",
+        ledger_id = %item.ledger_id,
+        request_id = item.usage_logs.last().map(|row| row.request_id.as_str()).unwrap_or_default(),
+        user_id = %item.user_id,
+        amount_usd = %item.amount.normalize(),
+        kind = ?item.kind,
+        model = model.as_deref().unwrap_or_default(),
+        provider = provider.as_deref().unwrap_or_default(),
+        error = %error,
+        "pending charge: the capture could not be written; the hold stays active for reconciliation"
+    );
 }
 
 impl Drop for Hold {

@@ -6,16 +6,19 @@
 //! locked first.
 
 pub mod cost;
+pub mod spool;
 
 use std::time::Duration;
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::Type;
 
 use crate::db::DbError;
 use crate::db::hot::HotClient;
+
+pub use spool::{CaptureRecord, FileSpool, PendingCharge, PendingCharges, SpoolError};
 
 pub use cost::{
     Cost, HoldOffer, TokenBuckets, TokenPrices, byok_fee, cost_of, hold_amount, max_cost,
@@ -162,7 +165,8 @@ pub(crate) fn interpret_authorize(
 }
 
 /// What a capture charges: the model's cost (platform key) or the BYOK platform fee.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CaptureKind {
     Usage,
     ByokFee,
@@ -179,7 +183,7 @@ impl CaptureKind {
 
 /// One `llm_usage_logs` row: one per attempt of a request (fallbacks are later attempts).
 /// Money fields are exact decimals (serialised as strings).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UsageLogRow {
     pub user_id: String,
     pub request_id: String,

@@ -43,6 +43,8 @@ pub const LEDGER_RELEASES: &str = "switchboard_ledger_releases_total";
 pub const LEDGER_RETRIES: &str = "switchboard_ledger_settle_retries_total";
 pub const LEDGER_BATCH_SIZE: &str = "switchboard_ledger_batch_size";
 pub const LEDGER_HOLDS_ACTIVE: &str = "switchboard_ledger_holds_active";
+pub const PENDING_CHARGES: &str = "switchboard_pending_charges";
+pub const PENDING_CHARGE_AGE: &str = "switchboard_pending_charge_oldest_age_seconds";
 pub const DB_POOL_WAIT: &str = "switchboard_db_pool_wait_seconds";
 pub const DB_POOL_ERRORS: &str = "switchboard_db_pool_errors_total";
 pub const PROVIDER_ENABLED: &str = "switchboard_provider_enabled";
@@ -81,6 +83,8 @@ pub const ALL: &[&str] = &[
     LEDGER_RETRIES,
     LEDGER_BATCH_SIZE,
     LEDGER_HOLDS_ACTIVE,
+    PENDING_CHARGES,
+    PENDING_CHARGE_AGE,
     DB_POOL_WAIT,
     DB_POOL_ERRORS,
     DB_POOL_CONNECTIONS,
@@ -302,6 +306,16 @@ fn describe() {
         LEDGER_HOLDS_ACTIVE,
         Unit::Count,
         "Holds this process has placed and not yet settled."
+    );
+    describe_gauge!(
+        PENDING_CHARGES,
+        Unit::Count,
+        "Captures kept in the pending-charge spool until the database takes them."
+    );
+    describe_gauge!(
+        PENDING_CHARGE_AGE,
+        Unit::Seconds,
+        "Age of the oldest pending charge in the spool (0 when it is empty)."
     );
     describe_histogram!(
         DB_POOL_WAIT,
@@ -593,6 +607,26 @@ pub fn record_settle_retry(operation: &'static str) {
 pub fn record_batch(queue: &'static str, size: usize) {
     if on() {
         histogram_of(LEDGER_BATCH_SIZE, "queue", queue).record(size as f64);
+    }
+}
+
+/// The charges kept in this process's spool (or queue) and the age of the oldest, as the
+/// last drain found them.
+pub fn pending_charges(count: u64, oldest: Option<chrono::DateTime<chrono::Utc>>) {
+    if !on() {
+        return;
+    }
+    gauge_of(PENDING_CHARGES, "", "").set(count as f64);
+    let age = oldest.map_or(0.0, |kept_at| {
+        (chrono::Utc::now() - kept_at).num_milliseconds().max(0) as f64 / 1000.0
+    });
+    gauge_of(PENDING_CHARGE_AGE, "", "").set(age);
+}
+
+/// A pending charge kept in the spool (or queue) now.
+pub fn pending_charge_kept() {
+    if on() {
+        gauge_of(PENDING_CHARGES, "", "").increment(1.0);
     }
 }
 
