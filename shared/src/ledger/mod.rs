@@ -18,8 +18,8 @@ use crate::db::DbError;
 use crate::db::hot::HotClient;
 
 pub use cost::{
-    Cost, HoldOffer, TokenBuckets, TokenPrices, byok_fee, cost_of, hold_amount, max_cost,
-    round_up_money,
+    CacheWrites, Cost, HoldOffer, TokenBuckets, TokenPrices, byok_fee, cost_of, hold_amount,
+    max_cost, max_cost_with, round_up_money,
 };
 
 /// Default lifetime of a hold (its one definition is the configuration's).

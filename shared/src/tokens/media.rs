@@ -36,7 +36,7 @@
 //!
 //! The routing estimate ([`MediaBiller::Estimate`], for the context filter and
 //! `count_tokens`) counts an image as Claude's standard size (`w × h / 750` after a downscale
-//! to 1,568 px and 1.15 MP, at most 1,600; 1,600 when the size is unknown) and a PDF page
+//! to 1,568 px and 1.2 MP, at most 1,600; 1,600 when the size is unknown) and a PDF page
 //! as 3,000 + 1,600 tokens (one page per 50 kB when the pages cannot be counted).
 
 use base64::Engine;
@@ -58,7 +58,7 @@ pub const PDF_TEXT_TOKENS_PER_PAGE: u64 = 3_000;
 pub const MAX_PDF_PAGES: u64 = 600;
 /// Anthropic's largest image: 3.75 MP / 750 (high-resolution tier).
 const ANTHROPIC_IMAGE_MAX: u64 = 5_000;
-/// Claude's standard image (1.15 MP, long edge 1,568 px): the routing estimate's image.
+/// Claude's standard image (about 1.2 MP, long edge 1,568 px): the routing estimate's image.
 const STANDARD_IMAGE_TOKENS: u64 = 1_600;
 /// Gemini 3's default (high) media resolution for an image.
 const GEMINI_IMAGE_TOKENS: u64 = 1_120;
@@ -310,7 +310,7 @@ impl Kind {
 fn image_tokens(biller: MediaBiller<'_>, size: Option<(u32, u32)>, detail: Detail) -> u64 {
     match biller {
         MediaBiller::Estimate => size.map_or(STANDARD_IMAGE_TOKENS, |(w, h)| {
-            let (w, h) = fit(w, h, 1_568, 1_150_000);
+            let (w, h) = fit(w, h, 1_568, 1_200_000);
             (w * h).div_ceil(750).min(STANDARD_IMAGE_TOKENS)
         }),
         MediaBiller::Model {
@@ -567,7 +567,7 @@ mod tests {
         assert_eq!(tokens(image(1600, 900, None), GEMINI), 6 * 258);
         // The routing estimate: Claude's standard size.
         assert_eq!(tokens(image(1000, 1000, None), MediaBiller::Estimate), 1_334);
-        assert_eq!(tokens(image(4000, 3000, None), MediaBiller::Estimate), 1_535);
+        assert_eq!(tokens(image(4000, 3000, None), MediaBiller::Estimate), 1_600);
     }
 
     #[test]
