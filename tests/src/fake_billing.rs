@@ -299,10 +299,8 @@ impl Biller<'_> {
             .split(") Tj")
             .filter_map(|before| before.rsplit_once('(').map(|(_, string)| string))
             .collect();
-        let page_image = self.image_of_size(
-            Some((PAGE_POINTS.0 * 3 / 2, PAGE_POINTS.1 * 3 / 2)),
-            false,
-        );
+        let page_image =
+            self.image_of_size(Some((PAGE_POINTS.0 * 3 / 2, PAGE_POINTS.1 * 3 / 2)), false);
         self.text(&page_text.join("\n")) + pages * page_image
     }
 }
@@ -433,7 +431,10 @@ mod tests {
         let image = png(2048, 4096);
         assert_eq!(png_size(&image), Some((2048, 4096)));
         // OpenAI's examples: 2048 × 4096 at high detail is 1,105 tokens.
-        assert_eq!(biller(Wire::OpenAi, "gpt-4o").image(Some(&image), false), 1_105);
+        assert_eq!(
+            biller(Wire::OpenAi, "gpt-4o").image(Some(&image), false),
+            1_105
+        );
         assert_eq!(
             biller(Wire::OpenAi, "gpt-4o-mini").image(Some(&png(1024, 1024)), false),
             2_833 + 4 * 5_667
@@ -453,7 +454,8 @@ mod tests {
         let page_image = anthropic.image_of_size(Some((918, 1188)), false);
         assert_eq!(
             anthropic.pdf(&pdf(3, "Quarterly results.")),
-            3 * page_image + anthropic.text("Quarterly results.\nQuarterly results.\nQuarterly results.")
+            3 * page_image
+                + anthropic.text("Quarterly results.\nQuarterly results.\nQuarterly results.")
         );
     }
 }

@@ -569,7 +569,10 @@ impl FakeUpstream {
     /// it bills a request that refers to it); returns the URL. `name` ends it
     /// (`chart.png`).
     pub fn host(&self, name: &str, bytes: Vec<u8>) -> String {
-        let url = format!("https://files.fake-upstream.test/{}/{name}", self.shared.next_id());
+        let url = format!(
+            "https://files.fake-upstream.test/{}/{name}",
+            self.shared.next_id()
+        );
         self.shared.lock().hosted.insert(url.clone(), bytes);
         url
     }

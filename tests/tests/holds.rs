@@ -23,7 +23,9 @@ fn d(s: &str) -> Decimal {
 
 /// The fake's answer: 3 completion tokens, the input as the provider bills it.
 fn billed() -> Reply {
-    Reply::text("Seen.").with_usage(0, 3, 0).billed_from_request()
+    Reply::text("Seen.")
+        .with_usage(0, 3, 0)
+        .billed_from_request()
 }
 
 /// A gateway whose catalog also has `gpt-4o-mini` and `gemini-2.0-flash` (list prices).
@@ -173,7 +175,10 @@ async fn an_openai_image_by_url_is_held_at_the_models_largest_image() {
     let body = json!({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user",
         "content": [{"type": "text", "text": "Describe it."}, image_part(url.clone())]}]});
     let (status, _, answer) = gw.chat(&key, &body, &[]).await;
-    assert_eq!(status, 200, "an OpenAI model can take an image URL: {answer}");
+    assert_eq!(
+        status, 200,
+        "an OpenAI model can take an image URL: {answer}"
+    );
     let sent = gw.upstream.last_request().unwrap().body;
     assert_eq!(sent["messages"][0]["content"][1]["image_url"]["url"], url);
     assert_covered(&gw, "by-url", 48_169).await;
@@ -190,8 +195,7 @@ async fn an_anthropic_image_is_held_at_claudes_size_formula() {
                      "data": base64(&png(1092, 1092))}},
                     {"type": "text", "text": "What is this?"}]}]});
     // At `precision` no automatic cache breakpoint doubles the hold's prompt price.
-    let (status, answer) =
-        messages_with(&gw, &key, body, &[("x-power-level", "precision")]).await;
+    let (status, answer) = messages_with(&gw, &key, body, &[("x-power-level", "precision")]).await;
     assert_eq!(status, 200, "{answer}");
     assert_covered(&gw, "claude-image", 1_590).await;
 }
@@ -207,7 +211,8 @@ async fn a_gemini_image_is_held_at_its_tiles() {
     let (status, _, answer) = gw.chat(&key, &body, &[]).await;
     assert_eq!(status, 200, "{answer}");
     assert!(
-        gw.upstream.last_request().unwrap().body["contents"][0]["parts"][1]["inlineData"].is_object()
+        gw.upstream.last_request().unwrap().body["contents"][0]["parts"][1]["inlineData"]
+            .is_object()
     );
     assert_covered(&gw, "gemini-image", 6 * 258).await;
 }
@@ -295,7 +300,9 @@ async fn tool_cache_write_is_held_at_its_price(ttl: Option<&str>, user: &str) {
         ttl.map_or(Value::Null, |ttl| json!(ttl))
     );
     // The provider wrote the whole tool prefix to its cache, at 1.25 × or 2 × input.
-    let written = answer["usage"]["cache_creation_input_tokens"].as_i64().unwrap();
+    let written = answer["usage"]["cache_creation_input_tokens"]
+        .as_i64()
+        .unwrap();
     assert!(written >= 2_000, "{answer}");
     let (held, captured, _) = hold_and_capture(&gw, user).await;
     let write_price = if ttl == Some("1h") { d("6") } else { d("3.75") };
@@ -344,7 +351,12 @@ async fn tool_result_and_assistant_breakpoints_reach_anthropic_and_are_held() {
     assert_eq!(result["type"], "tool_result", "{sent}");
     assert_eq!(result["cache_control"], five, "{sent}");
     // Both breakpoints were written (the hour one up to the tool call).
-    assert!(answer["usage"]["cache_creation_input_tokens"].as_i64().unwrap() >= 1_500);
+    assert!(
+        answer["usage"]["cache_creation_input_tokens"]
+            .as_i64()
+            .unwrap()
+            >= 1_500
+    );
     assert_covered(&gw, "agent", 0).await;
 
     // The same breakpoints from chat completions, OpenAI-style on the parts.
@@ -361,9 +373,15 @@ async fn tool_result_and_assistant_breakpoints_reach_anthropic_and_are_held() {
     let (status, _, answer) = gw.chat(&key, &body, &[]).await;
     assert_eq!(status, 200, "{answer}");
     let sent = gw.upstream.last_request().unwrap().body;
-    assert_eq!(sent["messages"][1]["content"][0]["cache_control"], hour, "{sent}");
+    assert_eq!(
+        sent["messages"][1]["content"][0]["cache_control"], hour,
+        "{sent}"
+    );
     assert_eq!(sent["messages"][2]["content"][0]["type"], "tool_result");
-    assert_eq!(sent["messages"][2]["content"][0]["cache_control"], five, "{sent}");
+    assert_eq!(
+        sent["messages"][2]["content"][0]["cache_control"], five,
+        "{sent}"
+    );
     assert_covered(&gw, "agent-openai-style", 0).await;
 }
 
@@ -371,7 +389,9 @@ async fn tool_result_and_assistant_breakpoints_reach_anthropic_and_are_held() {
 async fn inputs_anthropic_would_fetch_are_refused_on_the_platform_key() {
     let gw = gateway().await;
     let key = gw.user("fetcher", "starter", "5").await;
-    let url = gw.upstream.host("report.pdf", pdf(40, "Forty pages of numbers."));
+    let url = gw
+        .upstream
+        .host("report.pdf", pdf(40, "Forty pages of numbers."));
     // A document by URL on the Messages API.
     let body = json!({"model": "claude-3-5-sonnet-20241022", "max_tokens": 16, "messages": [{"role": "user",
         "content": [{"type": "document", "source": {"type": "url", "url": url}},
@@ -388,9 +408,15 @@ async fn inputs_anthropic_would_fetch_are_refused_on_the_platform_key() {
     let body = json!({"model": "claude-3-5-sonnet-20241022", "max_tokens": 16, "messages": [{"role": "user",
         "content": [{"type": "text", "text": "What is this?"}, image_part(gw.upstream.host("cat.png", png(800, 600)))]}]});
     let (status, _, answer) = gw.chat(&key, &body, &[]).await;
-    assert_eq!(status, 400, "every candidate refused it: a 400, not a 503: {answer}");
+    assert_eq!(
+        status, 400,
+        "every candidate refused it: a 400, not a 503: {answer}"
+    );
     assert_eq!(answer["error"]["type"], "invalid_request_error");
-    assert_eq!(answer["error"]["param"], "messages[0].content[1].image_url.url");
+    assert_eq!(
+        answer["error"]["param"],
+        "messages[0].content[1].image_url.url"
+    );
     // Nothing reached a provider, nothing is held or charged.
     assert_eq!(gw.upstream.request_count(), 0);
     assert_eq!(active_holds(&gw, "fetcher").await, 0);
@@ -425,7 +451,10 @@ async fn an_image_url_goes_to_the_candidate_that_can_bound_it() {
     assert_eq!(answer["_metadata"]["provider_used"], "openai", "{answer}");
     // Claude was skipped before any call: one upstream request, to OpenAI.
     assert_eq!(gw.upstream.request_count(), 1);
-    assert_eq!(gw.upstream.last_request().unwrap().path, "/v1/chat/completions");
+    assert_eq!(
+        gw.upstream.last_request().unwrap().path,
+        "/v1/chat/completions"
+    );
     assert_covered(&gw, "mixed", 765).await;
 }
 

@@ -187,9 +187,8 @@ fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
                             // the cached prefix ends no earlier than the client's.
                             if let Some(cache_control) =
                                 block.get("cache_control").filter(|v| v.is_object())
-                                && breakpoint.is_none_or(|kept| {
-                                    kept.get("ttl") != Some(&json!("1h"))
-                                })
+                                && breakpoint
+                                    .is_none_or(|kept| kept.get("ttl") != Some(&json!("1h")))
                             {
                                 breakpoint = Some(cache_control);
                             }

@@ -444,7 +444,10 @@ mod tests {
             ..TokenPrices::default()
         };
         let ttl = |value: serde_json::Value| CacheWrites::of_cache_control(&value);
-        assert_eq!(ttl(serde_json::json!({"type": "ephemeral"})), CacheWrites::FiveMinutes);
+        assert_eq!(
+            ttl(serde_json::json!({"type": "ephemeral"})),
+            CacheWrites::FiveMinutes
+        );
         assert_eq!(
             ttl(serde_json::json!({"type": "ephemeral", "ttl": "5m"})),
             CacheWrites::FiveMinutes
@@ -464,7 +467,10 @@ mod tests {
             cache_write_per_1m: Some(d("7")),
             ..claude
         };
-        assert_eq!(max_cost_with(1000, 0, &odd, CacheWrites::OneHour), d("0.007"));
+        assert_eq!(
+            max_cost_with(1000, 0, &odd, CacheWrites::OneHour),
+            d("0.007")
+        );
         // Each offer's own prompt: the worst case over them.
         let offer = |prompt_tokens, cache_writes| HoldOffer {
             prices: claude,

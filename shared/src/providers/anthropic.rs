@@ -188,13 +188,15 @@ fn convert_messages(request: &ChatRequest) -> Result<(Option<Value>, Vec<Value>)
 /// carries a `tool_use` block's this way) is a breakpoint at its end: on its last block,
 /// unless that block has its own (or is a thinking block, which cannot carry one).
 fn mark_message_breakpoint(message: &Message, blocks: &mut [Value]) {
-    let Some(cache_control) = message.extra.get("cache_control").filter(|v| v.is_object())
-    else {
+    let Some(cache_control) = message.extra.get("cache_control").filter(|v| v.is_object()) else {
         return;
     };
     if let Some(last) = blocks.last_mut().filter(|block| {
         block.get("cache_control").is_none()
-            && !matches!(block["type"].as_str(), Some("thinking" | "redacted_thinking"))
+            && !matches!(
+                block["type"].as_str(),
+                Some("thinking" | "redacted_thinking")
+            )
     }) {
         last["cache_control"] = cache_control.clone();
     }

@@ -574,7 +574,9 @@ impl ChatRequest {
                         let file = part.extra.get("file");
                         ["file_id", "file_url"]
                             .into_iter()
-                            .find(|key| file.and_then(|f| f.get(*key)).is_some_and(|v| !v.is_null()))
+                            .find(|key| {
+                                file.and_then(|f| f.get(*key)).is_some_and(|v| !v.is_null())
+                            })
                             .map(|key| format!(".file.{key}"))
                     }
                     _ => None,
@@ -746,9 +748,9 @@ fn fetched_source(block: &Value) -> Option<String> {
                     _ => {}
                 }
             }
-            fields.iter().find_map(|(key, value)| {
-                fetched_source(value).map(|path| format!(".{key}{path}"))
-            })
+            fields
+                .iter()
+                .find_map(|(key, value)| fetched_source(value).map(|path| format!(".{key}{path}")))
         }
         Value::Array(items) => items
             .iter()
@@ -1124,26 +1126,36 @@ mod tests {
         assert_eq!(with(json!({})), CacheWrites::None);
         // On a tool definition.
         assert_eq!(
-            with(json!({"tools": [{"type": "function", "function": {"name": "f"}, "cache_control": five}]})),
+            with(
+                json!({"tools": [{"type": "function", "function": {"name": "f"}, "cache_control": five}]})
+            ),
             CacheWrites::FiveMinutes
         );
         assert_eq!(
-            with(json!({"tools": [{"type": "function", "function": {"name": "f"}, "cache_control": hour}]})),
+            with(
+                json!({"tools": [{"type": "function", "function": {"name": "f"}, "cache_control": hour}]})
+            ),
             CacheWrites::OneHour
         );
         // On a tool result's part, on an assistant message, inside an Anthropic block.
         assert_eq!(
-            with(json!({"messages": [{"role": "tool", "tool_call_id": "c", "content": [
-                {"type": "text", "text": "r", "cache_control": five}]}]})),
+            with(
+                json!({"messages": [{"role": "tool", "tool_call_id": "c", "content": [
+                {"type": "text", "text": "r", "cache_control": five}]}]})
+            ),
             CacheWrites::FiveMinutes
         );
         assert_eq!(
-            with(json!({"messages": [{"role": "assistant", "content": "a", "cache_control": hour}]})),
+            with(
+                json!({"messages": [{"role": "assistant", "content": "a", "cache_control": hour}]})
+            ),
             CacheWrites::OneHour
         );
         assert_eq!(
-            with(json!({"messages": [{"role": "user", "content": [{"type": "anthropic_block",
-                "block": {"type": "search_result", "content": [{"type": "text", "text": "x", "cache_control": hour}]}}]}]})),
+            with(
+                json!({"messages": [{"role": "user", "content": [{"type": "anthropic_block",
+                "block": {"type": "search_result", "content": [{"type": "text", "text": "x", "cache_control": hour}]}}]}]})
+            ),
             CacheWrites::OneHour
         );
         // The longest one wins; a null is none.
@@ -1154,7 +1166,9 @@ mod tests {
             CacheWrites::OneHour
         );
         assert_eq!(
-            with(json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "cache_control": null}]}]})),
+            with(
+                json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "cache_control": null}]}]})
+            ),
             CacheWrites::None
         );
     }
@@ -1172,7 +1186,9 @@ mod tests {
         assert_eq!(image.unbounded_input(ApiFormat::Anthropic), param);
         assert_eq!(image.unbounded_input(ApiFormat::Gemini), param);
         assert_eq!(image.unbounded_input(ApiFormat::OpenAi), None);
-        let inline = request(json!([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]));
+        let inline = request(
+            json!([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]),
+        );
         assert_eq!(inline.unbounded_input(ApiFormat::Anthropic), None);
 
         let document = |source: Value| {
@@ -1188,22 +1204,30 @@ mod tests {
             Some("messages[1].content[0].source.file_id")
         );
         assert_eq!(
-            document(json!({"type": "content", "content": [{"type": "text", "text": "x"},
-                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]})).as_deref(),
+            document(
+                json!({"type": "content", "content": [{"type": "text", "text": "x"},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]})
+            )
+            .as_deref(),
             Some("messages[1].content[0].source.content[1].source.url")
         );
         assert_eq!(
             document(json!({"type": "base64", "media_type": "application/pdf", "data": "JVBER"})),
             None
         );
-        assert_eq!(document(json!({"type": "text", "media_type": "text/plain", "data": "x"})), None);
+        assert_eq!(
+            document(json!({"type": "text", "media_type": "text/plain", "data": "x"})),
+            None
+        );
 
         let file = request(json!([{"type": "file", "file": {"file_id": "file-abc"}}]));
         assert_eq!(
             file.unbounded_input(ApiFormat::OpenAi).as_deref(),
             Some("messages[1].content[0].file.file_id")
         );
-        let inline_file = request(json!([{"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBER"}}]));
+        let inline_file = request(
+            json!([{"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBER"}}]),
+        );
         assert_eq!(inline_file.unbounded_input(ApiFormat::OpenAi), None);
     }
 }

@@ -62,8 +62,8 @@ fn webp(bytes: &[u8]) -> Option<(u32, u32)> {
         b"VP8L" => {
             let b = bytes.get(21..25)?;
             let width = 1 + (u32::from(b[0]) | (u32::from(b[1]) & 0x3f) << 8);
-            let height = 1
-                + (u32::from(b[1]) >> 6 | u32::from(b[2]) << 2 | (u32::from(b[3]) & 0x0f) << 10);
+            let height =
+                1 + (u32::from(b[1]) >> 6 | u32::from(b[2]) << 2 | (u32::from(b[3]) & 0x0f) << 10);
             Some((width, height))
         }
         b"VP8X" => Some((le24(bytes, 24)? + 1, le24(bytes, 27)? + 1)),

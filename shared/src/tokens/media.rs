@@ -27,12 +27,12 @@
 //! (`gpt-5` matches `gpt-5-2025-08-07`, not `gpt-5.2`).
 //!
 //! A PDF (an Anthropic `document` with a base64 `application/pdf` source, or an OpenAI
-//! `file` part with base64 `file_data`) counts its pages (see `pdf.rs`) × ([`PDF_TEXT_TOKENS_PER_PAGE`]
-//! + the format's image of unknown size): both providers send each page's text and an
-//! image of the page; Anthropic documents 1,500–3,000 text tokens a page. A PDF whose pages
-//! cannot be counted counts [`MAX_PDF_PAGES`]. The chat run's hold further caps each
-//! candidate's prompt at its context window: a provider refuses, and does not bill, a
-//! longer prompt.
+//! `file` part with base64 `file_data`) counts its pages (see `pdf.rs`), each at
+//! [`PDF_TEXT_TOKENS_PER_PAGE`] plus the format's image of unknown size: both providers
+//! send each page's text and an image of the page; Anthropic documents 1,500–3,000 text
+//! tokens a page. A PDF whose pages cannot be counted counts [`MAX_PDF_PAGES`]. The chat
+//! run's hold further caps each candidate's prompt at its context window: a provider
+//! refuses, and does not bill, a longer prompt.
 //!
 //! The routing estimate ([`MediaBiller::Estimate`], for the context filter and
 //! `count_tokens`) counts an image as Claude's standard size (`w × h / 750` after a downscale
@@ -296,9 +296,9 @@ impl Kind {
             Kind::Pdf { pages, bytes } => {
                 let pages = match (biller, pages) {
                     (_, Some(pages)) => u64::from(*pages).clamp(1, MAX_PDF_PAGES),
-                    (MediaBiller::Estimate, None) => {
-                        (*bytes as u64).div_ceil(ESTIMATE_BYTES_PER_PAGE).clamp(1, MAX_PDF_PAGES)
-                    }
+                    (MediaBiller::Estimate, None) => (*bytes as u64)
+                        .div_ceil(ESTIMATE_BYTES_PER_PAGE)
+                        .clamp(1, MAX_PDF_PAGES),
                     (MediaBiller::Model { .. }, None) => MAX_PDF_PAGES,
                 };
                 pages * (PDF_TEXT_TOKENS_PER_PAGE + image_tokens(biller, None, Detail::High))
@@ -497,14 +497,20 @@ mod tests {
     #[test]
     fn openais_documented_examples() {
         // "A 1024 x 1024 square image in detail: high mode costs 765 tokens."
-        assert_eq!(tokens(image(1024, 1024, Some("high")), openai("gpt-4o")), 765);
+        assert_eq!(
+            tokens(image(1024, 1024, Some("high")), openai("gpt-4o")),
+            765
+        );
         // "A 2048 x 4096 image in detail: high mode costs 1105 tokens."
         assert_eq!(tokens(image(2048, 4096, None), openai("gpt-4o")), 1105);
         // "A 4096 x 8192 image in detail: low most costs 85 tokens."
         assert_eq!(tokens(image(4096, 8192, Some("low")), openai("gpt-4o")), 85);
         // gpt-4o-mini bills the same tiles at 2,833 + 5,667 each.
         assert_eq!(
-            tokens(image(1024, 1024, None), openai("openai/gpt-4o-mini-2024-07-18")),
+            tokens(
+                image(1024, 1024, None),
+                openai("openai/gpt-4o-mini-2024-07-18")
+            ),
             2_833 + 4 * 5_667
         );
         assert_eq!(
@@ -528,7 +534,8 @@ mod tests {
     #[test]
     fn unknown_sizes_models_and_details_take_the_maximum() {
         let url = |model: &str, detail: Option<&str>| {
-            let mut part = json!({"type": "image_url", "image_url": {"url": "https://example.com/a.png"}});
+            let mut part =
+                json!({"type": "image_url", "image_url": {"url": "https://example.com/a.png"}});
             if let Some(detail) = detail {
                 part["image_url"]["detail"] = json!(detail);
             }
@@ -541,7 +548,10 @@ mod tests {
         assert_eq!(url("gpt-5-2025-08-07", None), 1_190);
         // Not a documented family: `gpt-5.2` is not `gpt-5`.
         assert_eq!(url("gpt-5.2", None), UNKNOWN_IMAGE_TOKENS);
-        assert_eq!(url("meta-llama/llama-3.2-90b-vision", None), UNKNOWN_IMAGE_TOKENS);
+        assert_eq!(
+            url("meta-llama/llama-3.2-90b-vision", None),
+            UNKNOWN_IMAGE_TOKENS
+        );
         assert_eq!(url("gpt-4o", Some("original")), UNKNOWN_IMAGE_TOKENS);
         assert_eq!(url("gpt-4o-mini", Some("original")), 48_169);
         assert_eq!(
@@ -566,18 +576,27 @@ mod tests {
         assert_eq!(tokens(image(300, 300, None), GEMINI), 1_120);
         assert_eq!(tokens(image(1600, 900, None), GEMINI), 6 * 258);
         // The routing estimate: Claude's standard size.
-        assert_eq!(tokens(image(1000, 1000, None), MediaBiller::Estimate), 1_334);
-        assert_eq!(tokens(image(4000, 3000, None), MediaBiller::Estimate), 1_600);
+        assert_eq!(
+            tokens(image(1000, 1000, None), MediaBiller::Estimate),
+            1_334
+        );
+        assert_eq!(
+            tokens(image(4000, 3000, None), MediaBiller::Estimate),
+            1_600
+        );
     }
 
     #[test]
     fn pdfs_count_their_pages_for_the_formats_that_take_them() {
-        let data =
-            base64::engine::general_purpose::STANDARD.encode(super::super::pdf::tests::plain_pdf(4));
+        let data = base64::engine::general_purpose::STANDARD
+            .encode(super::super::pdf::tests::plain_pdf(4));
         let document = json!({"role": "user", "content": [{"type": "anthropic_block", "block": {
             "type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": data}}}]});
         assert_eq!(tokens(document.clone(), ANTHROPIC), 4 * (3_000 + 5_000));
-        assert_eq!(tokens(document.clone(), MediaBiller::Estimate), 4 * (3_000 + 1_600));
+        assert_eq!(
+            tokens(document.clone(), MediaBiller::Estimate),
+            4 * (3_000 + 1_600)
+        );
         // Only Anthropic takes the block: another format counts nothing.
         assert_eq!(tokens(document, openai("gpt-4o")), 0);
 

@@ -337,8 +337,7 @@ mod tests {
 
         use crate::catalog::ApiFormat;
 
-        let data =
-            base64::engine::general_purpose::STANDARD.encode(pdf::tests::plain_pdf(3));
+        let data = base64::engine::general_purpose::STANDARD.encode(pdf::tests::plain_pdf(3));
         let messages = [json!({"role": "user", "content": [
             {"type": "text", "text": "Summarise."},
             {"type": "anthropic_block", "block": {"type": "document", "title": "Report",

@@ -29,7 +29,10 @@ pub(super) fn page_count(pdf: &[u8]) -> Option<u32> {
     let texts: Vec<&[u8]> = std::iter::once(pdf)
         .chain(sources.iter().map(Vec::as_slice))
         .collect();
-    let tree_count = texts.iter().filter_map(|text| largest_pages_count(text)).max();
+    let tree_count = texts
+        .iter()
+        .filter_map(|text| largest_pages_count(text))
+        .max();
     if let Some(count) = tree_count.filter(|count| *count > 0) {
         return Some(count);
     }
@@ -153,9 +156,7 @@ fn count_in(dictionary: &[u8]) -> Option<u32> {
 fn object_streams(pdf: &[u8]) -> impl Iterator<Item = &[u8]> {
     type_positions(pdf, b"ObjStm").filter_map(move |at| {
         let (start, end) = enclosing_dictionary(pdf, at)?;
-        if find_all(&pdf[start..end], b"/FlateDecode").next().is_none() {
-            return None;
-        }
+        find_all(&pdf[start..end], b"/FlateDecode").next()?;
         let mut i = end;
         while pdf.get(i).is_some_and(|b| is_white(*b)) {
             i += 1;
@@ -237,8 +238,9 @@ pub(crate) mod tests {
         let inner =
             b"1 0 2 40 <</Type /Pages /Kids [2 0 R] /Count 25>> <</Type /Page /Parent 1 0 R>>";
         let compressed = miniz_oxide::deflate::compress_to_vec_zlib(inner, 6);
-        let mut pdf = b"%PDF-1.5\n4 0 obj\n<< /Type /ObjStm /N 2 /First 9 /Filter /FlateDecode /Length "
-            .to_vec();
+        let mut pdf =
+            b"%PDF-1.5\n4 0 obj\n<< /Type /ObjStm /N 2 /First 9 /Filter /FlateDecode /Length "
+                .to_vec();
         pdf.extend(compressed.len().to_string().bytes());
         pdf.extend(b" >>\nstream\r\n");
         pdf.extend(&compressed);
