@@ -11,6 +11,12 @@
 /// At most this many bytes are inflated from a PDF's object streams altogether (a
 /// deflate bomb costs no more than this).
 const MAX_INFLATED_BYTES: usize = 64 << 20;
+/// A dictionary is looked for at most this far on either side of its `/Type` (a page
+/// tree node is small; one with a longer `/Kids` is still counted by its page objects).
+const DICTIONARY_WINDOW: usize = 16 << 10;
+/// At most this many `/Type /Pages` nodes and object streams are read: crafted input
+/// repeating them costs no more than this.
+const MAX_NODES: usize = 4_096;
 
 pub(super) fn page_count(pdf: &[u8]) -> Option<u32> {
     let mut sources: Vec<Vec<u8>> = Vec::new();
@@ -19,19 +25,22 @@ pub(super) fn page_count(pdf: &[u8]) -> Option<u32> {
         if budget == 0 {
             break;
         }
-        if let Ok(inflated) =
-            miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(stream, budget)
-        {
-            budget = budget.saturating_sub(inflated.len());
-            sources.push(inflated);
+        match miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(stream, budget) {
+            Ok(inflated) => {
+                budget = budget.saturating_sub(inflated.len());
+                sources.push(inflated);
+            }
+            // What a damaged or oversized stream inflated counts against the budget too.
+            Err(error) => budget = budget.saturating_sub(error.output.len()),
         }
     }
     let texts: Vec<&[u8]> = std::iter::once(pdf)
         .chain(sources.iter().map(Vec::as_slice))
         .collect();
+    let mut nodes = MAX_NODES;
     let tree_count = texts
         .iter()
-        .filter_map(|text| largest_pages_count(text))
+        .filter_map(|text| largest_pages_count(text, &mut nodes))
         .max();
     if let Some(count) = tree_count.filter(|count| *count > 0) {
         return Some(count);
@@ -61,22 +70,31 @@ fn page_objects(text: &[u8]) -> usize {
     type_positions(text, b"Page").count()
 }
 
-/// The largest `/Count` among the dictionaries that say `/Type /Pages`.
-fn largest_pages_count(text: &[u8]) -> Option<u32> {
-    type_positions(text, b"Pages")
-        .filter_map(|at| {
-            let (start, end) = enclosing_dictionary(text, at)?;
-            count_in(&text[start..end])
-        })
-        .max()
+/// The largest `/Count` among the dictionaries that say `/Type /Pages`, reading at most
+/// `nodes` more of them (the budget is shared by every text of one PDF).
+fn largest_pages_count(text: &[u8], nodes: &mut usize) -> Option<u32> {
+    let mut largest = None;
+    for at in type_positions(text, b"Pages") {
+        if *nodes == 0 {
+            break;
+        }
+        *nodes -= 1;
+        let count =
+            enclosing_dictionary(text, at).and_then(|(start, end)| count_in(&text[start..end]));
+        largest = largest.max(count);
+    }
+    largest
 }
 
-/// The `<<`…`>>` around `at`, nested dictionaries skipped.
+/// The `<<`…`>>` around `at`, nested dictionaries skipped, within
+/// [`DICTIONARY_WINDOW`] on either side.
 fn enclosing_dictionary(text: &[u8], at: usize) -> Option<(usize, usize)> {
+    let floor = at.saturating_sub(DICTIONARY_WINDOW);
+    let ceiling = at.saturating_add(DICTIONARY_WINDOW).min(text.len());
     let mut depth = 0usize;
     let mut i = at;
     let start = loop {
-        if i < 2 {
+        if i < floor + 2 {
             return None;
         }
         i -= 1;
@@ -93,7 +111,7 @@ fn enclosing_dictionary(text: &[u8], at: usize) -> Option<(usize, usize)> {
     };
     let mut depth = 0usize;
     let mut j = at;
-    while j + 1 < text.len() {
+    while j + 1 < ceiling {
         if text[j..j + 2] == *b"<<" {
             depth += 1;
             j += 2;
@@ -152,17 +170,31 @@ fn count_in(dictionary: &[u8]) -> Option<u32> {
     None
 }
 
-/// The raw bytes of every `/Type /ObjStm` stream compressed with `/FlateDecode`.
-fn object_streams(pdf: &[u8]) -> impl Iterator<Item = &[u8]> {
-    type_positions(pdf, b"ObjStm").filter_map(move |at| {
-        let (start, end) = enclosing_dictionary(pdf, at)?;
-        find_all(&pdf[start..end], b"/FlateDecode").next()?;
+/// The raw bytes of the `/Type /ObjStm` streams compressed with `/FlateDecode`, in
+/// order; one that starts inside the previous one's data is not a stream (each byte is
+/// searched once).
+fn object_streams(pdf: &[u8]) -> Vec<&[u8]> {
+    let mut streams = Vec::new();
+    let mut read_up_to = 0;
+    for at in type_positions(pdf, b"ObjStm") {
+        if streams.len() >= MAX_NODES {
+            break;
+        }
+        if at < read_up_to {
+            continue;
+        }
+        let Some((start, end)) = enclosing_dictionary(pdf, at) else {
+            continue;
+        };
+        if find_all(&pdf[start..end], b"/FlateDecode").next().is_none() {
+            continue;
+        }
         let mut i = end;
         while pdf.get(i).is_some_and(|b| is_white(*b)) {
             i += 1;
         }
         if !pdf[i..].starts_with(b"stream") {
-            return None;
+            continue;
         }
         i += b"stream".len();
         // The keyword ends with CRLF or LF.
@@ -172,9 +204,14 @@ fn object_streams(pdf: &[u8]) -> impl Iterator<Item = &[u8]> {
         if pdf.get(i) == Some(&b'\n') {
             i += 1;
         }
-        let length = find_all(&pdf[i..], b"endstream").next()?;
-        Some(&pdf[i..i + length])
-    })
+        // No `endstream` after this one: none after any later one either.
+        let Some(length) = find_all(&pdf[i..], b"endstream").next() else {
+            break;
+        };
+        streams.push(&pdf[i..i + length]);
+        read_up_to = i + length;
+    }
+    streams
 }
 
 fn is_white(byte: u8) -> bool {
@@ -246,6 +283,21 @@ pub(crate) mod tests {
         pdf.extend(&compressed);
         pdf.extend(b"\r\nendstream\nendobj\n%%EOF\n");
         assert_eq!(page_count(&pdf), Some(25));
+    }
+
+    #[test]
+    fn crafted_repetition_costs_a_bounded_time() {
+        // Megabytes of unclosed page-tree nodes and stream headers without their end.
+        let mut crafted = b"%PDF-1.7\n".to_vec();
+        for _ in 0..100_000 {
+            crafted.extend(b"<</Type /Pages /Kids [");
+        }
+        for _ in 0..100_000 {
+            crafted.extend(b"<</Type/ObjStm/Filter/FlateDecode>>stream\n");
+        }
+        let started = std::time::Instant::now();
+        assert_eq!(page_count(&crafted), None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[test]
