@@ -6,8 +6,8 @@
 //!
 //! `stream: true` answers with Anthropic's event sequence (`messages_sse`).
 //!
-//! `POST /v1/messages/count_tokens` answers `{"input_tokens": N}` with the estimate the
-//! hold uses, and charges nothing.
+//! `POST /v1/messages/count_tokens` answers `{"input_tokens": N}` with the routing
+//! estimate the hold starts from, and charges nothing.
 //!
 //! `cache_control` reaches an Anthropic-format upstream wherever the client put it: on
 //! blocks of user and system turns (kept on the parts), on tools, and on `tool_result`,
@@ -432,8 +432,8 @@ async fn run(
     }
 }
 
-/// `POST /v1/messages/count_tokens`: the prompt's estimated tokens, with the estimator
-/// the hold uses; no upstream call, no charge. `max_tokens` is not required here.
+/// `POST /v1/messages/count_tokens`: the prompt's estimated tokens, the routing estimate
+/// the hold starts from; no upstream call, no charge. `max_tokens` is not required here.
 pub async fn count_tokens(caller: Result<Caller, ApiError>, body: Bytes) -> Response {
     let counted = async {
         caller?;
