@@ -1174,6 +1174,20 @@ mod tests {
     }
 
     #[test]
+    fn the_token_estimate_knows_the_anthropic_block_part() {
+        // A base64 PDF inside the part counts for Anthropic-format candidates only.
+        let part = json!({"role": "user", "content": [{"type": ANTHROPIC_BLOCK_PART, "block":
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"}}}]});
+        let media = crate::tokens::PromptMedia::of(&[part]);
+        let biller = |format| crate::tokens::MediaBiller::Model {
+            format,
+            model_id: "m",
+        };
+        assert!(media.tokens(biller(ApiFormat::Anthropic)) > 0);
+        assert_eq!(media.tokens(biller(ApiFormat::OpenAi)), 0);
+    }
+
+    #[test]
     fn inputs_the_provider_fetches_are_named_per_format() {
         let request = |content: Value| {
             parse(json!({"model": "m", "messages": [

@@ -64,6 +64,9 @@ const STANDARD_IMAGE_TOKENS: u64 = 1_600;
 const GEMINI_IMAGE_TOKENS: u64 = 1_120;
 /// The routing estimate's page count of a PDF it cannot read: one page per 50 kB.
 const ESTIMATE_BYTES_PER_PAGE: u64 = 50_000;
+/// `providers::ANTHROPIC_BLOCK_PART`, the part that carries an Anthropic block (tokens sits
+/// below providers; a test in `providers/request.rs` keeps the two equal).
+const ANTHROPIC_BLOCK_PART: &str = "anthropic_block";
 /// Base64 characters decoded to read an image's header (JPEG frames may follow long EXIF
 /// segments).
 const IMAGE_HEADER_CHARS: usize = 4 * 65_536;
@@ -232,7 +235,7 @@ fn collect(value: &Value, within: Option<ApiFormat>, items: &mut Vec<Media>) {
         }
         Value::Object(fields) => {
             let within = match fields.get("type").and_then(Value::as_str) {
-                Some(crate::providers::ANTHROPIC_BLOCK_PART) => Some(ApiFormat::Anthropic),
+                Some(ANTHROPIC_BLOCK_PART) => Some(ApiFormat::Anthropic),
                 _ => within,
             };
             match media_of(fields, within) {
