@@ -30,12 +30,17 @@
 //! so a gateway that normalises correctly sees the same totals in all three
 //! formats, streamed or not.
 //!
+//! A reply built with [`Reply::billed_from_request`] reports instead the input the real
+//! provider would bill for the request received (images, PDF pages, prompt-cache writes:
+//! see [`crate::fake_billing`]); files the provider would fetch by URL are served from
+//! [`FakeUpstream::host`].
+//!
 //! Request validation mirrors the real APIs loosely: a body that is not a JSON
 //! object, or lacks the fields the provider requires (OpenAI `model` + `messages`,
 //! Anthropic `model` + `messages` + `max_tokens`, Gemini `contents`), gets a 400 in
 //! that provider's error shape and does not consume a scripted step.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +56,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+use crate::fake_billing::{Wire, billed_input};
 
 /// Text of the default reply.
 pub const DEFAULT_TEXT: &str = "Hello from the fake upstream.";
@@ -176,6 +183,9 @@ pub struct Reply {
     /// before the text (streamed as `thinking_delta` and `signature_delta`); the other
     /// formats do not send it.
     pub thinking: Option<(String, String)>,
+    /// Report the input the provider would bill for the request received
+    /// ([`Reply::billed_from_request`]) instead of `usage`'s prompt and cache counts.
+    pub bill_from_request: bool,
 }
 
 impl Default for Reply {
@@ -193,7 +203,17 @@ impl Reply {
             finish_reason: None,
             usage: Usage::default(),
             thinking: None,
+            bill_from_request: false,
         }
+    }
+
+    /// Reports as its usage what the real provider would bill for the request received:
+    /// its text, its images by size, its PDFs by page and (Anthropic) its prompt-cache
+    /// writes, by the documented formulas (`fake_billing`). The completion tokens stay
+    /// this reply's.
+    pub fn billed_from_request(mut self) -> Reply {
+        self.bill_from_request = true;
+        self
     }
 
     /// Adds an Anthropic thinking block with its signature.
@@ -436,6 +456,8 @@ struct Inner {
     default: Reply,
     requests: Vec<RecordedRequest>,
     models: Option<Vec<String>>,
+    /// Files the provider "fetches" by URL, by URL.
+    hosted: HashMap<String, Vec<u8>>,
 }
 
 struct Shared {
@@ -491,6 +513,7 @@ impl FakeUpstream {
                 default: Reply::default(),
                 requests: Vec::new(),
                 models: None,
+                hosted: HashMap::new(),
             }),
             counter: AtomicU64::new(0),
         });
@@ -542,6 +565,18 @@ impl FakeUpstream {
     }
 
     /// Queues one behaviour for the next completion request (any format).
+    /// Serves `bytes` at an `https` URL a provider can "fetch" (the fake looks it up when
+    /// it bills a request that refers to it); returns the URL. `name` ends it
+    /// (`chart.png`).
+    pub fn host(&self, name: &str, bytes: Vec<u8>) -> String {
+        let url = format!(
+            "https://files.fake-upstream.test/{}/{name}",
+            self.shared.next_id()
+        );
+        self.shared.lock().hosted.insert(url.clone(), bytes);
+        url
+    }
+
     pub fn push(&self, step: impl Into<Step>) {
         self.shared.lock().steps.push_back(step.into());
     }
@@ -864,10 +899,28 @@ async fn handle(
             };
             let step = {
                 let mut inner = shared.lock();
-                match inner.steps.pop_front() {
+                let mut step = match inner.steps.pop_front() {
                     Some(step) => step,
                     None => Step::Reply(inner.default.clone()),
+                };
+                if let Step::Reply(reply) = &mut step
+                    && reply.bill_from_request
+                {
+                    let wire = match format {
+                        Format::OpenAi => Wire::OpenAi,
+                        Format::Anthropic => Wire::Anthropic,
+                        Format::Gemini => Wire::Gemini,
+                    };
+                    let billed = billed_input(wire, &model, &body, &inner.hosted);
+                    reply.usage = Usage {
+                        prompt_tokens: billed.prompt_tokens,
+                        completion_tokens: reply.usage.completion_tokens,
+                        cached_tokens: 0,
+                        cache_creation_tokens: billed.cache_write_tokens,
+                        cache_creation_1h_tokens: billed.cache_write_1h_tokens,
+                    };
                 }
+                step
             };
             let request = Completion {
                 format,

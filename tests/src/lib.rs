@@ -2,6 +2,7 @@
 //! test, a fake upstream provider server, a moto server for the AWS paths, and fake
 //! Lago, Stripe, webhook and OTLP receivers.
 
+pub mod fake_billing;
 pub mod fake_lago;
 pub mod fake_otlp;
 pub mod fake_stripe;

@@ -1363,13 +1363,14 @@ fn max_cost_over_candidates(
 ) -> Decimal {
     let offers = candidates.iter().map(|c| ledger::HoldOffer {
         prices: ledger::TokenPrices::of(&c.model),
+        prompt_tokens: u64::from(prompt),
         max_output_tokens: u64::from(
             OutputBudget::of(&c.model, prompt, requested_output).max_tokens,
         ),
         byok: c.byok,
-        may_write_cache: false,
+        cache_writes: ledger::CacheWrites::None,
     });
-    ledger::hold_amount(u64::from(prompt), offers, Decimal::ZERO)
+    ledger::hold_amount(offers, Decimal::ZERO)
 }
 
 #[tokio::test]

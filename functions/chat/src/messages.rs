@@ -6,8 +6,13 @@
 //!
 //! `stream: true` answers with Anthropic's event sequence (`messages_sse`).
 //!
-//! `POST /v1/messages/count_tokens` answers `{"input_tokens": N}` with the estimate the
-//! hold uses, and charges nothing.
+//! `POST /v1/messages/count_tokens` answers `{"input_tokens": N}` with the routing
+//! estimate the hold starts from, and charges nothing.
+//!
+//! `cache_control` reaches an Anthropic-format upstream wherever the client put it: on
+//! blocks of user and system turns (kept on the parts), on tools, and on `tool_result`,
+//! assistant text and `tool_use` blocks (kept on the translated message: a breakpoint at
+//! its end, which is where the adapter puts it back).
 //!
 //! `thinking` and `top_k` reach an Anthropic-format upstream as they came; other formats
 //! do without them. Thinking blocks come back in the answer (with their signatures), and
@@ -100,11 +105,17 @@ fn user_parts(content: &Value, at: &str) -> Result<(Vec<Value>, Vec<Value>), Api
                             Value::Null => String::new(),
                             other => other.to_string(),
                         };
-                        tool_results.push(json!({
+                        let mut result = json!({
                             "role": "tool",
                             "tool_call_id": block["tool_use_id"],
                             "content": text,
-                        }));
+                        });
+                        // The result's breakpoint, on the message (the Anthropic adapter
+                        // puts it back on the `tool_result` block).
+                        if let Some(cache_control) = block.get("cache_control") {
+                            result["cache_control"] = cache_control.clone();
+                        }
+                        tool_results.push(result);
                         continue;
                     }
                     other => {
@@ -166,10 +177,21 @@ fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
                 let mut text = String::new();
                 let mut tool_calls = Vec::new();
                 let mut thinking = Vec::new();
+                let mut breakpoint: Option<&Value> = None;
                 match &turn["content"] {
                     Value::String(s) => text.push_str(s),
                     Value::Array(blocks) => {
                         for block in blocks {
+                            // A text or tool_use block's breakpoint goes on the message:
+                            // the Anthropic adapter puts it on the turn's last block, so
+                            // the cached prefix ends no earlier than the client's.
+                            if let Some(cache_control) =
+                                block.get("cache_control").filter(|v| v.is_object())
+                                && breakpoint
+                                    .is_none_or(|kept| kept.get("ttl") != Some(&json!("1h")))
+                            {
+                                breakpoint = Some(cache_control);
+                            }
                             match block["type"].as_str() {
                                 Some("text") => {
                                     text.push_str(block["text"].as_str().unwrap_or_default())
@@ -204,6 +226,9 @@ fn to_chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
                 }
                 if !thinking.is_empty() {
                     message[THINKING_BLOCKS] = Value::Array(thinking);
+                }
+                if let Some(cache_control) = breakpoint {
+                    message["cache_control"] = cache_control.clone();
                 }
                 messages.push(message);
             }
@@ -407,8 +432,8 @@ async fn run(
     }
 }
 
-/// `POST /v1/messages/count_tokens`: the prompt's estimated tokens, with the estimator
-/// the hold uses; no upstream call, no charge. `max_tokens` is not required here.
+/// `POST /v1/messages/count_tokens`: the prompt's estimated tokens, the routing estimate
+/// the hold starts from; no upstream call, no charge. `max_tokens` is not required here.
 pub async fn count_tokens(caller: Result<Caller, ApiError>, body: Bytes) -> Response {
     let counted = async {
         caller?;

@@ -197,18 +197,21 @@ impl Run {
     /// The hold (ledger.md): the worst case over the candidates that may be tried — the
     /// provider cost for platform-key candidates, the platform fee for BYOK ones.
     fn hold_amount(&self) -> Decimal {
-        let has_cache_control = self.work.has_cache_control();
+        let cache_writes = self.work.cache_writes();
+        let prompt = self.work.prompt_bounds(self.prompt_tokens);
         let offers = self.candidates.iter().map(|c| ledger::HoldOffer {
             prices: ledger::TokenPrices::of(&c.model),
+            prompt_tokens: prompt.for_candidate(c),
             max_output_tokens: u64::from(c.output.max_tokens),
             byok: c.byok,
-            may_write_cache: has_cache_control || self.adds_cache_control(c),
+            // The breakpoints the gateway adds are 5-minute ones.
+            cache_writes: if self.adds_cache_control(c) {
+                cache_writes.max(ledger::CacheWrites::FiveMinutes)
+            } else {
+                cache_writes
+            },
         });
-        ledger::hold_amount(
-            u64::from(self.prompt_tokens),
-            offers,
-            self.state.config.chat.byok_fee_percent,
-        )
+        ledger::hold_amount(offers, self.state.config.chat.byok_fee_percent)
     }
 
     /// A fallback candidate takes a slot of its own provider's limits (one more round trip,

@@ -7,8 +7,10 @@ use serde_json::Value;
 
 use crate::catalog::ModelType;
 use crate::http::ApiError;
+use crate::ledger::CacheWrites;
 use crate::providers::{ChatRequest, EmbeddingRequest, RequiredCapabilities};
-use crate::tokens;
+use crate::routing::Candidate;
+use crate::tokens::{self, MediaBiller, PromptMedia};
 
 /// The route a request came through; recorded on its usage rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,6 +84,25 @@ impl Work {
         matches!(self, Work::Chat(request) if request.has_cache_control())
     }
 
+    /// The longest-lived prompt-cache write the request's breakpoints ask for.
+    pub fn cache_writes(&self) -> CacheWrites {
+        match self {
+            Work::Chat(request) => request.cache_writes(),
+            Work::Embed(_) => CacheWrites::None,
+        }
+    }
+
+    /// What the hold prices each candidate's prompt at, from the routing `estimate`.
+    pub fn prompt_bounds(&self, estimate: u32) -> PromptBounds {
+        PromptBounds {
+            estimate,
+            media: match self {
+                Work::Chat(request) => Some(PromptMedia::of(&message_values(request))),
+                Work::Embed(_) => None,
+            },
+        }
+    }
+
     pub fn required_capabilities(&self) -> RequiredCapabilities {
         match self {
             Work::Chat(request) => request.required_capabilities(),
@@ -113,11 +134,7 @@ impl Work {
 /// follows the requested model's family; `auto` (or any non-OpenAI model) gets the
 /// conservative heuristic. Tool definitions count too.
 pub fn estimate_prompt_tokens(request: &ChatRequest) -> u32 {
-    let messages: Vec<Value> = request
-        .messages
-        .iter()
-        .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
-        .collect();
+    let messages = message_values(request);
     let mut prompt_tokens = tokens::estimate_prompt_tokens(&request.model, &messages);
     if let Some(tools) = &request.tools
         && let Ok(json) = serde_json::to_string(tools)
@@ -126,4 +143,37 @@ pub fn estimate_prompt_tokens(request: &ChatRequest) -> u32 {
             prompt_tokens.saturating_add(tokens::estimate_text_tokens(&request.model, &json));
     }
     prompt_tokens
+}
+
+fn message_values(request: &ChatRequest) -> Vec<Value> {
+    request
+        .messages
+        .iter()
+        .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+        .collect()
+}
+
+/// The hold's prompt per candidate: the routing estimate with the prompt's images and PDF
+/// pages at the most that candidate's provider bills for them, and no more than its
+/// context window (`tokens::prompt_bound`). Embeddings: the estimate.
+pub(super) struct PromptBounds {
+    estimate: u32,
+    media: Option<PromptMedia>,
+}
+
+impl PromptBounds {
+    pub fn for_candidate(&self, candidate: &Candidate) -> u64 {
+        match &self.media {
+            None => u64::from(self.estimate),
+            Some(media) => tokens::prompt_bound(
+                self.estimate,
+                media,
+                MediaBiller::Model {
+                    format: candidate.provider.api_format,
+                    model_id: &candidate.model.model_id,
+                },
+                candidate.model.context_window,
+            ),
+        }
+    }
 }

@@ -48,15 +48,39 @@ impl TokenPrices {
             .unwrap_or(self.input_per_1m * Decimal::from(2u32))
     }
 
-    /// The most one prompt token can cost: the input price, or a cache write's when the
-    /// request may write the prompt cache.
-    pub fn highest_prompt_price(&self, may_write_cache: bool) -> Decimal {
-        if may_write_cache {
-            self.input_per_1m
+    /// The most one prompt token can cost: the input price, or, when the request may
+    /// write the prompt cache, the dearest write it may cause (a 1-hour breakpoint may
+    /// come with 5-minute ones; a 5-minute one never writes for an hour).
+    pub fn highest_prompt_price(&self, cache_writes: CacheWrites) -> Decimal {
+        match cache_writes {
+            CacheWrites::None => self.input_per_1m,
+            CacheWrites::FiveMinutes => self.input_per_1m.max(self.cache_write_price()),
+            CacheWrites::OneHour => self
+                .input_per_1m
                 .max(self.cache_write_price())
-                .max(self.cache_write_1h_price())
-        } else {
-            self.input_per_1m
+                .max(self.cache_write_1h_price()),
+        }
+    }
+}
+
+/// The longest-lived prompt-cache write a request may cause: its `cache_control`
+/// breakpoints (system, messages, tool results, tools), or the ones the gateway adds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CacheWrites {
+    #[default]
+    None,
+    /// `cache_control` without a `ttl`, or `"ttl": "5m"`.
+    FiveMinutes,
+    /// `"ttl": "1h"`.
+    OneHour,
+}
+
+impl CacheWrites {
+    /// The write one `cache_control` value asks for.
+    pub fn of_cache_control(cache_control: &serde_json::Value) -> CacheWrites {
+        match cache_control.get("ttl").and_then(serde_json::Value::as_str) {
+            Some("1h") => CacheWrites::OneHour,
+            _ => CacheWrites::FiveMinutes,
         }
     }
 }
@@ -126,19 +150,19 @@ pub fn cost_of(tokens: TokenBuckets, prices: &TokenPrices) -> Cost {
 /// The most a call may cost: every prompt token uncached at the input price plus the
 /// maximum output at the output price (the amount held before the call).
 pub fn max_cost(prompt_tokens: u64, max_output_tokens: u64, prices: &TokenPrices) -> Decimal {
-    max_cost_with(prompt_tokens, max_output_tokens, prices, false)
+    max_cost_with(prompt_tokens, max_output_tokens, prices, CacheWrites::None)
 }
 
-/// [`max_cost`], with every prompt token at a cache write's price when the request may
-/// write the prompt cache (it carries `cache_control`).
+/// [`max_cost`], with every prompt token at the dearest cache write the request may
+/// cause ([`TokenPrices::highest_prompt_price`]).
 pub fn max_cost_with(
     prompt_tokens: u64,
     max_output_tokens: u64,
     prices: &TokenPrices,
-    may_write_cache: bool,
+    cache_writes: CacheWrites,
 ) -> Decimal {
     round_up_money(
-        per_million(prompt_tokens, prices.highest_prompt_price(may_write_cache))
+        per_million(prompt_tokens, prices.highest_prompt_price(cache_writes))
             + per_million(max_output_tokens, prices.output_per_1m),
     )
 }
@@ -147,21 +171,23 @@ pub fn max_cost_with(
 #[derive(Debug, Clone)]
 pub struct HoldOffer {
     pub prices: TokenPrices,
+    /// The most prompt tokens this offer's provider can bill: images and PDF pages at its
+    /// documented maximum (`tokens::prompt_bound`).
+    pub prompt_tokens: u64,
     /// The most output the call may produce (the request's `max_tokens`, else the
     /// model's, else the catalog default).
     pub max_output_tokens: u64,
     /// On the user's own key the platform charges only its fee on the provider cost.
     pub byok: bool,
-    /// The request carries `cache_control`: its prompt may be written to the cache, at a
-    /// cache write's price.
-    pub may_write_cache: bool,
+    /// The prompt-cache writes the call may cause: its prompt is then held at that write
+    /// price.
+    pub cache_writes: CacheWrites,
 }
 
 /// The hold (ledger.md): the worst case over the offers that may be tried, each at its
-/// [`max_cost`] (for a BYOK offer, the platform fee on it). The one place a hold amount is
-/// computed.
+/// [`max_cost_with`] (for a BYOK offer, the platform fee on it). The one place a hold
+/// amount is computed.
 pub fn hold_amount(
-    prompt_tokens: u64,
     offers: impl IntoIterator<Item = HoldOffer>,
     byok_fee_percent: Decimal,
 ) -> Decimal {
@@ -169,10 +195,10 @@ pub fn hold_amount(
         .into_iter()
         .map(|offer| {
             let cost = max_cost_with(
-                prompt_tokens,
+                offer.prompt_tokens,
                 offer.max_output_tokens,
                 &offer.prices,
-                offer.may_write_cache,
+                offer.cache_writes,
             );
             if offer.byok {
                 byok_fee(cost, byok_fee_percent)
@@ -402,9 +428,66 @@ mod tests {
             ..claude
         };
         assert_eq!(cost_of(tokens, &priced).total_usd, d("0.021"));
-        // A prompt that may be written to the cache is held at the dearest write price.
-        let held = max_cost_with(tokens.prompt_tokens(), 100, &claude, true);
+        // A prompt that may be written to the cache for an hour is held at the dearest
+        // write price.
+        let held = max_cost_with(tokens.prompt_tokens(), 100, &claude, CacheWrites::OneHour);
         assert!(held >= cost_of(tokens, &claude).total_usd, "{held}");
         assert!(max_cost(tokens.prompt_tokens(), 100, &claude) < cost.total_usd);
+    }
+
+    #[test]
+    fn the_hold_prices_the_prompt_at_the_write_its_breakpoints_ask_for() {
+        let claude = TokenPrices {
+            input_per_1m: d("3"),
+            output_per_1m: d("15"),
+            cached_input_per_1m: Some(d("0.30")),
+            ..TokenPrices::default()
+        };
+        let ttl = |value: serde_json::Value| CacheWrites::of_cache_control(&value);
+        assert_eq!(
+            ttl(serde_json::json!({"type": "ephemeral"})),
+            CacheWrites::FiveMinutes
+        );
+        assert_eq!(
+            ttl(serde_json::json!({"type": "ephemeral", "ttl": "5m"})),
+            CacheWrites::FiveMinutes
+        );
+        assert_eq!(
+            ttl(serde_json::json!({"type": "ephemeral", "ttl": "1h"})),
+            CacheWrites::OneHour
+        );
+        assert!(CacheWrites::OneHour > CacheWrites::FiveMinutes);
+        // 1,000 prompt tokens, no output: $3, $3.75 and $6 per 1M.
+        let held = |writes| max_cost_with(1000, 0, &claude, writes);
+        assert_eq!(held(CacheWrites::None), d("0.003"));
+        assert_eq!(held(CacheWrites::FiveMinutes), d("0.00375"));
+        assert_eq!(held(CacheWrites::OneHour), d("0.006"));
+        // A catalog whose 5-minute price is the dearer one is still covered for an hour.
+        let odd = TokenPrices {
+            cache_write_per_1m: Some(d("7")),
+            ..claude
+        };
+        assert_eq!(
+            max_cost_with(1000, 0, &odd, CacheWrites::OneHour),
+            d("0.007")
+        );
+        // Each offer's own prompt: the worst case over them.
+        let offer = |prompt_tokens, cache_writes| HoldOffer {
+            prices: claude,
+            prompt_tokens,
+            max_output_tokens: 0,
+            byok: false,
+            cache_writes,
+        };
+        assert_eq!(
+            hold_amount(
+                [
+                    offer(1000, CacheWrites::OneHour),
+                    offer(1500, CacheWrites::None)
+                ],
+                Decimal::ZERO
+            ),
+            d("0.006")
+        );
     }
 }

@@ -21,8 +21,8 @@ use crate::db::hot::HotClient;
 pub use spool::{CaptureRecord, FileSpool, PendingCharge, PendingCharges, SpoolError};
 
 pub use cost::{
-    Cost, HoldOffer, TokenBuckets, TokenPrices, byok_fee, cost_of, hold_amount, max_cost,
-    round_up_money,
+    CacheWrites, Cost, HoldOffer, TokenBuckets, TokenPrices, byok_fee, cost_of, hold_amount,
+    max_cost, max_cost_with, round_up_money,
 };
 
 /// Default lifetime of a hold (its one definition is the configuration's).

@@ -129,9 +129,11 @@ fn convert_messages(request: &ChatRequest) -> Result<(Option<Value>, Vec<Value>)
     let mut system_blocks: Vec<Value> = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for (i, message) in request.messages.iter().enumerate() {
-        let (role, blocks) = match message.role {
+        let (role, mut blocks) = match message.role {
             Role::System | Role::Developer => {
-                system_blocks.extend(text_blocks(message, i)?);
+                let mut blocks = text_blocks(message, i)?;
+                mark_message_breakpoint(message, &mut blocks);
+                system_blocks.extend(blocks);
                 continue;
             }
             Role::User => ("user", user_blocks(message, i)?),
@@ -145,6 +147,7 @@ fn convert_messages(request: &ChatRequest) -> Result<(Option<Value>, Vec<Value>)
                 ));
             }
         };
+        mark_message_breakpoint(message, &mut blocks);
         if blocks.is_empty() {
             continue;
         }
@@ -176,6 +179,24 @@ fn convert_messages(request: &ChatRequest) -> Result<(Option<Value>, Vec<Value>)
         .map(|(role, content)| json!({"role": role, "content": content}))
         .collect();
     Ok((system, messages))
+}
+
+/// A `cache_control` set on the message itself (LiteLLM's convention; `/v1/messages`
+/// carries a `tool_use` block's this way) is a breakpoint at its end: on its last block,
+/// unless that block has its own (or is a thinking block, which cannot carry one).
+fn mark_message_breakpoint(message: &Message, blocks: &mut [Value]) {
+    let Some(cache_control) = message.extra.get("cache_control").filter(|v| v.is_object()) else {
+        return;
+    };
+    if let Some(last) = blocks.last_mut().filter(|block| {
+        block.get("cache_control").is_none()
+            && !matches!(
+                block["type"].as_str(),
+                Some("thinking" | "redacted_thinking")
+            )
+    }) {
+        last["cache_control"] = cache_control.clone();
+    }
 }
 
 fn text_block(text: &str, part: Option<&ContentPart>) -> Value {
@@ -294,11 +315,23 @@ fn tool_result_block(message: &Message) -> Value {
         .as_ref()
         .map(|content| content.joined_text("\n"))
         .unwrap_or_default();
-    json!({
+    let mut block = json!({
         "type": "tool_result",
         "tool_use_id": message.tool_call_id.clone().unwrap_or_default(),
         "content": content
-    })
+    });
+    // A breakpoint on the result's text parts (OpenAI-style `cache_control`) marks the
+    // whole result, whose text is joined into one.
+    if let Some(MessageContent::Parts(parts)) = &message.content
+        && let Some(cache_control) = parts
+            .iter()
+            .filter_map(|part| part.extra.get("cache_control"))
+            .filter(|value| value.is_object())
+            .max_by_key(|value| crate::ledger::CacheWrites::of_cache_control(value))
+    {
+        block["cache_control"] = cache_control.clone();
+    }
+    block
 }
 
 fn unsupported_part(i: usize, j: usize, kind: &str) -> ProviderError {
@@ -707,5 +740,71 @@ impl EventDecoder for StreamDecoder {
             _ => {}
         }
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::AuthType;
+
+    fn target(byok: bool) -> UpstreamTarget {
+        UpstreamTarget {
+            api_format: FORMAT,
+            base_url: "https://api.anthropic.test/v1".into(),
+            auth_type: AuthType::XApiKey,
+            model_id: "claude-sonnet-4-5".into(),
+            api_key: None,
+            max_output_tokens: Some(100),
+            forward_unpriced_fields: byok,
+            auto_cache_control: true,
+            traceparent: None,
+        }
+    }
+
+    fn build(body: Value) -> Value {
+        let request: ChatRequest = serde_json::from_value(body).unwrap();
+        build_request(&target(false), &request, false).unwrap().body
+    }
+
+    #[test]
+    fn breakpoints_on_tool_results_and_whole_messages_reach_anthropic() {
+        let five = json!({"type": "ephemeral"});
+        let hour = json!({"type": "ephemeral", "ttl": "1h"});
+        let body = build(json!({"model": "m", "messages": [
+            {"role": "system", "content": "Rules.", "cache_control": hour},
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "Looking.", "cache_control": five,
+             "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": [
+                {"type": "text", "text": "sunny", "cache_control": five}]},
+            {"role": "user", "content": "Thanks."}
+        ]}));
+        assert_eq!(
+            body["system"],
+            json!([{"type": "text", "text": "Rules.", "cache_control": hour}])
+        );
+        let assistant = &body["messages"][1]["content"];
+        assert_eq!(assistant[0].get("cache_control"), None, "{body}");
+        assert_eq!(assistant[1]["type"], "tool_use");
+        assert_eq!(assistant[1]["cache_control"], five);
+        let result = &body["messages"][2]["content"][0];
+        assert_eq!(result["type"], "tool_result");
+        assert_eq!(result["content"], "sunny");
+        assert_eq!(result["cache_control"], five);
+        // The client set breakpoints: the gateway adds none of its own.
+        assert_eq!(body["messages"][2]["content"].as_array().unwrap().len(), 2);
+        assert_eq!(body["messages"][2]["content"][1].get("cache_control"), None);
+    }
+
+    #[test]
+    fn a_tool_breakpoint_alone_stops_the_automatic_ones() {
+        let body = build(json!({"model": "m",
+            "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+            "messages": [{"role": "system", "content": "Rules."}, {"role": "user", "content": "a"},
+                         {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]}));
+        assert_eq!(body["tools"][0]["cache_control"]["ttl"], "1h");
+        assert_eq!(body["system"], "Rules.", "{body}");
+        assert!(!body["messages"].to_string().contains("cache_control"));
     }
 }

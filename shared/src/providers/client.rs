@@ -273,6 +273,7 @@ fn translate(
     request: &ChatRequest,
     stream: bool,
 ) -> Result<UpstreamCall, ProviderError> {
+    request.refuse_unbounded_inputs(target)?;
     match target.api_format {
         ApiFormat::OpenAi => openai::build_request(target, request, stream),
         ApiFormat::Anthropic => anthropic::build_request(target, request, stream),

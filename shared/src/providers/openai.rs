@@ -29,10 +29,12 @@ pub(crate) fn build_request(
         });
     };
     body.insert("model".to_owned(), Value::String(target.model_id.clone()));
-    // Anthropic's thinking blocks on assistant turns mean nothing to another provider.
+    // Anthropic's thinking blocks on assistant turns, and a breakpoint on a whole message,
+    // mean nothing to another provider.
     if let Some(Value::Array(messages)) = body.get_mut("messages") {
         for message in messages.iter_mut().filter_map(Value::as_object_mut) {
             message.remove(THINKING_BLOCKS);
+            message.remove("cache_control");
         }
     }
     // Anthropic-only pieces from the Messages API: a block with no OpenAI equivalent

@@ -7,7 +7,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::RequiredCapabilities;
+use super::call::UpstreamTarget;
 use super::error::ProviderError;
+use crate::catalog::ApiFormat;
+use crate::ledger::CacheWrites;
 
 /// Image parts are estimated at the token cost of one 1024×1024 high-detail OpenAI image.
 const IMAGE_TOKEN_ESTIMATE: u64 = 765;
@@ -520,15 +523,99 @@ impl ChatRequest {
         fields
     }
 
-    /// Whether a content part asks for prompt caching (`cache_control`): an
-    /// Anthropic-format provider may then bill the prompt as cache writes.
+    /// Whether the request sets a prompt-cache breakpoint anywhere ([`Self::cache_writes`]).
     pub fn has_cache_control(&self) -> bool {
-        self.messages.iter().any(|message| match &message.content {
-            Some(MessageContent::Parts(parts)) => {
-                parts.iter().any(|p| p.extra.contains_key("cache_control"))
+        self.cache_writes() != CacheWrites::None
+    }
+
+    /// The longest-lived prompt-cache write the request asks for: `cache_control` on a
+    /// content part (system, user, assistant or tool messages) or inside an Anthropic
+    /// block, on a message (a breakpoint at its end), or on a tool. An Anthropic-format
+    /// provider bills the prompt up to a breakpoint as cache writes, at the 1-hour price
+    /// for `"ttl": "1h"`.
+    pub fn cache_writes(&self) -> CacheWrites {
+        let mut writes = CacheWrites::None;
+        for message in &self.messages {
+            note_cache_control(&message.extra, &mut writes);
+            if let Some(MessageContent::Parts(parts)) = &message.content {
+                for part in parts {
+                    note_cache_control(&part.extra, &mut writes);
+                }
             }
-            _ => false,
-        })
+        }
+        for tool in self.tools.iter().flatten() {
+            note_cache_control(&tool.extra, &mut writes);
+        }
+        writes
+    }
+
+    /// The first input that a provider of `format` would fetch itself and bill by content
+    /// Switchboard cannot bound before the call, as the `param` naming it: for Anthropic,
+    /// an image by URL and a block whose `source` is a URL or a Files API file; for
+    /// Gemini, an image by URL (`fileData` may be any file: a PDF, a video); for OpenAI,
+    /// a `file` part by `file_id` or `file_url` (an image by URL is billed at most the
+    /// model's per-image maximum, so it passes). `data:` URLs are inline.
+    pub fn unbounded_input(&self, format: ApiFormat) -> Option<String> {
+        for (i, message) in self.messages.iter().enumerate() {
+            let Some(MessageContent::Parts(parts)) = &message.content else {
+                continue;
+            };
+            for (j, part) in parts.iter().enumerate() {
+                let path = match (part.kind.as_str(), format) {
+                    ("image_url", ApiFormat::Anthropic | ApiFormat::Gemini) => part
+                        .image_url
+                        .as_ref()
+                        .filter(|image| is_fetched_url(&image.url))
+                        .map(|_| ".image_url.url".to_owned()),
+                    (ANTHROPIC_BLOCK_PART, ApiFormat::Anthropic) => {
+                        part.extra.get("block").and_then(fetched_source)
+                    }
+                    ("file", ApiFormat::OpenAi) => {
+                        let file = part.extra.get("file");
+                        ["file_id", "file_url"]
+                            .into_iter()
+                            .find(|key| {
+                                file.and_then(|f| f.get(*key)).is_some_and(|v| !v.is_null())
+                            })
+                            .map(|key| format!(".file.{key}"))
+                    }
+                    _ => None,
+                };
+                if let Some(path) = path {
+                    return Some(format!("messages[{i}].content[{j}]{path}"));
+                }
+            }
+        }
+        None
+    }
+
+    /// On the platform's key, refuses what [`Self::unbounded_input`] finds for the
+    /// target's format: no hold can cover it (api.md). On the user's own key it passes.
+    /// Another candidate, of a format that can bound it, may still serve the request.
+    pub(crate) fn refuse_unbounded_inputs(
+        &self,
+        target: &UpstreamTarget,
+    ) -> Result<(), ProviderError> {
+        if target.forward_unpriced_fields {
+            return Ok(());
+        }
+        match self.unbounded_input(target.api_format) {
+            None => Ok(()),
+            Some(param) => {
+                let provider = match target.api_format {
+                    ApiFormat::Anthropic => "an Anthropic-format provider",
+                    ApiFormat::Gemini => "a Gemini-format provider",
+                    ApiFormat::OpenAi => "an OpenAI-format provider",
+                };
+                Err(ProviderError::Unsupported {
+                    format: target.api_format,
+                    message: format!(
+                        "`{param}`: {provider} fetches this input itself and bills it by its content, which Switchboard cannot bound before the call, so it is accepted only with your own provider key (BYOK); send the content inline (base64) instead"
+                    ),
+                    param: Some(param),
+                })
+            }
+        }
     }
 
     pub fn requested_output_tokens(&self) -> Option<u32> {
@@ -617,6 +704,59 @@ impl ChatRequest {
             }),
             _ => None,
         }
+    }
+}
+
+/// Notes the `cache_control` of `fields`, and any inside them (an Anthropic block's).
+fn note_cache_control(fields: &Map<String, Value>, writes: &mut CacheWrites) {
+    for (key, value) in fields {
+        if key == "cache_control" {
+            if value.is_object() {
+                *writes = (*writes).max(CacheWrites::of_cache_control(value));
+            }
+        } else {
+            match value {
+                Value::Object(inner) => note_cache_control(inner, writes),
+                Value::Array(items) => {
+                    for item in items {
+                        if let Value::Object(inner) = item {
+                            note_cache_control(inner, writes);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// An `http(s)` URL: the provider would fetch it (a `data:` URL is inline).
+fn is_fetched_url(url: &str) -> bool {
+    let scheme = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    scheme.starts_with("https://") || scheme.starts_with("http://")
+}
+
+/// The path (`.source.url`, `.source.content[0].source.url`…) of the first `source` inside
+/// an Anthropic block that the provider fetches: a URL or a Files API file.
+fn fetched_source(block: &Value) -> Option<String> {
+    match block {
+        Value::Object(fields) => {
+            if let Some(source) = fields.get("source") {
+                match source.get("type").and_then(Value::as_str) {
+                    Some("url") => return Some(".source.url".to_owned()),
+                    Some("file") => return Some(".source.file_id".to_owned()),
+                    _ => {}
+                }
+            }
+            fields
+                .iter()
+                .find_map(|(key, value)| fetched_source(value).map(|path| format!(".{key}{path}")))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(n, item)| fetched_source(item).map(|path| format!("[{n}]{path}"))),
+        _ => None,
     }
 }
 
@@ -970,5 +1110,138 @@ mod tests {
             ]}]}),
         );
         assert!(cached.has_cache_control());
+    }
+
+    #[test]
+    fn cache_breakpoints_anywhere_and_their_lifetime() {
+        let with = |patch: Value| {
+            let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+            for (key, value) in patch.as_object().unwrap() {
+                body[key] = value.clone();
+            }
+            parse(body).cache_writes()
+        };
+        let five = json!({"type": "ephemeral"});
+        let hour = json!({"type": "ephemeral", "ttl": "1h"});
+        assert_eq!(with(json!({})), CacheWrites::None);
+        // On a tool definition.
+        assert_eq!(
+            with(
+                json!({"tools": [{"type": "function", "function": {"name": "f"}, "cache_control": five}]})
+            ),
+            CacheWrites::FiveMinutes
+        );
+        assert_eq!(
+            with(
+                json!({"tools": [{"type": "function", "function": {"name": "f"}, "cache_control": hour}]})
+            ),
+            CacheWrites::OneHour
+        );
+        // On a tool result's part, on an assistant message, inside an Anthropic block.
+        assert_eq!(
+            with(
+                json!({"messages": [{"role": "tool", "tool_call_id": "c", "content": [
+                {"type": "text", "text": "r", "cache_control": five}]}]})
+            ),
+            CacheWrites::FiveMinutes
+        );
+        assert_eq!(
+            with(
+                json!({"messages": [{"role": "assistant", "content": "a", "cache_control": hour}]})
+            ),
+            CacheWrites::OneHour
+        );
+        assert_eq!(
+            with(
+                json!({"messages": [{"role": "user", "content": [{"type": "anthropic_block",
+                "block": {"type": "search_result", "content": [{"type": "text", "text": "x", "cache_control": hour}]}}]}]})
+            ),
+            CacheWrites::OneHour
+        );
+        // The longest one wins; a null is none.
+        assert_eq!(
+            with(json!({"messages": [{"role": "user", "content": [
+                {"type": "text", "text": "a", "cache_control": hour},
+                {"type": "text", "text": "b", "cache_control": five}]}]})),
+            CacheWrites::OneHour
+        );
+        assert_eq!(
+            with(
+                json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "a", "cache_control": null}]}]})
+            ),
+            CacheWrites::None
+        );
+    }
+
+    #[test]
+    fn the_token_estimate_knows_the_anthropic_block_part() {
+        // A base64 PDF inside the part counts for Anthropic-format candidates only.
+        let part = json!({"role": "user", "content": [{"type": ANTHROPIC_BLOCK_PART, "block":
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"}}}]});
+        let media = crate::tokens::PromptMedia::of(&[part]);
+        let biller = |format| crate::tokens::MediaBiller::Model {
+            format,
+            model_id: "m",
+        };
+        assert!(media.tokens(biller(ApiFormat::Anthropic)) > 0);
+        assert_eq!(media.tokens(biller(ApiFormat::OpenAi)), 0);
+    }
+
+    #[test]
+    fn inputs_the_provider_fetches_are_named_per_format() {
+        let request = |content: Value| {
+            parse(json!({"model": "m", "messages": [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": content}]}))
+        };
+        let image = request(json!([{"type": "text", "text": "what?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]));
+        let param = Some("messages[1].content[1].image_url.url".to_owned());
+        assert_eq!(image.unbounded_input(ApiFormat::Anthropic), param);
+        assert_eq!(image.unbounded_input(ApiFormat::Gemini), param);
+        assert_eq!(image.unbounded_input(ApiFormat::OpenAi), None);
+        let inline = request(
+            json!([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]),
+        );
+        assert_eq!(inline.unbounded_input(ApiFormat::Anthropic), None);
+
+        let document = |source: Value| {
+            request(json!([{"type": "anthropic_block", "block": {"type": "document", "source": source}}]))
+                .unbounded_input(ApiFormat::Anthropic)
+        };
+        assert_eq!(
+            document(json!({"type": "url", "url": "https://example.com/a.pdf"})).as_deref(),
+            Some("messages[1].content[0].source.url")
+        );
+        assert_eq!(
+            document(json!({"type": "file", "file_id": "file_01"})).as_deref(),
+            Some("messages[1].content[0].source.file_id")
+        );
+        assert_eq!(
+            document(
+                json!({"type": "content", "content": [{"type": "text", "text": "x"},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]})
+            )
+            .as_deref(),
+            Some("messages[1].content[0].source.content[1].source.url")
+        );
+        assert_eq!(
+            document(json!({"type": "base64", "media_type": "application/pdf", "data": "JVBER"})),
+            None
+        );
+        assert_eq!(
+            document(json!({"type": "text", "media_type": "text/plain", "data": "x"})),
+            None
+        );
+
+        let file = request(json!([{"type": "file", "file": {"file_id": "file-abc"}}]));
+        assert_eq!(
+            file.unbounded_input(ApiFormat::OpenAi).as_deref(),
+            Some("messages[1].content[0].file.file_id")
+        );
+        let inline_file = request(
+            json!([{"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBER"}}]),
+        );
+        assert_eq!(inline_file.unbounded_input(ApiFormat::OpenAi), None);
     }
 }

@@ -17,19 +17,21 @@
 //!   undercount random strings such as base64.
 //! - Messages follow OpenAI's accounting: 3 tokens per message, plus the tokens of every
 //!   text field (role, content, name, tool calls…), plus 1 per `name`, plus 3 for the
-//!   reply primer. An image part (`image_url`, `image`, `input_image`) counts a fixed
-//!   [`IMAGE_PART_TOKENS`], whatever its size.
+//!   reply primer. Images and PDFs are counted by size and pages (`media.rs`): in the
+//!   estimate ([`estimate_prompt_tokens`]) at a typical provider's size, and for the hold at
+//!   the most each candidate's provider can bill ([`prompt_bound`]).
 
+mod image_size;
+mod media;
+mod pdf;
 mod vocabulary;
 
 use serde_json::Value;
 
+pub use media::{
+    MAX_PDF_PAGES, MediaBiller, PDF_TEXT_TOKENS_PER_PAGE, PromptMedia, UNKNOWN_IMAGE_TOKENS,
+};
 use vocabulary::Encoding;
-
-/// Tokens counted per image part: OpenAI's cost of a 1024×1024 high-detail image
-/// (85 base + 4 tiles × 170). Larger images cost more upstream; the hold covers it
-/// with the rest of the estimate's margin, and the capture uses the real usage.
-pub const IMAGE_PART_TOKENS: u32 = 765;
 /// Framing tokens of every message (`<|start|>role<|message|>…<|end|>`).
 pub const TOKENS_PER_MESSAGE: u32 = 3;
 /// Extra token when a message has a `name`.
@@ -37,8 +39,6 @@ pub const TOKENS_PER_NAME: u32 = 1;
 /// Tokens priming the reply (`<|start|>assistant<|message|>`).
 pub const REPLY_PRIMER_TOKENS: u32 = 3;
 
-/// Part types counted as images.
-const IMAGE_PART_TYPES: &[&str] = &["image_url", "image", "input_image"];
 /// Keys whose values are markup, not prompt text.
 const SKIPPED_KEYS: &[&str] = &["type", "cache_control", "detail"];
 
@@ -168,6 +168,25 @@ pub fn estimate_prompt_tokens(model_id: &str, messages: &[Value]) -> u32 {
     u32::try_from(total).unwrap_or(u32::MAX)
 }
 
+/// The hold's prompt tokens for one candidate: the `estimate` of
+/// [`estimate_prompt_tokens`] with the prompt's `media` counted at the most the candidate's
+/// provider bills for them instead of the estimate's size, and at most the candidate's
+/// `context_window` (a provider refuses a longer prompt without billing it).
+pub fn prompt_bound(
+    estimate: u32,
+    media: &PromptMedia,
+    biller: MediaBiller<'_>,
+    context_window: i32,
+) -> u64 {
+    let bound = u64::from(estimate)
+        .saturating_sub(media.tokens(MediaBiller::Estimate))
+        .saturating_add(media.tokens(biller));
+    match u64::try_from(context_window) {
+        Ok(window) if window > 0 => bound.min(window),
+        _ => bound,
+    }
+}
+
 fn message_tokens(counter: TokenCounter, message: &Value) -> u64 {
     let mut tokens = u64::from(TOKENS_PER_MESSAGE);
     match message {
@@ -184,7 +203,8 @@ fn message_tokens(counter: TokenCounter, message: &Value) -> u64 {
     tokens
 }
 
-/// Tokens of every text field under `value`; image parts count [`IMAGE_PART_TOKENS`].
+/// Tokens of every text field under `value`; images and PDFs count the estimate of
+/// `media.rs` (a document's title and context count as text too).
 fn value_tokens(counter: TokenCounter, value: &Value) -> u64 {
     match value {
         Value::Null => 0,
@@ -192,12 +212,13 @@ fn value_tokens(counter: TokenCounter, value: &Value) -> u64 {
         Value::Bool(_) | Value::Number(_) => u64::from(counter.count(&value.to_string())),
         Value::Array(items) => items.iter().map(|item| value_tokens(counter, item)).sum(),
         Value::Object(fields) => {
-            let is_image = fields
-                .get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|kind| IMAGE_PART_TYPES.contains(&kind));
-            if is_image {
-                return u64::from(IMAGE_PART_TOKENS);
+            if let Some(media) = media::estimated_tokens(fields) {
+                let captions: u64 = ["title", "context"]
+                    .iter()
+                    .filter_map(|key| fields.get(*key))
+                    .map(|value| value_tokens(counter, value))
+                    .sum();
+                return media.saturating_add(captions);
             }
             fields
                 .iter()
@@ -298,18 +319,51 @@ mod tests {
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "high"}},
             {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
         ]})];
-        assert_eq!(
-            estimate_prompt_tokens("gpt-4", &parts),
-            9 + 2 * IMAGE_PART_TOKENS
-        );
-        // Anthropic-style image blocks count the same, whatever their payload size.
+        // Neither image's size can be read: Claude's standard size each.
+        assert_eq!(estimate_prompt_tokens("gpt-4", &parts), 9 + 2 * 1_600);
+        // Anthropic-style image blocks count the same, and their payload is not text.
         let anthropic = [json!({"role": "user", "content": [
             {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "A".repeat(100_000)}},
         ]})];
         assert_eq!(
             estimate_prompt_tokens("claude-3-5-sonnet-20241022", &anthropic),
-            3 + heuristic_count("user") as u32 + IMAGE_PART_TOKENS + 3
+            3 + heuristic_count("user") as u32 + 1_600 + 3
         );
+    }
+
+    #[test]
+    fn the_hold_bound_swaps_the_estimates_media_for_the_candidates() {
+        use base64::Engine;
+
+        use crate::catalog::ApiFormat;
+
+        let data = base64::engine::general_purpose::STANDARD.encode(pdf::tests::plain_pdf(3));
+        let messages = [json!({"role": "user", "content": [
+            {"type": "text", "text": "Summarise."},
+            {"type": "anthropic_block", "block": {"type": "document", "title": "Report",
+                "source": {"type": "base64", "media_type": "application/pdf", "data": data}}}
+        ]})];
+        let estimate = estimate_prompt_tokens("claude-sonnet-4-5", &messages);
+        // The payload is not text: three pages at the estimate's 4,600, and a few words.
+        let text = u64::from(estimate) - 3 * 4_600;
+        assert!(text < 30, "{estimate}");
+        let media = PromptMedia::of(&messages);
+        let claude = MediaBiller::Model {
+            format: ApiFormat::Anthropic,
+            model_id: "claude-sonnet-4-5",
+        };
+        assert_eq!(
+            prompt_bound(estimate, &media, claude, 200_000),
+            text + 3 * 8_000
+        );
+        // Never more than the context window: a longer prompt is refused, not billed.
+        assert_eq!(prompt_bound(estimate, &media, claude, 10_000), 10_000);
+        // An OpenAI-format candidate cannot take the block (it refuses the request).
+        let gpt = MediaBiller::Model {
+            format: ApiFormat::OpenAi,
+            model_id: "gpt-4o",
+        };
+        assert_eq!(prompt_bound(estimate, &media, gpt, 128_000), text);
     }
 
     #[test]

@@ -236,10 +236,25 @@ pub async fn image_parts(format: ApiFormat) {
     let fake = FakeUpstream::start().await;
     let image = request("image");
     assert!(image.required_capabilities().vision);
-    client()
-        .complete(&target(format, &fake), &image)
-        .await
-        .unwrap();
+    // Anthropic and Gemini fetch an image URL themselves and bill it by content: on the
+    // platform's key that is refused before any call (tests/tests/holds.rs); the user's
+    // own key sends it.
+    let platform = client().complete(&target(format, &fake), &image).await;
+    if format != ApiFormat::OpenAi {
+        match platform {
+            Err(ProviderError::Unsupported { param, .. }) => assert_eq!(
+                param.as_deref(),
+                Some("messages[0].content[2].image_url.url")
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(fake.request_count(), 0);
+        let mut own_key = target(format, &fake);
+        own_key.forward_unpriced_fields = true;
+        client().complete(&own_key, &image).await.unwrap();
+    } else {
+        platform.unwrap();
+    }
     assert_fields(
         &fixture(&format!("{}/image.upstream.json", dir(format))),
         &only_request(&fake).body,
