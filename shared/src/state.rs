@@ -89,6 +89,16 @@ impl AppState {
         }
     }
 
+    /// Captures that cannot commit within their retry budget are kept in `pending` until
+    /// they do (`serve`'s spool, a Lambda function's queue).
+    pub fn with_pending_charges(mut self, pending: Arc<dyn crate::ledger::PendingCharges>) -> Self {
+        self.ledger = Arc::new(
+            crate::chat::LedgerQueues::new(self.pool.clone(), self.config.ledger.max_batch)
+                .with_pending_charges(pending),
+        );
+        self
+    }
+
     pub fn with_key_services(mut self, services: KeyServices) -> Self {
         self.vault = services.vault;
         self.system_keys = services.system_keys;

@@ -171,7 +171,10 @@ impl EmbeddedPostgres {
             self.running = true;
             return Ok(());
         }
-        self.port = free_port()?;
+        // A first start picks a free port; a restart keeps its port (clients reconnect).
+        if self.port == 0 {
+            self.port = free_port()?;
+        }
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories='' -c max_connections=100",
             self.port
@@ -254,6 +257,14 @@ impl EmbeddedPostgres {
         drop(client);
         let _ = connection.await;
         Ok(())
+    }
+
+    /// Starts a stopped cluster again, on the port it had (the outage tests' way back).
+    pub fn resume(&mut self) -> Result<(), EmbeddedError> {
+        if self.running {
+            return Ok(());
+        }
+        self.start_server()
     }
 
     /// Stops the cluster (fast shutdown: open sessions are ended, data is flushed).

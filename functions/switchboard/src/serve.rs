@@ -4,6 +4,7 @@
 //! the provider health check on a timer meanwhile.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use switchboard_core::auth::bootstrap::{AdminKeyError, AdminKeyOutcome, bootstrap_admin_key};
 use switchboard_core::config::Config;
@@ -12,6 +13,7 @@ use switchboard_core::credentials::SecretsError;
 use switchboard_core::db::{DbError, DbPool, connect_pool_with, migrate};
 use switchboard_core::keys::master_key::MasterKeyError;
 use switchboard_core::keys::{KeyServices, KeySetupError};
+use switchboard_core::ledger::spool::{self, FileSpool, SpoolError};
 use switchboard_core::secret::Secret;
 use switchboard_core::state::AppState;
 
@@ -40,6 +42,8 @@ pub enum ServeError {
     Server(std::io::Error),
     #[error(transparent)]
     Export(#[from] switchboard_core::billing::ExportError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 /// The configured database, or the embedded cluster started for this process.
@@ -157,8 +161,11 @@ async fn serve_on(config: Config, url: &Secret) -> Result<(), ServeError> {
             address: listen.to_string(),
             source,
         })?;
-    let state = AppState::new(config, pool).with_key_services(key_services);
-    let timers = spawn_timers(&state);
+    let spool = Arc::new(FileSpool::open(config.server.spool_dir())?);
+    let state = AppState::new(config, pool)
+        .with_key_services(key_services)
+        .with_pending_charges(spool.clone());
+    let timers = spawn_timers(&state, spool);
     let app = crate::app(state);
     tracing::info!(address = %listen, "Switchboard is listening on http://{listen}");
     let served = axum::serve(switchboard_core::http::without_nagle(listener), app)
@@ -209,7 +216,7 @@ impl Timer {
     }
 }
 
-fn spawn_timers(state: &AppState) -> Vec<Timer> {
+fn spawn_timers(state: &AppState, spool: Arc<FileSpool>) -> Vec<Timer> {
     let interval = state.config.health.interval;
     tracing::info!(
         interval_secs = interval.as_secs(),
@@ -220,6 +227,11 @@ fn spawn_timers(state: &AppState) -> Vec<Timer> {
     let mut timers = vec![Timer::spawn("health check", move |stopped| {
         switchboard_core::health::run_every(health_state, interval, stopped)
     })];
+    tracing::info!(spool = %spool.dir().display(), "captures that cannot commit are kept in the pending-charge spool and written when the database is back");
+    let pool = state.pool.clone();
+    timers.push(Timer::spawn("pending charges", move |stopped| {
+        spool::drain_every(spool, pool, spool::DRAIN_INTERVAL, stopped)
+    }));
     let billing = state.config.billing.clone();
     if switchboard_core::billing::enabled(&billing) {
         tracing::info!(

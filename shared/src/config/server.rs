@@ -26,12 +26,22 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Running inside AWS Lambda (`AWS_LAMBDA_RUNTIME_API` is set).
     pub in_lambda: bool,
+    /// `SWITCHBOARD_SPOOL_DIR`: where `serve` keeps captures that could not commit until
+    /// the database takes them (default `<data dir>/spool`).
+    pub spool_dir: Option<PathBuf>,
     /// `SWITCHBOARD_METRICS_TOKEN`: a bearer token that may read `GET /metrics` (a
     /// scraper's credential; the admin key works too).
     pub metrics_token: Option<crate::secret::Secret>,
 }
 
 impl ServerSettings {
+    /// The pending-charge spool's directory (`serve`).
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("spool"))
+    }
+
     pub(super) fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let listen = match env.get("SWITCHBOARD_LISTEN") {
             Some(v) => v.parse().map_err(|_| ConfigError {
@@ -47,6 +57,7 @@ impl ServerSettings {
                     .unwrap_or_else(|| ".switchboard".into()),
             ),
             pg_bin_dir: env.get("SWITCHBOARD_PG_BIN_DIR").map(PathBuf::from),
+            spool_dir: env.get("SWITCHBOARD_SPOOL_DIR").map(PathBuf::from),
             allow_private_upstreams: env
                 .flag("SWITCHBOARD_ALLOW_PRIVATE_UPSTREAMS")?
                 .unwrap_or(false),

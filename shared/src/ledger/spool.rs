@@ -300,6 +300,37 @@ impl PendingCharges for FileSpool {
     }
 }
 
+/// How often `serve` drains its spool ([`drain_every`]).
+pub const DRAIN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `serve`'s drain: at once (what a previous process kept), then every `period`, until
+/// `stop` resolves. A drain cancelled half-way loses nothing: what it wrote stays written,
+/// what it did not is drained next time.
+pub async fn drain_every(
+    spool: std::sync::Arc<FileSpool>,
+    pool: DbPool,
+    period: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = ticker.tick() => {}
+        }
+        tokio::select! {
+            () = &mut stop => break,
+            drained = spool.drain(&pool) => {
+                if let Err(error) = drained {
+                    tracing::error!(%error, "could not drain the pending-charge spool");
+                }
+            }
+        }
+    }
+}
+
 enum Written {
     Captured,
     Duplicate,
