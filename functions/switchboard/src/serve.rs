@@ -1,7 +1,11 @@
 //! `switchboard serve` and `switchboard migrate`: resolve the database (configured, or the
 //! embedded private cluster), apply migrations and the seed, make sure the local master key
 //! and a bootstrap admin key exist, then serve every route until Ctrl-C / SIGTERM, running
-//! the provider health check on a timer meanwhile.
+//! the provider health check on a timer meanwhile. The listener and its limits for slow
+//! clients are in [`listener`].
+
+mod body_deadline;
+pub mod listener;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -38,8 +42,6 @@ pub enum ServeError {
         address: String,
         source: std::io::Error,
     },
-    #[error("server error: {0}")]
-    Server(std::io::Error),
     #[error(transparent)]
     Export(#[from] switchboard_core::billing::ExportError),
     #[error(transparent)]
@@ -155,7 +157,8 @@ async fn serve_on(config: Config, url: &Secret) -> Result<(), ServeError> {
     drop(client);
 
     let listen = config.server.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
+    let limits = listener::ListenerLimits::from_settings(&config.server, config.database.pool_size);
+    let tcp = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Listen {
             address: listen.to_string(),
@@ -168,14 +171,11 @@ async fn serve_on(config: Config, url: &Secret) -> Result<(), ServeError> {
     let timers = spawn_timers(&state, spool);
     let app = crate::app(state);
     tracing::info!(address = %listen, "Switchboard is listening on http://{listen}");
-    let served = axum::serve(switchboard_core::http::without_nagle(listener), app)
-        .with_graceful_shutdown(switchboard_core::http::shutdown_signal())
-        .await
-        .map_err(ServeError::Server);
+    listener::serve(tcp, app, limits, switchboard_core::http::shutdown_signal()).await;
     for timer in timers {
         timer.stop().await;
     }
-    served
+    Ok(())
 }
 
 /// Background work `serve` runs itself (in AWS, EventBridge schedules run it): the health

@@ -25,7 +25,7 @@ pub use health::HealthSettings;
 pub use keys::KeySettings;
 pub use ledger::{DEFAULT_HOLD_TTL, LedgerSettings};
 pub use routing::{DEFAULT_CATALOG_TTL, PowerLevelCeilings, RoutingSettings};
-pub use server::{DEFAULT_MAX_BODY_BYTES, ServerSettings};
+pub use server::{DEFAULT_MAX_BODY_BYTES, MAX_CONNECTIONS_LIMIT, ServerSettings};
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {variable}: {reason}")]

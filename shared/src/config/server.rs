@@ -2,12 +2,19 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::ConfigError;
 use super::env::Env;
 
 /// Default body limit (api.md: 1 MiB; Lambda itself caps at 6 MB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long `serve` waits for a request's headers (api.md: 10 s).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `serve` waits for a request's whole body once its headers arrived (api.md: 30 s).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most `SWITCHBOARD_MAX_CONNECTIONS` may be.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -32,6 +39,16 @@ pub struct ServerSettings {
     /// `SWITCHBOARD_METRICS_TOKEN`: a bearer token that may read `GET /metrics` (a
     /// scraper's credential; the admin key works too).
     pub metrics_token: Option<crate::secret::Secret>,
+    /// `SWITCHBOARD_HEADER_READ_TIMEOUT_SECS` (`serve`): a connection that has not sent a
+    /// request's headers by then (idle keep-alive included) is closed.
+    pub header_read_timeout: Duration,
+    /// `SWITCHBOARD_BODY_READ_TIMEOUT_SECS` (`serve`): a request whose body has not fully
+    /// arrived this long after its headers is answered 408 and its connection closed.
+    pub body_read_timeout: Duration,
+    /// `SWITCHBOARD_MAX_CONNECTIONS` (`serve`): concurrent client connections; `None` →
+    /// derived at start from the open-files limit
+    /// (`switchboard::serve::listener`).
+    pub max_connections: Option<usize>,
 }
 
 impl ServerSettings {
@@ -75,6 +92,66 @@ impl ServerSettings {
                 Some(token) => Some(crate::secret::Secret::new(token.trim())),
                 None => None,
             },
+            header_read_timeout: env.seconds(
+                "SWITCHBOARD_HEADER_READ_TIMEOUT_SECS",
+                1,
+                3600,
+                DEFAULT_HEADER_READ_TIMEOUT,
+            )?,
+            body_read_timeout: env.seconds(
+                "SWITCHBOARD_BODY_READ_TIMEOUT_SECS",
+                1,
+                3600,
+                DEFAULT_BODY_READ_TIMEOUT,
+            )?,
+            max_connections: env.number("SWITCHBOARD_MAX_CONNECTIONS", 1, MAX_CONNECTIONS_LIMIT)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<ServerSettings, ConfigError> {
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_string())
+        };
+        ServerSettings::from_env(&Env::new(&lookup))
+    }
+
+    #[test]
+    fn slow_client_limits_default_to_the_contract() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(s.max_connections, None);
+    }
+
+    #[test]
+    fn slow_client_limits_are_read_and_checked() {
+        let s = settings(&[
+            ("SWITCHBOARD_HEADER_READ_TIMEOUT_SECS", "2"),
+            ("SWITCHBOARD_BODY_READ_TIMEOUT_SECS", "5"),
+            ("SWITCHBOARD_MAX_CONNECTIONS", "20"),
+        ])
+        .unwrap();
+        assert_eq!(s.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(s.body_read_timeout, Duration::from_secs(5));
+        assert_eq!(s.max_connections, Some(20));
+        for (variable, value) in [
+            ("SWITCHBOARD_HEADER_READ_TIMEOUT_SECS", "0"),
+            ("SWITCHBOARD_HEADER_READ_TIMEOUT_SECS", "ten"),
+            ("SWITCHBOARD_BODY_READ_TIMEOUT_SECS", "3601"),
+            ("SWITCHBOARD_MAX_CONNECTIONS", "0"),
+            ("SWITCHBOARD_MAX_CONNECTIONS", "-5"),
+        ] {
+            let error = settings(&[(variable, value)]).unwrap_err();
+            assert_eq!(error.variable, variable, "{value}");
+        }
     }
 }

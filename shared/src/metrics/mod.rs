@@ -63,6 +63,12 @@ pub const TRACE_EXPORTS_FAILED: &str = "switchboard_trace_exports_failed_total";
 pub const DB_POOL_CONNECTIONS: &str = "switchboard_db_pool_connections";
 pub const DB_POOL_MAX: &str = "switchboard_db_pool_max_connections";
 pub const DB_POOL_WAITING: &str = "switchboard_db_pool_waiting";
+/// `serve`'s listener: client connections open, its cap, those refused over the cap, and
+/// requests cut off for sending too slowly.
+pub const CONNECTIONS_OPEN: &str = "switchboard_connections_open";
+pub const CONNECTIONS_MAX: &str = "switchboard_connections_max";
+pub const CONNECTIONS_REFUSED: &str = "switchboard_connections_refused_total";
+pub const CLIENT_TIMEOUTS: &str = "switchboard_client_timeouts_total";
 
 /// Every metric name Switchboard writes (docs/observability.md has one row for each; the
 /// dashboards may use no other).
@@ -102,6 +108,10 @@ pub const ALL: &[&str] = &[
     BILLING_BACKLOG_AGE,
     TRACE_EXPORTS_DROPPED,
     TRACE_EXPORTS_FAILED,
+    CONNECTIONS_OPEN,
+    CONNECTIONS_MAX,
+    CONNECTIONS_REFUSED,
+    CLIENT_TIMEOUTS,
 ];
 
 /// Counters kept in billionths of a dollar (exact, like the ledger's `numeric(20, 9)`) and
@@ -364,6 +374,26 @@ fn describe() {
         BILLING_BACKLOG_AGE,
         Unit::Seconds,
         "Age of the oldest billing event not yet exported (at the last export pass)."
+    );
+    describe_gauge!(
+        CONNECTIONS_OPEN,
+        Unit::Count,
+        "Client connections serve holds open."
+    );
+    describe_gauge!(
+        CONNECTIONS_MAX,
+        Unit::Count,
+        "The most client connections serve holds at once (SWITCHBOARD_MAX_CONNECTIONS)."
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        Unit::Count,
+        "Client connections refused at once because serve held its maximum."
+    );
+    describe_counter!(
+        CLIENT_TIMEOUTS,
+        Unit::Count,
+        "Requests cut off because the client sent too slowly, by phase (headers, body)."
     );
 }
 
@@ -696,6 +726,40 @@ pub fn billing_backlog(events: u64, oldest_age: Duration) {
     }
     gauge_of(BILLING_BACKLOG, "", "").set(events as f64);
     gauge_of(BILLING_BACKLOG_AGE, "", "").set(oldest_age.as_secs_f64());
+}
+
+/// `serve`'s listener started with room for `max` connections: the cap, and its counters
+/// at zero (so that a dashboard sees them before the first refusal).
+pub fn record_listener(max: usize) {
+    if !on() {
+        return;
+    }
+    gauge_of(CONNECTIONS_MAX, "", "").set(max as f64);
+    gauge_of(CONNECTIONS_OPEN, "", "").set(0.0);
+    counter_of(CONNECTIONS_REFUSED, "", "").increment(0);
+    for phase in ["headers", "body"] {
+        counter_of(CLIENT_TIMEOUTS, "phase", phase).increment(0);
+    }
+}
+
+/// A client connection opened (+1) or closed (−1).
+pub fn connections_open(delta: f64) {
+    if on() {
+        gauge_of(CONNECTIONS_OPEN, "", "").increment(delta);
+    }
+}
+
+pub fn record_connection_refused() {
+    if on() {
+        counter_of(CONNECTIONS_REFUSED, "", "").increment(1);
+    }
+}
+
+/// A request cut off: `headers` (not all sent in time) or `body`.
+pub fn record_client_timeout(phase: &'static str) {
+    if on() {
+        counter_of(CLIENT_TIMEOUTS, "phase", phase).increment(1);
+    }
 }
 
 #[cfg(test)]
