@@ -38,7 +38,9 @@ pub(crate) fn build_request(
 ) -> Result<UpstreamCall, ProviderError> {
     let mut body = Map::new();
     body.insert("model".into(), json!(target.model_id));
-    let max_tokens = target.output_tokens(request).unwrap_or(FALLBACK_MAX_TOKENS);
+    let max_tokens = target
+        .output_tokens(request.requested_output_tokens())
+        .unwrap_or(FALLBACK_MAX_TOKENS);
     body.insert("max_tokens".into(), json!(max_tokens));
 
     let (mut system, mut messages) = convert_messages(request)?;

@@ -42,11 +42,11 @@ pub struct UpstreamTarget {
 }
 
 impl UpstreamTarget {
-    /// The output limit to send for `request`: its own `max_tokens` (or
-    /// `max_completion_tokens`) when within [`max_output_tokens`](Self::max_output_tokens),
-    /// else that limit.
-    pub fn output_tokens(&self, request: &super::ChatRequest) -> Option<u32> {
-        match (request.requested_output_tokens(), self.max_output_tokens) {
+    /// The output limit to send for a request that asked for `requested` (its
+    /// `max_tokens` or `max_completion_tokens`): that when within
+    /// [`max_output_tokens`](Self::max_output_tokens), else that limit.
+    pub fn output_tokens(&self, requested: Option<u32>) -> Option<u32> {
+        match (requested, self.max_output_tokens) {
             (Some(requested), Some(limit)) => Some(requested.min(limit)),
             (requested, limit) => requested.or(limit),
         }

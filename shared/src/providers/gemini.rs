@@ -42,7 +42,7 @@ pub(crate) fn build_request(
     }
     insert_tools(request, &mut body)?;
     let mut config = generation_config(request);
-    if let Some(limit) = target.output_tokens(request) {
+    if let Some(limit) = target.output_tokens(request.requested_output_tokens()) {
         // The limit the hold assumed: the hold stays an upper bound.
         config.insert("maxOutputTokens".into(), json!(limit));
     }

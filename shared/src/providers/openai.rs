@@ -70,7 +70,7 @@ pub(crate) fn build_request(
     }
     // The output limit the hold assumed, in the fields the client used (newer OpenAI
     // models take only `max_completion_tokens`), else as `max_tokens`.
-    if let Some(limit) = target.output_tokens(request) {
+    if let Some(limit) = target.output_tokens(request.requested_output_tokens()) {
         let given = [
             ("max_tokens", request.max_tokens),
             ("max_completion_tokens", request.max_completion_tokens),
