@@ -539,7 +539,7 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .unwrap()
         .get(0);
     assert!(captures >= 1, "the chat invocations above were charged");
-    assert_eq!(report["export"]["sent"], captures, "{report}");
+    assert_eq!(report["sent"], captures, "{report}");
     assert_eq!(lago.events().len() as i64, captures);
 
     // CloudWatch metrics: each function printed EMF lines (on stdout, which the watch
