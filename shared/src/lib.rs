@@ -17,6 +17,7 @@ pub mod health;
 pub mod http;
 pub mod keys;
 pub mod ledger;
+pub mod local_failure;
 pub mod metrics;
 pub mod otel;
 pub mod providers;

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::local_failure::LocalFailure;
+
 /// Longest accepted upstream URL.
 pub const MAX_URL_LEN: usize = 2048;
 /// How long a name may take to resolve before the URL is refused.
@@ -39,6 +41,12 @@ pub enum UrlRefused {
     NoHost,
     #[error("host `{0}` could not be resolved")]
     Unresolvable(String),
+    /// The lookup failed on the gateway's side (its resolver unavailable or timing out,
+    /// the process out of descriptors): says nothing about the URL.
+    #[error(
+        "host `{host}` could not be looked up: {failure} (the gateway's own failure; try again)"
+    )]
+    LookupFailed { host: String, failure: LocalFailure },
     #[error(
         "host `{host}` resolves to {address}, a {kind} address (allowed only with SWITCHBOARD_ALLOW_PRIVATE_UPSTREAMS=1)"
     )]
@@ -104,11 +112,21 @@ pub fn check_syntax(raw: &str, allow_private: bool) -> Result<Url, UrlRefused> {
 }
 
 async fn resolve(name: &str, port: u16) -> Result<Vec<IpAddr>, UrlRefused> {
-    let unresolvable = || UrlRefused::Unresolvable(name.chars().take(253).collect());
+    let host = || name.chars().take(253).collect::<String>();
+    let unresolvable = || UrlRefused::Unresolvable(host());
+    let lookup_failed = |failure| UrlRefused::LookupFailed {
+        host: host(),
+        failure,
+    };
+    // A resolver that does not answer in time is the gateway's problem; a name that does
+    // not exist is the URL's (local_failure.rs).
     let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)))
         .await
-        .map_err(|_| unresolvable())?
-        .map_err(|_| unresolvable())?;
+        .map_err(|_| lookup_failed(LocalFailure::DnsResolver))?
+        .map_err(|error| match LocalFailure::of_io(&error) {
+            Some(failure) => lookup_failed(failure),
+            None => unresolvable(),
+        })?;
     let addresses: Vec<IpAddr> = lookup.map(|socket| socket.ip()).collect();
     if addresses.is_empty() {
         return Err(unresolvable());

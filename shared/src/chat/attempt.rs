@@ -275,7 +275,11 @@ impl Run {
     /// Records a failed attempt: its usage row and what it says. Only a failure of the
     /// platform's own credential counts toward the shared provider breaker; a user's key
     /// refused (401/403) is marked unvalidated, and one at its limit (429) cools down for
-    /// that user alone. The run's own deadline says nothing about the provider.
+    /// that user alone. The gateway's own failures (the run's deadline, its resources:
+    /// [`crate::local_failure`]) say nothing about the provider: no breaker, no BYOK
+    /// write, and a usage row without the provider's id, so that neither the breaker's
+    /// window nor the health check's passive signal (both read usage rows by provider id)
+    /// counts them; the row keeps the provider's slug and model for the record.
     pub async fn record_failure(
         &mut self,
         candidate: &Candidate,
@@ -284,18 +288,24 @@ impl Run {
         failure: &Failure,
     ) {
         let error = &failure.error;
+        let local = error.local_failure();
         let message = if failure.gateway_deadline {
             "the request deadline passed during this attempt".to_string()
+        } else if local.is_some() {
+            format!("the gateway's own failure, not the provider's: {error}")
         } else {
             error.to_string()
         };
-        let row = self.attempt_row(
+        let mut row = self.attempt_row(
             candidate,
             user_key_id,
             latency,
             error.upstream_status(),
             Err(&message),
         );
+        if failure.gateway_deadline || local.is_some() {
+            row.provider_id = None;
+        }
         self.attempts.push(row);
         if let Some(mut span) = self.attempt_span.take() {
             span.fail(attempt_outcome(error));
@@ -307,6 +317,10 @@ impl Run {
             &candidate.provider.provider_slug,
             attempt_outcome(error),
         );
+        if let Some(local) = local {
+            crate::metrics::record_local_error(local);
+            return;
+        }
         if failure.gateway_deadline {
             return;
         }
@@ -572,6 +586,8 @@ impl Run {
             // No candidate's format could express the request: the request's problem (400
             // naming the field), not an upstream failure.
             Some(error @ ProviderError::Unsupported { .. }) => error.into(),
+            // The gateway could not make the last call itself: 503, not the providers' 502.
+            Some(error @ ProviderError::Local { .. }) => error.into(),
             Some(error @ ProviderError::Timeout { .. }) => {
                 ApiError::UpstreamTimeout(format!("every candidate failed; last: {error}"))
             }
@@ -648,6 +664,7 @@ fn attempt_outcome(error: &ProviderError) -> &'static str {
         Some(429) => "429",
         Some(status) => crate::metrics::status_class(status),
         None if matches!(error, ProviderError::Timeout { .. }) => "timeout",
+        None if error.local_failure().is_some() => "local",
         None => "network",
     }
 }

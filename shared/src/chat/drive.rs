@@ -60,6 +60,8 @@ pub(super) async fn drive(mut run: Run, reply: Reply) {
     let candidates = run.candidates.clone();
     let mut last_error: Option<ProviderError> = None;
     let mut deadline_passed = false;
+    // The gateway's own failure is logged at ERROR once per request (later ones at INFO).
+    let mut local_logged = false;
     for (index, candidate) in candidates.iter().enumerate() {
         if reply.is_closed() {
             // Nobody waits for an answer: no new attempt.
@@ -134,7 +136,24 @@ pub(super) async fn drive(mut run: Run, reply: Reply) {
                     .await;
             }
             Err(failure) => {
-                tracing::info!(upstream = %describe(candidate), error = %failure.error, "attempt failed");
+                match failure.error.local_failure() {
+                    Some(local) if !local_logged => {
+                        local_logged = true;
+                        tracing::error!(
+                            request_id = %run.request_id,
+                            upstream = %describe(candidate),
+                            kind = local.kind(),
+                            error = %failure.error,
+                            "{local}: the gateway's own failure, not the provider's (not counted against it)"
+                        );
+                    }
+                    Some(_) => {
+                        tracing::info!(upstream = %describe(candidate), error = %failure.error, "attempt failed (the gateway's own failure)");
+                    }
+                    None => {
+                        tracing::info!(upstream = %describe(candidate), error = %failure.error, "attempt failed");
+                    }
+                }
                 run.record_failure(candidate, user_key_id, started.elapsed(), &failure)
                     .await;
                 if !failure.error.retryable() {
@@ -390,9 +409,14 @@ async fn answer_stream(
             } else {
                 Health::Unknown
             },
-            Some(ApiError::Upstream(format!(
-                "the upstream stream failed after it began: {error}"
-            ))),
+            Some(match error.local_failure() {
+                Some(local) => ApiError::ServiceUnavailable(format!(
+                    "{local}; the stream was cut after it began"
+                )),
+                None => ApiError::Upstream(format!(
+                    "the upstream stream failed after it began: {error}"
+                )),
+            }),
         ),
         (None, None) => (None, Health::Answered, None),
     };

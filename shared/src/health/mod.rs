@@ -17,7 +17,9 @@
 //!    (`disabled_reason = 'health'`), so they can recover. Providers an admin disabled are
 //!    not probed and never touched;
 //! 3. probes them concurrently (at most `PROBE_CONCURRENCY` (8) at once), each within
-//!    `probe_timeout` ([`probe`]);
+//!    `probe_timeout` ([`probe`]); a probe the gateway itself could not make (out of
+//!    descriptors, its resolver down: [`crate::local_failure`]) is `unknown` and leaves the
+//!    provider's status, strikes and activation as they were;
 //! 4. folds in the passive signal from recent usage rows and decides strikes and
 //!    activation ([`decision`]);
 //! 5. writes each provider in its own transaction under its row lock (`FOR UPDATE`), so
@@ -207,6 +209,14 @@ async fn record(
         return Ok(None);
     }
     let decision = decide(&locked.current, status, settings.strikes_to_disable);
+    // The gateway's own failure kept the probe from the provider: the history row says
+    // `unknown` and why, the provider keeps the status it had (a `down` system provider
+    // stays skipped, a healthy one stays healthy).
+    let provider_status = if outcome.local_failure.is_some() {
+        locked.health_status
+    } else {
+        status
+    };
     let (is_active, disabled_reason, action) = match decision.activation {
         Activation::Unchanged => (
             locked.current.is_active,
@@ -225,6 +235,7 @@ async fn record(
         &store::CheckWrite {
             provider_id: target.provider_id,
             status,
+            provider_status,
             response_time_ms: outcome.response_time_ms,
             http_status: outcome.http_status,
             error: error.as_deref(),
@@ -292,7 +303,7 @@ async fn record(
         status.as_str(),
         matches!(action, Some(HealthAction::Disabled)),
     );
-    if action.is_some() || status != locked.health_status {
+    if action.is_some() || provider_status != locked.health_status {
         *catalog_changed = true;
     }
     Ok(Some(ProviderCheck {

@@ -22,6 +22,7 @@
 //! | 408, 5xx, timeout, connection error, unresolvable host | `down` |
 //! | other statuses (404, 3xx, ...) | `unknown`: the health URL is wrong, which says nothing about the provider |
 //! | no system key, URL refused by the SSRF rules, key unusable in a header | `unknown`, not called |
+//! | the gateway's own failure: out of file descriptors, ports or memory, its DNS resolver unavailable ([`crate::local_failure`]) | `unknown`, and the provider's status is left as it was: the provider was never reached |
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
 
 use crate::catalog::{ApiFormat, AuthType, HealthStatus};
 use crate::credentials::provider_key_env_name;
+use crate::local_failure::LocalFailure;
 use crate::secret::Secret;
 use crate::ssrf::{UrlRefused, check_upstream_url};
 
@@ -80,6 +82,9 @@ pub enum ProbeAnswer {
     NoKey { env: String },
     /// The key cannot be sent in an HTTP header (control characters).
     UnusableKey,
+    /// The gateway's own resources failed the probe (descriptors, ports, memory, its DNS
+    /// resolver): the provider was not reached.
+    LocalFailure(LocalFailure),
 }
 
 /// A probe's verdict: status, what the history row records, and a short note.
@@ -91,6 +96,9 @@ pub struct ProbeOutcome {
     pub response_time_ms: Option<i32>,
     /// Why it is not `healthy` (our own words; never upstream text, never a key).
     pub note: Option<String>,
+    /// The gateway's own failure kept the probe from the provider: the result is
+    /// `unknown` and the provider's recorded status stays as it was.
+    pub local_failure: Option<LocalFailure>,
 }
 
 /// Classifies an answer (see the module table). `degraded_latency` is the slow threshold;
@@ -105,6 +113,7 @@ pub fn classify(
         http_status,
         response_time_ms,
         note: note.map(|n| n.chars().take(MAX_NOTE_CHARS).collect()),
+        local_failure: None,
     };
     match answer {
         ProbeAnswer::Answered { status, elapsed } => {
@@ -196,6 +205,17 @@ pub fn classify(
             None,
             Some("not probed: the system key contains characters not allowed in a header".into()),
         ),
+        ProbeAnswer::LocalFailure(failure) => ProbeOutcome {
+            local_failure: Some(*failure),
+            ..outcome(
+                HealthStatus::Unknown,
+                None,
+                None,
+                Some(format!(
+                    "not probed: {failure}; the provider was not reached and its status is unchanged"
+                )),
+            )
+        },
     }
 }
 
@@ -207,12 +227,21 @@ pub async fn probe(
     timeout: Duration,
     allow_private_upstreams: bool,
 ) -> ProbeAnswer {
-    tokio::time::timeout(
+    let answer = tokio::time::timeout(
         timeout,
         probe_once(http, target, timeout, allow_private_upstreams),
     )
     .await
-    .unwrap_or(ProbeAnswer::TimedOut)
+    .unwrap_or(ProbeAnswer::TimedOut);
+    if let ProbeAnswer::LocalFailure(failure) = answer {
+        tracing::error!(
+            provider = %target.provider_slug,
+            kind = failure.kind(),
+            "health check: {failure}; the probe was not made and the provider is not counted down"
+        );
+        crate::metrics::record_local_error(failure);
+    }
+    answer
 }
 
 async fn probe_once(
@@ -228,6 +257,9 @@ async fn probe_once(
     let url = match check_upstream_url(&target.url, allow_private_upstreams).await {
         Ok(url) => url,
         Err(UrlRefused::Unresolvable(_)) => return ProbeAnswer::Unresolvable,
+        Err(UrlRefused::LookupFailed { failure, .. }) => {
+            return ProbeAnswer::LocalFailure(failure);
+        }
         Err(refused) => return ProbeAnswer::UrlRefused(refused.to_string()),
     };
     let mut request = http
@@ -250,9 +282,13 @@ async fn probe_once(
             status: response.status().as_u16(),
             elapsed: started.elapsed(),
         },
-        Err(error) if error.is_timeout() => ProbeAnswer::TimedOut,
-        Err(error) if error.is_connect() => ProbeAnswer::ConnectFailed,
-        Err(_) => ProbeAnswer::RequestFailed,
+        // A local failure first: it is not the provider's (local_failure.rs).
+        Err(error) => match LocalFailure::find(&error) {
+            Some(failure) => ProbeAnswer::LocalFailure(failure),
+            None if error.is_timeout() => ProbeAnswer::TimedOut,
+            None if error.is_connect() => ProbeAnswer::ConnectFailed,
+            None => ProbeAnswer::RequestFailed,
+        },
     }
 }
 
@@ -359,6 +395,47 @@ mod tests {
             assert_eq!(outcome.status, HealthStatus::Unknown, "{answer:?}");
             assert!(outcome.note.unwrap().starts_with("not probed"));
         }
+    }
+
+    #[test]
+    fn the_gateways_own_failure_is_unknown_never_down() {
+        for failure in LocalFailure::ALL {
+            let outcome = classify(&ProbeAnswer::LocalFailure(failure), SLOW, TIMEOUT);
+            assert_eq!(outcome.status, HealthStatus::Unknown, "{failure:?}");
+            assert_eq!(outcome.local_failure, Some(failure));
+            assert_eq!(outcome.http_status, None);
+            let note = outcome.note.unwrap();
+            assert!(note.contains(failure.describe()), "{note}");
+        }
+        assert_eq!(
+            classify(&ProbeAnswer::ConnectFailed, SLOW, TIMEOUT).local_failure,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_the_gateway_could_not_make_is_not_the_providers() {
+        let target = ProbeTarget {
+            url: "http://127.0.0.1:9/v1/models".into(),
+            ..target(AuthType::None, None)
+        };
+        for (errno, expected) in [
+            (libc::EMFILE, LocalFailure::FileDescriptors),
+            (libc::EADDRNOTAVAIL, LocalFailure::EphemeralPorts),
+        ] {
+            let http = crate::local_failure::testing::client_failing_with(errno);
+            let answer = probe(&http, &target, TIMEOUT, true).await;
+            assert_eq!(answer, ProbeAnswer::LocalFailure(expected));
+            assert_eq!(
+                classify(&answer, SLOW, TIMEOUT).status,
+                HealthStatus::Unknown
+            );
+        }
+        // The provider's own refusal stays a connection failure: down.
+        let http = crate::local_failure::testing::client_failing_with(libc::ECONNREFUSED);
+        let answer = probe(&http, &target, TIMEOUT, true).await;
+        assert_eq!(answer, ProbeAnswer::ConnectFailed);
+        assert_eq!(classify(&answer, SLOW, TIMEOUT).status, HealthStatus::Down);
     }
 
     fn target(auth_type: AuthType, key: Option<&str>) -> ProbeTarget {

@@ -162,7 +162,11 @@ pub async fn lock_provider(
 #[derive(Debug, Clone)]
 pub struct CheckWrite<'a> {
     pub provider_id: i32,
+    /// The result, for the history row.
     pub status: HealthStatus,
+    /// The provider's `health_status` after this check: `status`, or the one it had when
+    /// the gateway itself kept the probe from the provider.
+    pub provider_status: HealthStatus,
     pub response_time_ms: Option<i32>,
     pub http_status: Option<u16>,
     pub error: Option<&'a str>,
@@ -179,6 +183,7 @@ pub async fn record_check(
     write: &CheckWrite<'_>,
 ) -> Result<(), DbError> {
     let status = write.status.as_str();
+    let provider_status = write.provider_status.as_str();
     let http_status = write.http_status.map(i32::from);
     client
         .query_typed(
@@ -190,7 +195,7 @@ pub async fn record_check(
              WHERE id = $1",
             &[
                 (&write.provider_id, Type::INT4),
-                (&status, Type::TEXT),
+                (&provider_status, Type::TEXT),
                 (&write.response_time_ms, Type::INT4),
                 (&write.consecutive_down, Type::INT4),
                 (&write.is_active, Type::BOOL),

@@ -159,7 +159,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(self.body())).into_response();
         let retry_after = match &self {
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
-            Self::ServiceUnavailable(_) => Some(DATABASE_RETRY_AFTER),
+            Self::ServiceUnavailable(_) => Some(SERVICE_UNAVAILABLE_RETRY_AFTER),
             _ => None,
         };
         if let Some(retry_after) = retry_after {
@@ -172,8 +172,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// How long a client is asked to wait when the gateway's own database is unavailable.
-pub const DATABASE_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a client is asked to wait after a 503 `service_unavailable`: the gateway's
+/// own dependency or resources (its database, its file descriptors) failed, not the request.
+pub const SERVICE_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 impl ApiError {
     /// 503 `service_unavailable` with `Retry-After`: the gateway's database cannot be used
@@ -253,6 +254,11 @@ impl From<ProviderError> for ApiError {
                 param: param.clone(),
             },
             ProviderError::Timeout { .. } => ApiError::UpstreamTimeout(error.to_string()),
+            // The gateway's own resources, not the provider: 503 with Retry-After, and no
+            // internal detail (the log line and the usage row have it).
+            ProviderError::Local { failure, .. } => {
+                ApiError::ServiceUnavailable(format!("{failure}; try again shortly"))
+            }
             ProviderError::Status { status: 404, .. } => ApiError::ModelNotFound(error.to_string()),
             ProviderError::Status { status, .. }
                 if !status_is_retryable(*status) && *status < 500 =>
@@ -369,6 +375,21 @@ mod tests {
         .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn the_gateways_own_failure_is_a_503_with_retry_after_not_a_502() {
+        let error = ApiError::from(ProviderError::Local {
+            failure: crate::local_failure::LocalFailure::FileDescriptors,
+            detail: "tcp open error: Too many open files (os error 24)".into(),
+        });
+        assert_eq!(error.kind(), ("service_unavailable", "service_unavailable"));
+        let body = error.body().to_string();
+        assert!(body.contains("out of file descriptors"), "{body}");
+        assert!(!body.contains("os error"), "{body}");
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
     }
 
     #[test]

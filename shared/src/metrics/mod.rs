@@ -34,6 +34,7 @@ pub const GATEWAY_OVERHEAD: &str = "switchboard_gateway_overhead_seconds";
 pub const DB_DURATION: &str = "switchboard_db_duration_seconds";
 pub const TIME_TO_FIRST_TOKEN: &str = "switchboard_time_to_first_token_seconds";
 pub const UPSTREAM_ATTEMPTS: &str = "switchboard_upstream_attempts_total";
+pub const LOCAL_ERRORS: &str = "switchboard_local_errors_total";
 pub const TOKENS: &str = "switchboard_tokens_total";
 pub const COST_USD: &str = "switchboard_cost_usd_total";
 pub const CHARGED_USD: &str = "switchboard_charged_usd_total";
@@ -80,6 +81,7 @@ pub const ALL: &[&str] = &[
     DB_DURATION,
     TIME_TO_FIRST_TOKEN,
     UPSTREAM_ATTEMPTS,
+    LOCAL_ERRORS,
     TOKENS,
     COST_USD,
     CHARGED_USD,
@@ -272,7 +274,12 @@ fn describe() {
     describe_counter!(
         UPSTREAM_ATTEMPTS,
         Unit::Count,
-        "Calls to providers, by outcome (2xx, 4xx, 429, 5xx, timeout, network)."
+        "Calls to providers, by outcome (2xx, 4xx, 429, 5xx, timeout, network, local)."
+    );
+    describe_counter!(
+        LOCAL_ERRORS,
+        Unit::Count,
+        "Provider calls and health probes the gateway could not make because of its own resources, by kind: file_descriptors, ephemeral_ports, memory, dns_resolver."
     );
     describe_counter!(
         TOKENS,
@@ -553,6 +560,13 @@ pub fn record_attempt(model: &str, provider: &str, outcome: &'static str) {
                 "provider" => provider.to_string(), "outcome" => outcome)
         })
         .increment(1);
+}
+
+/// A call (chat, embeddings, health probe) failed by the gateway's own resources.
+pub fn record_local_error(failure: crate::local_failure::LocalFailure) {
+    if on() {
+        counter_of(LOCAL_ERRORS, "kind", failure.kind()).increment(1);
+    }
 }
 
 /// A captured request: its tokens by bucket, its provider cost and its charge.

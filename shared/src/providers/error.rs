@@ -10,6 +10,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::catalog::{ApiFormat, AuthType};
+use crate::local_failure::LocalFailure;
 use crate::secret::Secret;
 
 /// Longest upstream message quoted in an error.
@@ -65,6 +66,14 @@ pub enum ProviderError {
     Configuration(String),
     #[error("could not connect to the upstream: {message}")]
     Connect { message: String },
+    /// The gateway's own resources failed the call (out of file descriptors, ports,
+    /// memory, or its DNS resolver): says nothing about the provider. `detail` is the
+    /// cause chain, for logs and the usage row.
+    #[error("{failure}; the upstream was not reached ({detail})")]
+    Local {
+        failure: LocalFailure,
+        detail: String,
+    },
     #[error("the upstream did not answer in time ({phase})")]
     Timeout { phase: TimeoutPhase },
     /// A non-2xx answer. `message` is the provider's own error text, sanitized.
@@ -96,10 +105,13 @@ impl ProviderError {
     /// Whether to move on to the next candidate (routing.md "Attempts"): connection
     /// errors, timeouts, 408, 409, 429, 5xx (529 included), 401/403 (the next candidate
     /// may hold a working key), broken or garbled answers, and requests this format cannot
-    /// express. Never on the client's own invalid request nor on an upstream 400/404/422.
+    /// express. Never on the client's own invalid request nor on an upstream 400/404/422,
+    /// nor when the gateway itself is out of descriptors or memory (every other call would
+    /// fail the same way; [`LocalFailure::affects_every_call`]).
     pub fn retryable(&self) -> bool {
         match self {
             ProviderError::InvalidRequest { .. } => false,
+            ProviderError::Local { failure, .. } => !failure.affects_every_call(),
             ProviderError::Unsupported { .. }
             | ProviderError::MissingCredential { .. }
             | ProviderError::Configuration(_)
@@ -125,7 +137,8 @@ impl ProviderError {
 
     /// Whether this failure says something about the provider's health (for the circuit
     /// breaker): connection errors, timeouts, 408/429/5xx, broken answers. Not our own
-    /// translation or configuration problems, not a refused key, not a rejected request.
+    /// translation or configuration problems, not a refused key, not a rejected request,
+    /// never the gateway's own resource failures ([`ProviderError::Local`]).
     pub fn is_provider_failure(&self) -> bool {
         match self {
             ProviderError::Connect { .. }
@@ -134,6 +147,7 @@ impl ProviderError {
             | ProviderError::StreamInterrupted { .. }
             | ProviderError::StreamError { .. } => true,
             ProviderError::Status { status, .. } => matches!(status, 408 | 429) || *status >= 500,
+            ProviderError::Local { .. } => false,
             _ => false,
         }
     }
@@ -143,6 +157,14 @@ impl ProviderError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ProviderError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The gateway's own failure behind this error, if it is one.
+    pub fn local_failure(&self) -> Option<LocalFailure> {
+        match self {
+            ProviderError::Local { failure, .. } => Some(*failure),
             _ => None,
         }
     }
@@ -183,8 +205,15 @@ impl ProviderError {
     }
 
     /// A transport error, without its URL (which never holds a key, but has no business
-    /// in a client-facing message either).
+    /// in a client-facing message either). The gateway's own resource failures found in
+    /// its cause chain come first ([`LocalFailure::find`]).
     pub(crate) fn from_transport(error: &reqwest::Error, phase: TimeoutPhase) -> ProviderError {
+        if let Some(failure) = LocalFailure::find(error) {
+            return ProviderError::Local {
+                failure,
+                detail: describe_transport(error),
+            };
+        }
         if error.is_timeout() {
             let phase = if error.is_connect() {
                 TimeoutPhase::Connect
@@ -459,8 +488,70 @@ fn gemini_retry_delay(body: &Value) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::local_failure::testing::reqwest_error_with_errno;
     use reqwest::header::HeaderValue;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn the_gateways_own_resource_errors_are_local_not_the_providers() {
+        for (errno, failure) in [
+            (libc::EMFILE, LocalFailure::FileDescriptors),
+            (libc::ENFILE, LocalFailure::FileDescriptors),
+            (libc::EADDRNOTAVAIL, LocalFailure::EphemeralPorts),
+            (libc::ENOBUFS, LocalFailure::Memory),
+        ] {
+            let transport = reqwest_error_with_errno(errno).await;
+            assert!(transport.is_connect(), "{transport:?}");
+            let error = ProviderError::from_transport(&transport, TimeoutPhase::Attempt);
+            assert_eq!(
+                error.local_failure(),
+                Some(failure),
+                "errno {errno}: {error}"
+            );
+            assert!(!error.is_provider_failure(), "{error}");
+            assert!(!error.is_auth_failure());
+            assert_eq!(error.upstream_status(), None);
+            // Out of descriptors or memory: the next candidate would fail alike.
+            assert_eq!(error.retryable(), !failure.affects_every_call(), "{error}");
+            assert!(error.to_string().starts_with(failure.describe()), "{error}");
+        }
+        let emfile = ProviderError::from_transport(
+            &reqwest_error_with_errno(libc::EMFILE).await,
+            TimeoutPhase::Attempt,
+        );
+        assert!(
+            emfile.to_string().contains("Too many open files"),
+            "{emfile}"
+        );
+        assert!(!emfile.retryable());
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_the_providers_failure() {
+        // Real: a port nobody listens on (ECONNREFUSED from the kernel).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let transport = reqwest::Client::new()
+            .get(format!("http://{address}/v1/models"))
+            .send()
+            .await
+            .unwrap_err();
+        let error = ProviderError::from_transport(&transport, TimeoutPhase::Attempt);
+        assert!(matches!(error, ProviderError::Connect { .. }), "{error:?}");
+        assert_eq!(error.local_failure(), None);
+        assert!(error.is_provider_failure());
+        assert!(error.retryable());
+        // The same path with the refusal injected: still the provider's.
+        let injected = ProviderError::from_transport(
+            &reqwest_error_with_errno(libc::ECONNREFUSED).await,
+            TimeoutPhase::Attempt,
+        );
+        assert!(
+            matches!(injected, ProviderError::Connect { .. }),
+            "{injected:?}"
+        );
+    }
 
     #[test]
     fn classification_follows_routing_rules() {
