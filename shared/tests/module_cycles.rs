@@ -268,6 +268,18 @@ impl Graph {
     /// The module a path (as written in `from`) leads to: the deepest module it names, or
     /// for an item only re-exported there, the module that defines it.
     fn resolve(&self, from: &str, path: &str, depth: usize) -> Option<Module> {
+        self.resolve_with(from, path, depth, true)
+    }
+
+    /// [`Graph::resolve`], or, with `follow_reexports` false, the file a path lands in:
+    /// naming `crate::chat::Item` depends on `chat/mod.rs` whatever it re-exports.
+    fn resolve_with(
+        &self,
+        from: &str,
+        path: &str,
+        depth: usize,
+        follow_reexports: bool,
+    ) -> Option<Module> {
         let mut segments = path.split("::").filter(|s| !s.is_empty()).peekable();
         let mut at: Module = match segments.peek().copied() {
             Some("crate") => {
@@ -302,7 +314,8 @@ impl Graph {
                 at = child;
                 continue;
             }
-            if depth < 8
+            if follow_reexports
+                && depth < 8
                 && let Some((target_from, target_path)) =
                     self.reexports.get(&(at.clone(), segment.to_string()))
             {
@@ -378,8 +391,8 @@ fn cycles(edges: &BTreeMap<Module, BTreeSet<Module>>) -> Vec<Vec<Module>> {
     state.found
 }
 
-#[test]
-fn core_modules_import_each_other_without_cycles() {
+/// Every file of `shared/src` as a module, and the graph's re-exports.
+fn load() -> (Vec<Source>, Graph) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&root, &mut files);
@@ -414,6 +427,30 @@ fn core_modules_import_each_other_without_cycles() {
         }
     }
 
+    (sources, graph)
+}
+
+/// The report of each cycle with the references that close it (empty: none).
+fn cycle_report(
+    edges: &BTreeMap<Module, BTreeSet<Module>>,
+    why: &BTreeMap<(Module, Module), BTreeSet<String>>,
+) -> String {
+    let mut report = String::new();
+    for component in &cycles(edges) {
+        report.push_str(&format!("\ncycle among {component:?}:\n"));
+        for from in component {
+            for to in edges[from].iter().filter(|t| component.contains(t)) {
+                let refs: Vec<&String> = why[&(from.clone(), to.clone())].iter().take(3).collect();
+                report.push_str(&format!("  {from} -> {to}  ({refs:?})\n"));
+            }
+        }
+    }
+    report
+}
+
+#[test]
+fn core_modules_import_each_other_without_cycles() {
+    let (sources, graph) = load();
     // Edges, with the references that make them (for the failure message).
     let mut edges: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
     let mut why: BTreeMap<(Module, Module), BTreeSet<String>> = BTreeMap::new();
@@ -463,18 +500,50 @@ fn core_modules_import_each_other_without_cycles() {
         "the configuration imports domain modules: {config_imports:?}"
     );
 
-    let found = cycles(&edges);
-    let mut report = String::new();
-    for component in &found {
-        report.push_str(&format!("\ncycle among {component:?}:\n"));
-        for from in component {
-            for to in edges[from].iter().filter(|t| component.contains(t)) {
-                let refs: Vec<&String> = why[&(from.clone(), to.clone())].iter().take(3).collect();
-                report.push_str(&format!("  {from} -> {to}  ({refs:?})\n"));
+    let report = cycle_report(&edges, &why);
+    assert!(report.is_empty(), "import cycles in shared/src:{report}");
+}
+
+/// The same at file level (STYLE.md rule 13): each `.rs` file a node, an edge to the file a
+/// path lands in — `crate::chat::Item` names `chat/mod.rs`, whatever that file re-exports —
+/// and a parent's code naming its children's items counts like any other reference (only
+/// its `mod` declarations and `pub use` re-exports do not). A file that builds the world
+/// (`state.rs`) imported by the core it builds closes a circle here.
+#[test]
+fn core_files_import_each_other_without_cycles() {
+    let (sources, graph) = load();
+    let mut edges: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
+    let mut why: BTreeMap<(Module, Module), BTreeSet<String>> = BTreeMap::new();
+    for source in &sources {
+        edges.entry(source.module.clone()).or_default();
+        let mut paths: Vec<String> = use_statements(&source.text)
+            .into_iter()
+            .filter(|s| !s.public)
+            .flat_map(|s| s.paths)
+            .map(|p| p.split(" as ").next().unwrap().to_string())
+            .collect();
+        paths.extend(code_paths(&source.text));
+        for path in paths {
+            let Some(target) = graph.resolve_with(&source.module, &path, 0, false) else {
+                continue;
+            };
+            if target == source.module {
+                continue;
             }
+            edges
+                .entry(source.module.clone())
+                .or_default()
+                .insert(target.clone());
+            why.entry((source.module.clone(), target))
+                .or_default()
+                .insert(path);
         }
     }
-    assert!(found.is_empty(), "import cycles in shared/src:{report}");
+    let report = cycle_report(&edges, &why);
+    assert!(
+        report.is_empty(),
+        "import cycles between files of shared/src:{report}"
+    );
 }
 
 #[test]

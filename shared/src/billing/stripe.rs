@@ -15,6 +15,7 @@
 //!   Events are applied one at a time, each in one transaction. Amounts arrive in cents
 //!   and become exact decimal dollars at the ledger.
 
+mod error;
 mod event;
 mod settle;
 mod store;
@@ -27,57 +28,17 @@ use serde_json::Value;
 use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
+pub use self::error::StripeError;
 use self::event::{DisputeReport, Event, RefundReport, SessionReport};
 use self::settle::Moved;
 use self::store::Session;
 use crate::config::BillingSettings;
-use crate::db::{DbError, DbPool};
-use crate::ledger::LedgerError;
+use crate::db::DbPool;
 
 /// How old a signed webhook may be.
 pub const SIGNATURE_TOLERANCE: Duration = Duration::from_secs(300);
 /// One call to Stripe's API waits at most this long.
 const STRIPE_TIMEOUT: Duration = Duration::from_secs(15);
-
-#[derive(Debug, thiserror::Error)]
-pub enum StripeError {
-    #[error(
-        "Stripe is not configured: set SWITCHBOARD_STRIPE_API_KEY, SWITCHBOARD_STRIPE_SUCCESS_URL and SWITCHBOARD_STRIPE_CANCEL_URL"
-    )]
-    NotConfigured,
-    #[error("{0}")]
-    InvalidAmount(String),
-    /// Stripe could not be reached or refused the call (the message never holds a key).
-    #[error("Stripe: {0}")]
-    Upstream(String),
-    #[error("the webhook signature is {0}")]
-    BadSignature(&'static str),
-    #[error("the webhook body is not a Stripe event")]
-    MalformedEvent,
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-impl From<LedgerError> for StripeError {
-    fn from(error: LedgerError) -> Self {
-        match error {
-            LedgerError::Db(db) => Self::Db(db),
-            other => Self::Db(DbError::Corrupt(other.to_string())),
-        }
-    }
-}
-
-impl From<tokio_postgres::Error> for StripeError {
-    fn from(error: tokio_postgres::Error) -> Self {
-        Self::Db(DbError::from(error))
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for StripeError {
-    fn from(error: deadpool_postgres::PoolError) -> Self {
-        Self::Db(DbError::from(error))
-    }
-}
 
 /// `201 {"id", "url"}`.
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -73,7 +73,7 @@ pub(crate) fn render_emf(registry: &Registry, timestamp_ms: u64) -> Vec<String> 
             if delta == 0 {
                 continue;
             }
-            let shown: f64 = super::format_counter(key.name(), delta)
+            let shown: f64 = super::names::format_counter(key.name(), delta)
                 .parse()
                 .unwrap_or(delta as f64);
             add(&key, unit(registry, key.name()), vec![shown], true);

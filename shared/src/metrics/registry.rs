@@ -2,7 +2,7 @@
 //! as Prometheus text (`serve`'s `GET /metrics`) or as CloudWatch EMF lines (Lambda).
 //!
 //! A counter or gauge is one atomic; a histogram is fixed buckets of atomics (bounds chosen
-//! by [`super::buckets_for`]) and, when EMF is on, the raw values since the last flush.
+//! by [`super::names::buckets_for`]) and, when EMF is on, the raw values since the last flush.
 //! Lookups take a read lock on a map keyed by [`Key`] (whose hash is computed once, when
 //! the key is built).
 
@@ -180,7 +180,7 @@ impl Registry {
         let mut kinds: HashMap<String, Kind> = HashMap::new();
         for (key, value) in self.counters() {
             let name = key.name().to_string();
-            let shown = super::format_counter(&name, value);
+            let shown = super::names::format_counter(&name, value);
             families
                 .entry(name.clone())
                 .or_default()
@@ -308,7 +308,7 @@ impl Recorder for Registry {
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
         let keep = self.keep_values;
         Histogram::from_arc(get_or_insert(&self.histograms, key, || {
-            Hist::new(super::buckets_for(key.name()), keep)
+            Hist::new(super::names::buckets_for(key.name()), keep)
         }))
     }
 }

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::StripeError;
+use super::error::StripeError;
 
 /// Stripe ids are far shorter; the cap keeps every idempotency key within the ledger's
 /// 200 characters.

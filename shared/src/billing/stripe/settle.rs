@@ -13,7 +13,7 @@
 use rust_decimal::Decimal;
 use tokio_postgres::GenericClient;
 
-use super::StripeError;
+use super::error::StripeError;
 use super::store::{self, Session};
 use crate::ledger::{self, CreditKind};
 
