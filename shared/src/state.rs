@@ -99,6 +99,42 @@ impl AppState {
         self
     }
 
+    /// What a health-check run uses.
+    pub fn health(&self) -> crate::health::HealthServices {
+        crate::health::HealthServices {
+            config: Arc::clone(&self.config),
+            pool: self.pool.clone(),
+            catalog: Arc::clone(&self.catalog),
+            system_keys: Arc::clone(&self.system_keys),
+            http: self.providers.http().clone(),
+        }
+    }
+
+    /// What the BYOK operations use.
+    pub fn byok(&self) -> crate::keys::byok::ByokServices<'_> {
+        crate::keys::byok::ByokServices {
+            pool: &self.pool,
+            vault: &self.vault,
+            key_cache: &self.key_cache,
+            http: &self.http,
+            allow_private_upstreams: self.config.server.allow_private_upstreams,
+        }
+    }
+
+    /// What a chat run uses (cheap: shared handles).
+    pub fn chat(&self) -> crate::chat::ChatServices {
+        crate::chat::ChatServices {
+            config: Arc::clone(&self.config),
+            pool: self.pool.clone(),
+            catalog: Arc::clone(&self.catalog),
+            vault: Arc::clone(&self.vault),
+            system_keys: Arc::clone(&self.system_keys),
+            key_cache: Arc::clone(&self.key_cache),
+            providers: self.providers.clone(),
+            ledger: Arc::clone(&self.ledger),
+        }
+    }
+
     pub fn with_key_services(mut self, services: KeyServices) -> Self {
         self.vault = services.vault;
         self.system_keys = services.system_keys;

@@ -568,3 +568,34 @@ fn the_scanner_sees_a_cycle_when_there_is_one() {
     );
     assert_eq!(code_paths(&code), ["crate::x", "crate::w::g"]);
 }
+
+/// The composition root is imported only by `http` (and the doors, outside this crate); the
+/// core run and the inbound formats never speak HTTP: they return their own errors, and
+/// `http/error.rs` alone turns them into statuses and bodies.
+#[test]
+fn only_http_builds_the_world_and_the_core_speaks_no_http() {
+    let (sources, graph) = load();
+    let mut offences = Vec::new();
+    for source in &sources {
+        let mut paths: Vec<String> = use_statements(&source.text)
+            .into_iter()
+            .flat_map(|s| s.paths)
+            .map(|p| p.split(" as ").next().unwrap().to_string())
+            .collect();
+        paths.extend(code_paths(&source.text));
+        for path in paths {
+            let Some(target) = graph.resolve_with(&source.module, &path, 0, false) else {
+                continue;
+            };
+            let names_state = target == "state" && !is_within(&source.module, "http");
+            let core_names_http = is_within(&target, "http")
+                && ["chat", "inbound"]
+                    .iter()
+                    .any(|core| is_within(&source.module, core));
+            if (names_state || core_names_http) && source.module != "state" {
+                offences.push(format!("{} -> {target} ({path})", source.module));
+            }
+        }
+    }
+    assert!(offences.is_empty(), "{offences:#?}");
+}

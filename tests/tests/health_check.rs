@@ -80,7 +80,9 @@ async fn openai_provider(h: &Harness, slug: &str, upstream: &FakeUpstream) -> i3
 }
 
 async fn run(h: &Harness) -> HealthRunSummary {
-    health::run(&h.state, Trigger::Manual).await.unwrap()
+    health::run(&h.state.health(), Trigger::Manual)
+        .await
+        .unwrap()
 }
 
 #[derive(Debug)]
@@ -588,7 +590,7 @@ async fn a_provider_an_admin_disabled_stays_disabled() {
         .await
         .unwrap();
     let state = h.state.clone();
-    let running = tokio::spawn(async move { health::run(&state, Trigger::Manual).await });
+    let running = tokio::spawn(async move { health::run(&state.health(), Trigger::Manual).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     client
         .execute(
@@ -771,9 +773,10 @@ async fn overlapping_runs_count_one_strike() {
     for _ in 0..2 {
         upstream.push_models(Step::delay(Duration::from_millis(800), Step::status(500)));
     }
-    let (first, second) = tokio::join!(health::run(&h.state, Trigger::Timer), async {
+    let services = h.state.health();
+    let (first, second) = tokio::join!(health::run(&services, Trigger::Timer), async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        health::run(&h.state, Trigger::Admin).await
+        health::run(&services, Trigger::Admin).await
     });
     let (first, second) = (first.unwrap(), second.unwrap());
     assert_ne!(first.skipped, second.skipped, "{first:#?} {second:#?}");
@@ -979,7 +982,7 @@ async fn the_serve_timer_runs_the_check_until_stopped() {
     let id = openai_provider(&h, "timed", &upstream).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let timer = tokio::spawn(health::run_every(
-        h.state.clone(),
+        h.state.health(),
         Duration::from_millis(200),
         async move {
             let _ = stopped.await;

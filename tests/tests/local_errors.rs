@@ -219,7 +219,9 @@ async fn assert_anthropic_healthy(gw: &Gateway, failed_attempts: i64) {
         .unwrap()
         .get(0);
     assert_eq!(recorded, failed_attempts, "every attempt is on record");
-    let summary = health::run(&gw.state, Trigger::Manual).await.unwrap();
+    let summary = health::run(&gw.state.health(), Trigger::Manual)
+        .await
+        .unwrap();
     let check = summary
         .providers
         .iter()

@@ -176,7 +176,7 @@ pub async fn run_health_check(
     _admin: AdminCaller,
     State(state): State<AppState>,
 ) -> Reply<HealthRunSummary> {
-    Ok(AppJson(health::run(&state, Trigger::Admin).await?))
+    Ok(AppJson(health::run(&state.health(), Trigger::Admin).await?))
 }
 
 // ---------------------------------------------------------------- models

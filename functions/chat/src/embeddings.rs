@@ -27,7 +27,7 @@ pub async fn embeddings(
         request_id,
         options,
     };
-    let answer = chat::embed(&state, input).await?;
+    let answer = chat::embed(&state.chat(), input).await?;
     let mut body = serde_json::to_value(&answer.response).map_err(ApiError::internal)?;
     body["_metadata"] = answer.metadata;
     let mut response = Json(body).into_response();

@@ -5,9 +5,7 @@
 
 mod embeddings;
 mod messages;
-mod messages_sse;
 mod openapi;
-mod sse;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -16,9 +14,12 @@ use axum::routing::{MethodFilter, MethodRouter, get, on};
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 use switchboard_core::auth::Caller;
-use switchboard_core::catalog::ModelType;
 use switchboard_core::chat::{self, ChatAnswer, ChatInput, RequestOptions, Route, Routed};
-use switchboard_core::http::{ApiError, AppJson, RequestId, RequestTiming, finish_router};
+use switchboard_core::http::sse::event_stream;
+use switchboard_core::http::{
+    ApiError, AppJson, ErrorShape, RequestId, RequestTiming, finish_router,
+};
+use switchboard_core::inbound::{anthropic_messages, openai_chat};
 use switchboard_core::ledger;
 use switchboard_core::providers::ChatRequest;
 use switchboard_core::state::AppState;
@@ -97,17 +98,17 @@ async fn chat_completions(
         options,
         route: Route::ChatCompletions,
     };
-    Ok(match chat::run(&state, input).await? {
+    Ok(match chat::run(&state.chat(), input).await? {
         ChatAnswer::Complete(completed) => {
-            let mut body = serde_json::to_value(&completed.response).map_err(ApiError::internal)?;
-            body["_metadata"] = completed.metadata;
-            let mut answer = Json(body).into_response();
-            routed_headers(&mut answer, &completed.routed);
+            let routed = completed.routed.clone();
+            let mut answer = Json(openai_chat::answer(*completed)?).into_response();
+            routed_headers(&mut answer, &routed);
             answer
         }
         ChatAnswer::Stream(stream) => {
             let routed = stream.routed.clone();
-            let mut answer = sse::response(stream, wants_usage);
+            let frames = openai_chat::stream(stream, wants_usage);
+            let mut answer = event_stream(frames, ErrorShape::OpenAi);
             routed_headers(&mut answer, &routed);
             answer
         }
@@ -152,12 +153,12 @@ fn routed_headers(response: &mut Response, routed: &Routed) {
 /// The model list, only what the caller's tier may use. OpenAI's shape by default: each
 /// `model_id` once and each offer also as `provider_slug/model_id` (to pin a provider),
 /// with its `model_type` (`chat` or `embedding`). With an `anthropic-version` header,
-/// Anthropic's shape ([`anthropic_models`]).
+/// Anthropic's shape.
 async fn list_models(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Query(page): Query<AnthropicPage>,
+    Query(page): Query<anthropic_messages::ModelPage>,
 ) -> Result<Response, ApiError> {
     let catalog = state.catalog.get(&state.pool).await?;
     let mut seen = std::collections::HashSet::new();
@@ -170,79 +171,14 @@ async fn list_models(
             }
         }
     }
-    if headers.contains_key("anthropic-version") {
-        let chat_models = models
-            .iter()
-            .filter(|(_, model, _)| model.model_type == ModelType::Chat)
-            .map(|(id, model, _)| {
-                json!({
-                    "type": "model",
-                    "id": id,
-                    "display_name": model.display_name.as_deref().unwrap_or(&model.model_name),
-                    "created_at": model.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                })
-            })
-            .collect();
-        return Ok(Json(anthropic_models(chat_models, &page)?).into_response());
-    }
-    let data: Vec<Value> = models
+    let listed = models
         .iter()
-        .map(|(id, model, provider)| {
-            json!({
-                "id": id,
-                "object": "model",
-                "created": model.created_at.timestamp(),
-                "owned_by": provider.provider_slug,
-                "model_type": model.model_type,
-            })
-        })
-        .collect();
-    Ok(Json(json!({"object": "list", "data": data})).into_response())
-}
-
-/// Anthropic's list paging: `limit` (1–1000, default 20), `after_id`, `before_id`.
-#[derive(Debug, Default, serde::Deserialize)]
-struct AnthropicPage {
-    limit: Option<usize>,
-    after_id: Option<String>,
-    before_id: Option<String>,
-}
-
-/// Anthropic's list shape: `{data, has_more, first_id, last_id}`, chat models only (the
-/// Messages API cannot call an embedding model).
-fn anthropic_models(all: Vec<Value>, page: &AnthropicPage) -> Result<Value, ApiError> {
-    let limit = page.limit.unwrap_or(20);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid_param(
-            "limit",
-            "limit must be between 1 and 1000",
-        ));
+        .map(|(id, m, p)| (id.as_str(), m.as_ref(), p.as_ref()));
+    if headers.contains_key("anthropic-version") {
+        let chat_models = listed.map(|(id, model, _)| (id, model));
+        return Ok(Json(anthropic_messages::model_list(chat_models, &page)?).into_response());
     }
-    let position = |id: &str, param: &'static str| {
-        all.iter()
-            .position(|m| m["id"] == id)
-            .ok_or_else(|| ApiError::invalid_param(param, format!("unknown {param}")))
-    };
-    let (start, end) = match (&page.after_id, &page.before_id) {
-        (Some(after), _) => (position(after, "after_id")? + 1, all.len()),
-        (None, Some(before)) => {
-            let end = position(before, "before_id")?;
-            (end.saturating_sub(limit), end)
-        }
-        (None, None) => (0, all.len()),
-    };
-    let data: Vec<Value> = all[start..end].iter().take(limit).cloned().collect();
-    let has_more = if page.before_id.is_some() && page.after_id.is_none() {
-        start > 0
-    } else {
-        start + data.len() < end
-    };
-    Ok(json!({
-        "data": data,
-        "has_more": has_more,
-        "first_id": data.first().map(|m| m["id"].clone()),
-        "last_id": data.last().map(|m| m["id"].clone()),
-    }))
+    Ok(Json(openai_chat::model_list(listed)).into_response())
 }
 
 async fn account(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {

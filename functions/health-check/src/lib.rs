@@ -33,9 +33,11 @@ async fn run(
     state: &AppState,
     trigger: Trigger,
 ) -> Result<HealthRunSummary, lambda_runtime::Error> {
-    health::run(state, trigger).await.map_err(|error| {
-        let chain = switchboard_core::report::error_chain(&error);
-        tracing::error!(error = %chain, "health check failed");
-        lambda_runtime::Error::from(chain)
-    })
+    health::run(&state.health(), trigger)
+        .await
+        .map_err(|error| {
+            let chain = switchboard_core::report::error_chain(&error);
+            tracing::error!(error = %chain, "health check failed");
+            lambda_runtime::Error::from(chain)
+        })
 }

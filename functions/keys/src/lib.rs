@@ -90,7 +90,7 @@ fn actor<'a>(caller: &'a Caller, request_id: &'a Option<Extension<RequestId>>) -
 #[utoipa::path(get, path = "/v1/byok", tag = "byok",
     responses((status = 200, description = "The caller's keys", body = ByokList)))]
 async fn list_byok(State(state): State<AppState>, caller: Caller) -> Reply<ByokList> {
-    Ok(AppJson(byok::list_keys(&state, &caller).await?))
+    Ok(AppJson(byok::list_keys(&state.byok(), &caller).await?))
 }
 
 /// The caller's key for one provider, masked.
@@ -103,7 +103,7 @@ async fn get_byok(
     caller: Caller,
     Path(slug): Path<String>,
 ) -> Reply<MaskedByokKey> {
-    Ok(AppJson(byok::get_key(&state, &caller, &slug).await?))
+    Ok(AppJson(byok::get_key(&state.byok(), &caller, &slug).await?))
 }
 
 /// Store or replace the caller's key for a provider (one per provider). Replacing resets
@@ -122,7 +122,9 @@ async fn put_byok(
     AppJson(body): AppJson<PutByokRequest>,
 ) -> Reply<MaskedByokKey> {
     let actor = actor(&caller, &request_id);
-    Ok(AppJson(byok::put_key(&state, &actor, &slug, body).await?))
+    Ok(AppJson(
+        byok::put_key(&state.byok(), &actor, &slug, body).await?,
+    ))
 }
 
 /// Activate or deactivate the caller's key for a provider.
@@ -141,7 +143,7 @@ async fn patch_byok(
 ) -> Reply<MaskedByokKey> {
     let actor = actor(&caller, &request_id);
     Ok(AppJson(
-        byok::set_active(&state, &actor, &slug, body).await?,
+        byok::set_active(&state.byok(), &actor, &slug, body).await?,
     ))
 }
 
@@ -157,7 +159,7 @@ async fn delete_byok(
     Path(slug): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let actor = actor(&caller, &request_id);
-    byok::delete_key(&state, &actor, &slug).await?;
+    byok::delete_key(&state.byok(), &actor, &slug).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -173,14 +175,18 @@ async fn validate_byok(
     caller: Caller,
     Path(slug): Path<String>,
 ) -> Reply<MaskedByokKey> {
-    Ok(AppJson(byok::validate_key(&state, &caller, &slug).await?))
+    Ok(AppJson(
+        byok::validate_key(&state.byok(), &caller, &slug).await?,
+    ))
 }
 
 /// The caller's own gateway keys, revoked ones included (never a key or its hash).
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys",
     responses((status = 200, description = "The caller's gateway keys", body = GatewayKeyList)))]
 async fn list_api_keys(State(state): State<AppState>, caller: Caller) -> Reply<GatewayKeyList> {
-    Ok(AppJson(self_service::list_own_keys(&state, &caller).await?))
+    Ok(AppJson(
+        self_service::list_own_keys(&state.pool, &caller).await?,
+    ))
 }
 
 /// Create a user-role gateway key for the caller's account; the key is shown only here.
@@ -196,7 +202,7 @@ async fn create_api_key(
 ) -> Reply<CreatedGatewayKey> {
     let actor = actor(&caller, &request_id);
     Ok(AppJson(
-        self_service::create_own_key(&state, &actor, body).await?,
+        self_service::create_own_key(&state.pool, &actor, body).await?,
     ))
 }
 
@@ -212,6 +218,6 @@ async fn revoke_api_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let actor = actor(&caller, &request_id);
-    self_service::revoke_own_key(&state, &actor, &id).await?;
+    self_service::revoke_own_key(&state.pool, &state.key_cache, &actor, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -225,7 +225,7 @@ fn spawn_timers(state: &AppState, spool: Arc<FileSpool>) -> Vec<Timer> {
     );
     let health_state = state.clone();
     let mut timers = vec![Timer::spawn("health check", move |stopped| {
-        switchboard_core::health::run_every(health_state, interval, stopped)
+        switchboard_core::health::run_every(health_state.health(), interval, stopped)
     })];
     tracing::info!(spool = %spool.dir().display(), "captures that cannot commit are kept in the pending-charge spool and written when the database is back");
     let pool = state.pool.clone();

@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::auth::KeyCache;
 use crate::auth::{self, Actor, Caller};
+use crate::db::DbPool;
 use crate::secret::Secret;
-use crate::state::AppState;
 
 use super::store::{self, GatewayKeyRow, NewGatewayKey};
 use crate::keys::KeysError;
@@ -91,8 +92,8 @@ fn audit_json(view: &GatewayKeyView) -> serde_json::Value {
 }
 
 /// `GET /v1/api-keys`: the caller's own keys, revoked ones included.
-pub async fn list_own_keys(state: &AppState, caller: &Caller) -> Result<GatewayKeyList, KeysError> {
-    let client = state.pool.get().await?;
+pub async fn list_own_keys(pool: &DbPool, caller: &Caller) -> Result<GatewayKeyList, KeysError> {
+    let client = pool.get().await?;
     let rows = store::list_gateway_keys(&**client, &caller.user_id).await?;
     Ok(GatewayKeyList {
         data: rows.into_iter().map(GatewayKeyView::from).collect(),
@@ -101,7 +102,7 @@ pub async fn list_own_keys(state: &AppState, caller: &Caller) -> Result<GatewayK
 
 /// `POST /v1/api-keys`: a new user-role key for the caller's account, returned once.
 pub async fn create_own_key(
-    state: &AppState,
+    pool: &DbPool,
     actor: &Actor<'_>,
     request: CreateGatewayKeyRequest,
 ) -> Result<CreatedGatewayKey, KeysError> {
@@ -121,7 +122,7 @@ pub async fn create_own_key(
     }
     let user_id = actor.caller.user_id.as_str();
     let generated = auth::generate_api_key();
-    let mut client = state.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     // Serializes concurrent creations for one user, so the limit holds.
     tx.execute(
@@ -172,14 +173,15 @@ pub async fn create_own_key(
 /// `DELETE /v1/api-keys/{id}`: revokes one of the caller's own keys (404 for anyone
 /// else's or an unknown id) and forgets this process's cached key lookups.
 pub async fn revoke_own_key(
-    state: &AppState,
+    pool: &DbPool,
+    key_cache: &KeyCache,
     actor: &Actor<'_>,
     id: &str,
 ) -> Result<(), KeysError> {
     let not_found = || KeysError::NotFound(format!("no API key with id `{}`", printable(id)));
     let id = Uuid::parse_str(id).map_err(|_| not_found())?;
     let user_id = actor.caller.user_id.as_str();
-    let mut client = state.pool.get().await?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let before = store::gateway_key_for_update(&*tx, user_id, id)
         .await?
@@ -203,7 +205,7 @@ pub async fn revoke_own_key(
         )
         .await?;
     tx.commit().await?;
-    state.key_cache.clear();
+    key_cache.clear();
     Ok(())
 }
 

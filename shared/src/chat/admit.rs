@@ -6,17 +6,17 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 
-use super::RequestOptions;
 use super::attempt::Run;
-use super::lambda_margin;
+use super::error::ChatError;
+use super::input::RequestOptions;
+use super::input::lambda_margin;
+use super::services::ChatServices;
 use super::settle::{AdmissionItem, Hold};
 use super::work::{Route, Work};
 use crate::admission::{self, AdmissionError, ProviderLimit};
 use crate::auth::Caller;
-use crate::http::ApiError;
 use crate::ledger;
 use crate::routing::{Candidate, RoutingContext, RoutingRequest, plan_candidates};
-use crate::state::AppState;
 
 /// What an entry point hands to [`plan`].
 pub(super) struct Input {
@@ -29,10 +29,10 @@ pub(super) struct Input {
 
 /// Estimates the prompt, builds the candidate plan and the run's deadlines.
 pub(super) async fn plan(
-    state: &AppState,
+    services: &ChatServices,
     input: Input,
     started: Instant,
-) -> Result<Run, ApiError> {
+) -> Result<Run, ChatError> {
     let Input {
         caller,
         work,
@@ -46,13 +46,13 @@ pub(super) async fn plan(
         .unwrap_or_default();
     let task_type = options.task_type.unwrap_or_default();
 
-    let catalog = state.catalog.get(&state.pool).await?;
+    let catalog = services.catalog.get(&services.pool).await?;
 
     let prompt_tokens = work.estimate_prompt_tokens();
 
     let mut system_key_slugs = HashSet::new();
     for provider in catalog.providers() {
-        if provider.is_system_provider && state.system_keys.has(&provider.provider_slug).await {
+        if provider.is_system_provider && services.system_keys.has(&provider.provider_slug).await {
             system_key_slugs.insert(provider.provider_slug.clone());
         }
     }
@@ -72,7 +72,7 @@ pub(super) async fn plan(
     let context = RoutingContext {
         now: chrono::Utc::now(),
         has_system_key: &has_system_key,
-        ceilings: &state.config.routing.ceilings,
+        ceilings: &services.config.routing.ceilings,
     };
     let plan = plan_candidates(&catalog, &routing_request, &context, &mut rand::rng())?;
     let mut candidates: Vec<Candidate> = plan.candidates;
@@ -80,7 +80,7 @@ pub(super) async fn plan(
     if let Some(field) = work.price_raising_fields().first().copied() {
         candidates.retain(|c| c.byok);
         if candidates.is_empty() {
-            return Err(ApiError::invalid_param(
+            return Err(ChatError::invalid_param(
                 field,
                 format!(
                     "`{field}` makes the provider charge more than the catalog's token prices, so it is accepted only on your own provider key (BYOK); remove it to use the platform's key"
@@ -88,7 +88,7 @@ pub(super) async fn plan(
             ));
         }
     }
-    candidates.truncate(state.config.chat.max_attempts.max(1));
+    candidates.truncate(services.config.chat.max_attempts.max(1));
 
     // Lambda ends the invocation at its deadline: everything ends, settled, before it.
     let hard_end = options.invocation_deadline.map(|deadline| {
@@ -101,10 +101,10 @@ pub(super) async fn plan(
         trace.set_root("gen_ai.operation.name", work.operation_name());
         trace.set_root("gen_ai.request.model", work.model());
     }
-    let attempts_end = started + state.config.chat.request_timeout;
-    let stream_end = started + state.config.chat.max_stream_duration;
+    let attempts_end = started + services.config.chat.request_timeout;
+    let stream_end = started + services.config.chat.max_stream_duration;
     Ok(Run {
-        state: state.clone(),
+        services: services.clone(),
         caller,
         work,
         route,
@@ -130,14 +130,14 @@ impl Run {
     /// Admits the request: the key's rate limit, the first candidate's provider limits,
     /// then the hold for the worst case of the candidates that may be tried. A provider at
     /// its limit gives way to the next candidate (one more round trip, only then).
-    pub(super) async fn admit(&mut self) -> Result<Hold, ApiError> {
+    pub(super) async fn admit(&mut self) -> Result<Hold, ChatError> {
         let key_rpm = self
             .caller
             .rpm_limit
             .unwrap_or_else(|| admission::default_rpm(self.caller.tier));
         loop {
             let Some(first) = self.candidates.first() else {
-                return Err(ApiError::RateLimited {
+                return Err(ChatError::RateLimited {
                     message: "every candidate provider is at its rate limit".into(),
                     retry_after: Duration::from_secs(60),
                 });
@@ -149,7 +149,7 @@ impl Run {
                 key_rpm,
                 provider: Some(provider_limit(first, self.prompt_tokens)),
                 hold: self.hold_amount(),
-                hold_ttl: self.state.config.ledger.hold_ttl,
+                hold_ttl: self.services.config.ledger.hold_ttl,
             };
             self.note_labels(first);
             let mut span = crate::otel::child(
@@ -158,9 +158,9 @@ impl Run {
                 crate::otel::SpanKind::Internal,
             );
             let waited = Instant::now();
-            let admitted = self.state.ledger.admit(item).await;
+            let admitted = self.services.ledger.admit(item).await;
             self.timing.add_db(waited.elapsed());
-            let admitted = admitted.map_err(ApiError::internal)?;
+            let admitted = admitted.map_err(ChatError::internal)?;
             let outcome = admission_outcome(&admitted);
             crate::metrics::record_admission(outcome);
             if let Some(span) = span.as_mut() {
@@ -170,7 +170,7 @@ impl Run {
             match admitted {
                 Ok((_, hold)) => return Ok(hold),
                 Err(AdmissionError::KeyRateLimited { retry_after }) => {
-                    return Err(ApiError::RateLimited {
+                    return Err(ChatError::RateLimited {
                         message: format!(
                             "rate limit of {key_rpm} requests per minute reached for this API key"
                         ),
@@ -179,7 +179,7 @@ impl Run {
                 }
                 Err(AdmissionError::ProviderRateLimited { retry_after }) => {
                     if self.candidates.len() == 1 {
-                        return Err(ApiError::RateLimited {
+                        return Err(ChatError::RateLimited {
                             message: format!(
                                 "the provider `{}` is at its rate limit",
                                 self.candidates[0].provider.provider_slug
@@ -211,7 +211,7 @@ impl Run {
                 cache_writes
             },
         });
-        ledger::hold_amount(offers, self.state.config.chat.byok_fee_percent)
+        ledger::hold_amount(offers, self.services.config.chat.byok_fee_percent)
     }
 
     /// A fallback candidate takes a slot of its own provider's limits (one more round trip,
@@ -223,7 +223,7 @@ impl Run {
             return true;
         }
         let limit = provider_limit(candidate, self.prompt_tokens);
-        match self.state.pool.get().await {
+        match self.services.pool.get().await {
             Ok(client) => match admission::take_provider_slot(&**client, &limit).await {
                 Ok(None) => true,
                 Ok(Some(_)) => false,

@@ -8,23 +8,23 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use super::Routed;
+use super::answer::Routed;
+use super::error::ChatError;
+use super::services::ChatServices;
 use super::settle::{CaptureItem, Hold, Settled};
 use super::work::{Route, Work};
 use crate::auth::Caller;
 use crate::breaker;
 use crate::catalog::{AuthType, PowerLevel, TaskType};
 use crate::db::DbError;
-use crate::http::ApiError;
 use crate::keys::byok::{self, ByokUse};
 use crate::ledger::{self, CaptureKind, TokenBuckets, TokenPrices, UsageLogRow};
 use crate::providers::{ProviderError, UpstreamTarget, Usage};
 use crate::routing::Candidate;
-use crate::state::AppState;
 
 /// One request between its plan and its settlement.
 pub(super) struct Run {
-    pub state: AppState,
+    pub services: ChatServices,
     pub caller: Caller,
     pub work: Work,
     pub route: Route,
@@ -51,7 +51,7 @@ pub(super) struct Run {
     /// A BYOK candidate skipped because the user's key is cooling down after a 429.
     pub byok_cooling: Option<Duration>,
     /// The request's `Server-Timing` counters (and its trace, when tracing is on).
-    pub timing: crate::http::RequestTiming,
+    pub timing: crate::timing::RequestTiming,
     /// The span of the attempt under way (tracing on): a stream's lasts to its end.
     pub attempt_span: Option<crate::otel::ActiveSpan>,
 }
@@ -115,13 +115,13 @@ impl Run {
     pub async fn upstream_target(
         &mut self,
         candidate: &Candidate,
-    ) -> Result<Option<(UpstreamTarget, Option<i32>)>, ApiError> {
-        let state = &self.state;
+    ) -> Result<Option<(UpstreamTarget, Option<i32>)>, ChatError> {
+        let services = &self.services;
         let (api_key, user_key_id) = if candidate.byok {
-            let client = state.pool.get().await.map_err(DbError::from)?;
+            let client = services.pool.get().await.map_err(DbError::from)?;
             match byok::byok_key_for_use(
                 &**client,
-                &state.vault,
+                &services.vault,
                 &self.caller.user_id,
                 candidate.provider.id,
             )
@@ -144,7 +144,7 @@ impl Run {
         } else if candidate.provider.auth_type == AuthType::None {
             (None, None)
         } else {
-            match state
+            match services
                 .system_keys
                 .get(&candidate.provider.provider_slug)
                 .await
@@ -175,7 +175,7 @@ impl Run {
     /// Anthropic-format candidate, a power level that prefers cached prompts, and
     /// `SWITCHBOARD_AUTO_CACHE_CONTROL` on. The hold then covers cache writes.
     pub fn adds_cache_control(&self, candidate: &Candidate) -> bool {
-        let routing = &self.state.config.routing;
+        let routing = &self.services.config.routing;
         routing.auto_cache_control
             && candidate.provider.api_format == crate::catalog::ApiFormat::Anthropic
             && routing.ceilings.prefers_cached(self.power_level)
@@ -199,7 +199,7 @@ impl Run {
         let charged = if candidate.byok {
             ledger::byok_fee(
                 provider_cost.total_usd,
-                self.state.config.chat.byok_fee_percent,
+                self.services.config.chat.byok_fee_percent,
             )
         } else {
             provider_cost.total_usd
@@ -338,8 +338,8 @@ impl Run {
         if !worth_a_write {
             return;
         }
-        let state = self.state.clone();
-        let client = match state.pool.get().await {
+        let services = self.services.clone();
+        let client = match services.pool.get().await {
             Ok(client) => client,
             Err(db) => {
                 tracing::warn!(error = %db, "could not record a failed attempt's effect");
@@ -355,10 +355,12 @@ impl Run {
                 {
                     tracing::warn!(error = %e, "could not mark the BYOK key invalid");
                 }
-                state.key_cache.forget_user(user_id);
+                services.key_cache.forget_user(user_id);
             }
             (true, Some(key_id)) => {
-                let cooldown = error.retry_after().unwrap_or(state.config.breaker.cooldown);
+                let cooldown = error
+                    .retry_after()
+                    .unwrap_or(services.config.breaker.cooldown);
                 match byok::cool_down_byok_key(&**client, user_id, key_id, cooldown).await {
                     Ok(_) => {
                         tracing::info!(provider = %candidate.provider.provider_slug, cooldown_secs = cooldown.as_secs(), "the user's own key is rate limited; cooling it down")
@@ -366,7 +368,7 @@ impl Run {
                     Err(e) => tracing::warn!(error = %e, "could not cool down the BYOK key"),
                 }
             }
-            _ => record_breaker_failure(&state, &**client, candidate, error).await,
+            _ => record_breaker_failure(&services, &**client, candidate, error).await,
         }
     }
 
@@ -463,7 +465,7 @@ impl Run {
             crate::otel::SpanKind::Internal,
         );
         let waited = Instant::now();
-        let settled = hold.capture(&self.state.ledger, item).await;
+        let settled = hold.capture(&self.services.ledger, item).await;
         self.timing.add_db(waited.elapsed());
         if let Some(span) = span.as_mut() {
             let outcome = match settled {
@@ -507,8 +509,8 @@ impl Run {
         if !breaker_failure && !close_breaker && user_key_id.is_none() {
             return;
         }
-        let state = &self.state;
-        let client = match state.pool.get().await {
+        let services = &self.services;
+        let client = match services.pool.get().await {
             Ok(client) => client,
             Err(error) => {
                 tracing::warn!(%error, "could not do the bookkeeping after a capture");
@@ -519,12 +521,12 @@ impl Run {
             let error = ProviderError::StreamInterrupted {
                 message: "the stream broke off after it began".into(),
             };
-            record_breaker_failure(state, &**client, candidate, &error).await;
+            record_breaker_failure(services, &**client, candidate, &error).await;
         } else if close_breaker {
             if let Err(e) = breaker::record_success(&**client, candidate.provider.id).await {
                 tracing::warn!(error = %e, "could not close the circuit breaker");
             }
-            state.catalog.invalidate();
+            services.catalog.invalidate();
         }
         if let Some(key_id) = user_key_id {
             let tokens = i64::try_from(settlement.usage.total_tokens()).unwrap_or(i64::MAX);
@@ -576,9 +578,9 @@ impl Run {
     }
 
     /// The error that ends a request after every candidate failed or was skipped.
-    pub fn exhausted_error(&self, last: Option<ProviderError>, deadline_passed: bool) -> ApiError {
+    pub fn exhausted_error(&self, last: Option<ProviderError>, deadline_passed: bool) -> ChatError {
         if deadline_passed {
-            return ApiError::UpstreamTimeout(
+            return ChatError::UpstreamTimeout(
                 "the request deadline passed before any provider answered".into(),
             );
         }
@@ -589,20 +591,20 @@ impl Run {
             // The gateway could not make the last call itself: 503, not the providers' 502.
             Some(error @ ProviderError::Local { .. }) => error.into(),
             Some(error @ ProviderError::Timeout { .. }) => {
-                ApiError::UpstreamTimeout(format!("every candidate failed; last: {error}"))
+                ChatError::UpstreamTimeout(format!("every candidate failed; last: {error}"))
             }
             Some(error) => match error.upstream_status() {
-                Some(status) => ApiError::Upstream(format!(
+                Some(status) => ChatError::Upstream(format!(
                     "every candidate failed; the last upstream answered HTTP {status}"
                 )),
-                None => ApiError::Upstream(format!("every candidate failed; last: {error}")),
+                None => ChatError::Upstream(format!("every candidate failed; last: {error}")),
             },
             None => match self.byok_cooling {
-                Some(retry_after) => ApiError::RateLimited {
+                Some(retry_after) => ChatError::RateLimited {
                     message: "your own provider key is cooling down after the provider answered 429, and no other candidate could serve the request".into(),
                     retry_after,
                 },
-                None => ApiError::NoAvailableProvider(
+                None => ChatError::NoAvailableProvider(
                     "no candidate had a usable credential".into(),
                 ),
             },
@@ -611,7 +613,7 @@ impl Run {
 }
 
 async fn record_breaker_failure(
-    state: &AppState,
+    services: &ChatServices,
     client: &impl tokio_postgres::GenericClient,
     candidate: &Candidate,
     error: &ProviderError,
@@ -620,13 +622,13 @@ async fn record_breaker_failure(
         client,
         candidate.provider.id,
         error.retry_after(),
-        &state.config.breaker,
+        &services.config.breaker,
     )
     .await
     {
         Ok(true) => {
             tracing::warn!(provider = %candidate.provider.provider_slug, "circuit breaker open");
-            state.catalog.invalidate();
+            services.catalog.invalidate();
         }
         Ok(false) => {}
         Err(db) => tracing::warn!(error = %db, "could not record the provider failure"),

@@ -9,19 +9,19 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::attempt::{Failure, Health, Run, Success, describe};
+use super::error::ChatError;
 use super::settle::{Hold, SETTLE_BUDGET};
 use super::work::Work;
 use super::{
     Answered, ChatAnswer, ChatStream, Completed, EmbeddingsAnswer, Routed, StreamEnd, StreamItem,
 };
-use crate::http::ApiError;
 use crate::providers::{
     ChatCompletionChunk, ChatRequest, ChunkStream, Completion, Embedded, EmbeddingUsage,
     ProviderError, StreamEvent, TimeoutPhase,
 };
 use crate::routing::Candidate;
 
-type Reply = oneshot::Sender<Result<Answered, ApiError>>;
+type Reply = oneshot::Sender<Result<Answered, ChatError>>;
 
 /// Chunks a stream may have waiting for a slow client before the run waits for it.
 const STREAM_BUFFER: usize = 64;
@@ -110,7 +110,7 @@ pub(super) async fn drive(mut run: Run, reply: Reply) {
             span
         });
         let started = Instant::now();
-        let providers = &run.state.providers;
+        let providers = &run.services.providers;
         let outcome = match &run.work {
             Work::Chat(request) if request.is_stream() => {
                 open_stream(&run, request, &target, remaining).await
@@ -208,7 +208,8 @@ async fn open_stream(
 ) -> Result<Answer, Failure> {
     let deadline = Instant::now() + remaining;
     let mut chunks =
-        match tokio::time::timeout(remaining, run.state.providers.stream(target, request)).await {
+        match tokio::time::timeout(remaining, run.services.providers.stream(target, request)).await
+        {
             Err(_) => return Err(Failure::deadline(TimeoutPhase::FirstByte)),
             Ok(Err(error)) => return Err(Failure::upstream(error)),
             Ok(Ok(chunks)) => chunks,
@@ -398,7 +399,7 @@ async fn answer_stream(
                 "the stream reached its time limit of {limit_secs} s"
             )),
             Health::Unknown,
-            Some(ApiError::UpstreamTimeout(format!(
+            Some(ChatError::UpstreamTimeout(format!(
                 "the stream reached the gateway's time limit of {limit_secs} s and was ended; the tokens sent are charged"
             ))),
         ),
@@ -410,10 +411,10 @@ async fn answer_stream(
                 Health::Unknown
             },
             Some(match error.local_failure() {
-                Some(local) => ApiError::ServiceUnavailable(format!(
-                    "{local}; the stream was cut after it began"
-                )),
-                None => ApiError::Upstream(format!(
+                Some(local) => {
+                    ChatError::Unavailable(format!("{local}; the stream was cut after it began"))
+                }
+                None => ChatError::Upstream(format!(
                     "the upstream stream failed after it began: {error}"
                 )),
             }),

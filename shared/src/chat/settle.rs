@@ -2,7 +2,7 @@
 //! request, kept together because each needs the other (an admission answers a [`Hold`];
 //! a hold is captured through the queue).
 //!
-//! The ledger's group-commit queues of one process ([`LedgerQueues`], kept in `AppState`):
+//! The ledger's group-commit queues of one process ([`LedgerQueues`], kept in `ChatServices`):
 //! the admissions (rate limits + hold) and the captures that concurrent requests have
 //! waiting at the same moment go to PostgreSQL as one statement each (`db::group`).
 //!

@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 
+use super::error::ChatError;
 use crate::catalog::ModelType;
-use crate::http::ApiError;
 use crate::ledger::CacheWrites;
 use crate::providers::{ChatRequest, EmbeddingRequest, RequiredCapabilities};
 use crate::routing::Candidate;
@@ -39,10 +39,10 @@ pub(super) enum Work {
 
 impl Work {
     /// 400 with `param` for what no provider would take.
-    pub fn validate(&self) -> Result<(), ApiError> {
+    pub fn validate(&self) -> Result<(), ChatError> {
         match self {
-            Work::Chat(request) => request.validate().map_err(ApiError::from),
-            Work::Embed(request) => request.validate().map_err(ApiError::from),
+            Work::Chat(request) => request.validate().map_err(ChatError::from),
+            Work::Embed(request) => request.validate().map_err(ChatError::from),
         }
     }
 

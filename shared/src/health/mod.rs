@@ -36,6 +36,7 @@
 
 pub mod decision;
 pub mod probe;
+mod services;
 pub mod store;
 pub mod summary;
 
@@ -50,11 +51,11 @@ use crate::audit::{self, AuditEntry};
 use crate::catalog::AuthType;
 use crate::db::DbError;
 use crate::ledger::{self, LedgerError};
-use crate::state::AppState;
 
 use crate::config::HealthSettings;
 pub use decision::{Activation, CurrentHealth, Decision, PassiveSignal, decide, fold_passive};
 pub use probe::{ProbeAnswer, ProbeOutcome, ProbeTarget, classify};
+pub use services::HealthServices;
 
 /// Probes in flight at once (a run probes every active provider; 8 keeps one slow
 /// provider from delaying the others without opening dozens of connections).
@@ -68,7 +69,7 @@ pub const COUNTER_RETENTION: Duration = Duration::from_secs(10 * 60);
 
 /// Runs one health check (see the module docs). Fails only on database errors; every
 /// provider problem is a result.
-pub async fn run(state: &AppState, trigger: Trigger) -> Result<HealthRunSummary, DbError> {
+pub async fn run(state: &HealthServices, trigger: Trigger) -> Result<HealthRunSummary, DbError> {
     let started = Instant::now();
     let mut summary = HealthRunSummary::new(Uuid::new_v4(), trigger);
     crate::metrics::record_health_run();
@@ -108,7 +109,7 @@ pub async fn run(state: &AppState, trigger: Trigger) -> Result<HealthRunSummary,
 }
 
 async fn run_locked(
-    state: &AppState,
+    state: &HealthServices,
     client: &mut tokio_postgres::Client,
     run_started_at: chrono::DateTime<chrono::Utc>,
     summary: &mut HealthRunSummary,
@@ -134,7 +135,7 @@ async fn run_locked(
             key,
         });
     }
-    let http = state.providers.http();
+    let http = &state.http;
     let mut answers: Vec<(ProbeTarget, ProbeAnswer)> = futures_util::stream::iter(targets)
         .map(|target| async move {
             let answer = probe::probe(http, &target, settings.probe_timeout, allow_private).await;
@@ -324,7 +325,7 @@ async fn record(
 /// that starts and stops quickly (tests, a one-off) probes nothing. A run in flight when
 /// `stop` completes is cancelled: each provider's write is its own transaction, and the
 /// run lock goes with the run's connection.
-pub async fn run_every(state: AppState, interval: Duration, stop: impl Future<Output = ()>) {
+pub async fn run_every(state: HealthServices, interval: Duration, stop: impl Future<Output = ()>) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);

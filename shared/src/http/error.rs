@@ -144,6 +144,53 @@ impl ApiError {
     }
 }
 
+/// The error shape of an inbound format: OpenAI's `{"error": {...}}` (every route but the
+/// Messages API's) or Anthropic's `{"type": "error", "error": {"type", "message"}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    OpenAi,
+    Anthropic,
+}
+
+impl ApiError {
+    /// Anthropic's error type for this error's status.
+    fn anthropic_kind(&self) -> &'static str {
+        match self.status().as_u16() {
+            400 | 405 | 413 => "invalid_request_error",
+            401 => "authentication_error",
+            402 => "billing_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            504 => "timeout_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The answer in `shape`, with this error's status (and `Retry-After`, and logging).
+    pub fn into_response_shaped(self, shape: ErrorShape) -> Response {
+        if shape == ErrorShape::OpenAi {
+            return self.into_response();
+        }
+        let body = json!({"type": "error", "error": {"type": self.anthropic_kind(), "message": self.to_string()}});
+        let (mut parts, _) = self.into_response().into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+    }
+
+    /// The data of the `event: error` that ends a stream early, in `shape` (in a stream,
+    /// Anthropic's type is always `api_error`: the status was sent long before).
+    pub fn stream_error_body(&self, shape: ErrorShape) -> serde_json::Value {
+        match shape {
+            ErrorShape::OpenAi => self.body(),
+            ErrorShape::Anthropic => {
+                json!({"type": "error", "error": {"type": "api_error", "message": self.to_string()}})
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
@@ -191,6 +238,33 @@ impl From<DbError> for ApiError {
             return Self::database_unavailable();
         }
         Self::internal(error)
+    }
+}
+
+/// The core run's errors in api.md's statuses.
+impl From<crate::chat::ChatError> for ApiError {
+    fn from(error: crate::chat::ChatError) -> Self {
+        use crate::chat::ChatError;
+        match error {
+            ChatError::Invalid { param, message } => Self::InvalidRequest { message, param },
+            ChatError::Routing(routing) => Self::from(routing),
+            ChatError::Ledger(ledger) => Self::from(ledger),
+            ChatError::Db(db) => Self::from(db),
+            ChatError::Catalog(catalog) => Self::from(catalog),
+            ChatError::Provider(provider) => Self::from(provider),
+            ChatError::RateLimited {
+                message,
+                retry_after,
+            } => Self::RateLimited {
+                message,
+                retry_after,
+            },
+            ChatError::UpstreamTimeout(message) => Self::UpstreamTimeout(message),
+            ChatError::Upstream(message) => Self::Upstream(message),
+            ChatError::NoAvailableProvider(message) => Self::NoAvailableProvider(message),
+            ChatError::Unavailable(message) => Self::ServiceUnavailable(message),
+            ChatError::Internal(source) => Self::Internal(source),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 pub mod caller;
 pub mod error;
 pub mod json;
-pub mod timing;
+pub mod sse;
 
 use std::net::SocketAddr;
 
@@ -16,10 +16,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+pub use crate::timing::RequestTiming;
 pub use caller::AdminCaller;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorShape};
 pub use json::AppJson;
-pub use timing::RequestTiming;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

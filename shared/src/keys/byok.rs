@@ -11,9 +11,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
+use crate::auth::KeyCache;
 use crate::auth::{Actor, Caller};
+use crate::db::DbPool;
 use crate::secret::Secret;
-use crate::state::AppState;
 
 use super::envelope::{EncryptionContext, KeyVault};
 use super::error::KeysError;
@@ -140,6 +141,18 @@ fn printable(slug: &str) -> String {
         .collect()
 }
 
+/// What the BYOK operations use of the process (built by the composition root).
+pub struct ByokServices<'a> {
+    pub pool: &'a DbPool,
+    /// Seals and opens the keys.
+    pub vault: &'a KeyVault,
+    /// A user's cached keys are dropped when theirs change.
+    pub key_cache: &'a KeyCache,
+    /// Live checks against the provider.
+    pub http: &'a reqwest::Client,
+    pub allow_private_upstreams: bool,
+}
+
 fn no_key(slug: &str) -> KeysError {
     KeysError::NotFound(format!("no key stored for provider `{slug}`"))
 }
@@ -147,7 +160,7 @@ fn no_key(slug: &str) -> KeysError {
 /// `PUT /v1/byok/{slug}`: checks the key's shape, seals it, replaces any previous key
 /// (validation reset) and, with `validate: true`, checks it live before answering.
 pub async fn put_key(
-    state: &AppState,
+    state: &ByokServices<'_>,
     actor: &Actor<'_>,
     slug: &str,
     request: PutByokRequest,
@@ -194,11 +207,11 @@ pub async fn put_key(
 
     if request.validate.unwrap_or(false) {
         let check = check_key_live(
-            &state.http,
+            state.http,
             &provider.base_url,
             provider.auth_type,
             &request.api_key,
-            state.config.server.allow_private_upstreams,
+            state.allow_private_upstreams,
         )
         .await;
         return store_check(state, user_id, &provider, &sealed.nonce, &check).await;
@@ -208,7 +221,7 @@ pub async fn put_key(
 
 /// Stores a check's result for the key identified by `nonce`, and answers the view.
 async fn store_check(
-    state: &AppState,
+    state: &ByokServices<'_>,
     user_id: &str,
     provider: &ProviderRef,
     nonce: &[u8],
@@ -235,7 +248,7 @@ async fn store_check(
 }
 
 /// `GET /v1/byok`.
-pub async fn list_keys(state: &AppState, caller: &Caller) -> Result<ByokList, KeysError> {
+pub async fn list_keys(state: &ByokServices<'_>, caller: &Caller) -> Result<ByokList, KeysError> {
     let client = state.pool.get().await?;
     let rows = store::list_byok(&**client, &caller.user_id).await?;
     Ok(ByokList {
@@ -245,7 +258,7 @@ pub async fn list_keys(state: &AppState, caller: &Caller) -> Result<ByokList, Ke
 
 /// `GET /v1/byok/{slug}`.
 pub async fn get_key(
-    state: &AppState,
+    state: &ByokServices<'_>,
     caller: &Caller,
     slug: &str,
 ) -> Result<MaskedByokKey, KeysError> {
@@ -259,7 +272,7 @@ pub async fn get_key(
 
 /// `PATCH /v1/byok/{slug}` `{"is_active": bool}`.
 pub async fn set_active(
-    state: &AppState,
+    state: &ByokServices<'_>,
     actor: &Actor<'_>,
     slug: &str,
     request: PatchByokRequest,
@@ -295,7 +308,11 @@ pub async fn set_active(
 }
 
 /// `DELETE /v1/byok/{slug}`.
-pub async fn delete_key(state: &AppState, actor: &Actor<'_>, slug: &str) -> Result<(), KeysError> {
+pub async fn delete_key(
+    state: &ByokServices<'_>,
+    actor: &Actor<'_>,
+    slug: &str,
+) -> Result<(), KeysError> {
     let user_id = actor.caller.user_id.as_str();
     let mut client = state.pool.get().await?;
     let provider = known_provider(&**client, slug).await?;
@@ -322,7 +339,7 @@ pub async fn delete_key(state: &AppState, actor: &Actor<'_>, slug: &str) -> Resu
 /// `POST /v1/byok/{slug}/validate`: decrypts the stored key, checks it live, stores and
 /// answers the result.
 pub async fn validate_key(
-    state: &AppState,
+    state: &ByokServices<'_>,
     caller: &Caller,
     slug: &str,
 ) -> Result<MaskedByokKey, KeysError> {
@@ -339,11 +356,11 @@ pub async fn validate_key(
     let context = EncryptionContext::new(user_id, provider.id);
     let key = state.vault.open(&envelope.sealed, &context).await?;
     let check = check_key_live(
-        &state.http,
+        state.http,
         &provider.base_url,
         provider.auth_type,
         &key,
-        state.config.server.allow_private_upstreams,
+        state.allow_private_upstreams,
     )
     .await;
     drop(key);

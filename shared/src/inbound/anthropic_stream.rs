@@ -1,25 +1,18 @@
-//! A committed stream written as Anthropic's Messages SSE: `message_start`, `ping`, then per
-//! content block `content_block_start`, `content_block_delta` (`thinking_delta` and
-//! `signature_delta`, `text_delta`, or `input_json_delta` for a tool call's arguments) and
-//! `content_block_stop`, then
-//! `message_delta` (stop reason and usage, plus `_metadata`) and `message_stop`. A stream
-//! that ended early ends with an `error` event instead. The run settles before it sends
-//! its end, so the last event always follows the settlement; dropping the body (the
-//! client left) tells the run to stop reading upstream.
+//! The Anthropic Messages API's stream: `message_start`, `ping`, then per content block
+//! `content_block_start`, `content_block_delta` (`thinking_delta` and `signature_delta`,
+//! `text_delta`, or `input_json_delta` for a tool call's arguments) and
+//! `content_block_stop`, then `message_delta` (stop reason and usage, plus `_metadata`) and
+//! `message_stop`. A stream that ended early ends with an `error` event instead. The run
+//! settles before it sends its end, so the last event always follows the settlement.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
 use serde_json::{Value, json};
-use switchboard_core::chat::{ChatStream, StreamItem};
-use switchboard_core::providers::{REASONING_CONTENT, THINKING_BLOCKS};
 
-fn event(name: &str, data: &Value) -> Bytes {
-    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
-}
+use super::anthropic_messages::stop_reason;
+use super::{FrameStream, SseFrame};
+use crate::chat::{ChatError, ChatStream, StreamItem};
+use crate::providers::{REASONING_CONTENT, THINKING_BLOCKS};
 
 #[derive(PartialEq)]
 enum Block {
@@ -38,7 +31,7 @@ struct Writer {
     /// The index of the current content block.
     index: i64,
     stop_reason: &'static str,
-    out: VecDeque<Bytes>,
+    out: VecDeque<SseFrame>,
     done: bool,
 }
 
@@ -48,7 +41,7 @@ impl Writer {
             return;
         }
         self.started = true;
-        self.out.push_back(event(
+        self.out.push_back(SseFrame::event(
             "message_start",
             &json!({"type": "message_start", "message": {
                 "id": id, "type": "message", "role": "assistant", "model": self.model,
@@ -56,12 +49,13 @@ impl Writer {
                 "usage": {"input_tokens": 0, "output_tokens": 0},
             }}),
         ));
-        self.out.push_back(event("ping", &json!({"type": "ping"})));
+        self.out
+            .push_back(SseFrame::event("ping", &json!({"type": "ping"})));
     }
 
     fn close_block(&mut self) {
         if self.block != Block::None {
-            self.out.push_back(event(
+            self.out.push_back(SseFrame::event(
                 "content_block_stop",
                 &json!({"type": "content_block_stop", "index": self.index}),
             ));
@@ -73,14 +67,14 @@ impl Writer {
         self.close_block();
         self.index += 1;
         self.block = block;
-        self.out.push_back(event(
+        self.out.push_back(SseFrame::event(
             "content_block_start",
             &json!({"type": "content_block_start", "index": self.index, "content_block": content_block}),
         ));
     }
 
     fn delta(&mut self, delta: Value) {
-        self.out.push_back(event(
+        self.out.push_back(SseFrame::event(
             "content_block_delta",
             &json!({"type": "content_block_delta", "index": self.index, "delta": delta}),
         ));
@@ -120,7 +114,7 @@ impl Writer {
                 }
                 Some("redacted_thinking") => {
                     self.open(Block::None, block.clone());
-                    self.out.push_back(event(
+                    self.out.push_back(SseFrame::event(
                         "content_block_stop",
                         &json!({"type": "content_block_stop", "index": self.index}),
                     ));
@@ -156,16 +150,12 @@ impl Writer {
                 self.delta(json!({"type": "input_json_delta", "partial_json": arguments}));
             }
         }
-        self.stop_reason = match choice["finish_reason"].as_str() {
-            Some("length") => "max_tokens",
-            Some("tool_calls") => "tool_use",
-            Some("content_filter") => "refusal",
-            Some(_) => "end_turn",
-            None => self.stop_reason,
-        };
+        if let Some(reason) = stop_reason(choice["finish_reason"].as_str()) {
+            self.stop_reason = reason;
+        }
     }
 
-    async fn next(&mut self) -> Option<Bytes> {
+    async fn next(&mut self) -> Option<SseFrame> {
         loop {
             if let Some(frame) = self.out.pop_front() {
                 return Some(frame);
@@ -182,15 +172,11 @@ impl Writer {
                     self.done = true;
                     self.start("");
                     self.close_block();
-                    if let Some(error) = &end.error {
-                        let message = error.body()["error"]["message"].clone();
-                        self.out.push_back(event(
-                            "error",
-                            &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
-                        ));
+                    if let Some(error) = end.error {
+                        self.out.push_back(SseFrame::Error(error));
                         continue;
                     }
-                    self.out.push_back(event(
+                    self.out.push_back(SseFrame::event(
                         "message_delta",
                         &json!({
                             "type": "message_delta",
@@ -204,23 +190,24 @@ impl Writer {
                             "_metadata": end.metadata,
                         }),
                     ));
-                    self.out
-                        .push_back(event("message_stop", &json!({"type": "message_stop"})));
+                    self.out.push_back(SseFrame::event(
+                        "message_stop",
+                        &json!({"type": "message_stop"}),
+                    ));
                 }
                 None => {
                     self.done = true;
-                    self.out.push_back(event(
-                        "error",
-                        &json!({"type": "error", "error": {"type": "api_error",
-                            "message": "the stream ended without its final event"}}),
-                    ));
+                    self.out.push_back(SseFrame::Error(ChatError::Upstream(
+                        "the stream ended without its final event".into(),
+                    )));
                 }
             }
         }
     }
 }
 
-pub fn response(stream: ChatStream) -> Response {
+/// The stream's events (see the module docs).
+pub fn stream(stream: ChatStream) -> FrameStream {
     let writer = Writer {
         model: stream.routed.model_id.clone(),
         stream,
@@ -231,17 +218,11 @@ pub fn response(stream: ChatStream) -> Response {
         out: VecDeque::new(),
         done: false,
     };
-    let body = futures_util::stream::unfold(writer, |mut writer| async move {
-        let frame = writer.next().await?;
-        Some((Ok::<Bytes, Infallible>(frame), writer))
-    });
-    let mut response = Response::new(Body::from_stream(body));
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
+    Box::pin(futures_util::stream::unfold(
+        writer,
+        |mut writer| async move {
+            let frame = writer.next().await?;
+            Some((frame, writer))
+        },
+    ))
 }
