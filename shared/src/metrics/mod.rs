@@ -45,6 +45,10 @@ pub const LEDGER_BATCH_SIZE: &str = "switchboard_ledger_batch_size";
 pub const LEDGER_HOLDS_ACTIVE: &str = "switchboard_ledger_holds_active";
 pub const PENDING_CHARGES: &str = "switchboard_pending_charges";
 pub const PENDING_CHARGE_AGE: &str = "switchboard_pending_charge_oldest_age_seconds";
+/// Pending charges a drain (the spool's, or the billing-export function's of the queue)
+/// wrote into the ledger, by outcome (captured, duplicate); and those the ledger refused.
+pub const PENDING_CHARGES_WRITTEN: &str = "switchboard_pending_charges_written_total";
+pub const PENDING_CHARGES_REFUSED: &str = "switchboard_pending_charges_refused_total";
 pub const DB_POOL_WAIT: &str = "switchboard_db_pool_wait_seconds";
 pub const DB_POOL_ERRORS: &str = "switchboard_db_pool_errors_total";
 pub const PROVIDER_ENABLED: &str = "switchboard_provider_enabled";
@@ -91,6 +95,8 @@ pub const ALL: &[&str] = &[
     LEDGER_HOLDS_ACTIVE,
     PENDING_CHARGES,
     PENDING_CHARGE_AGE,
+    PENDING_CHARGES_WRITTEN,
+    PENDING_CHARGES_REFUSED,
     DB_POOL_WAIT,
     DB_POOL_ERRORS,
     DB_POOL_CONNECTIONS,
@@ -320,12 +326,22 @@ fn describe() {
     describe_gauge!(
         PENDING_CHARGES,
         Unit::Count,
-        "Captures kept in the pending-charge spool until the database takes them."
+        "Captures kept until the database takes them: in serve's spool, or in the Lambda queue (after each drain)."
     );
     describe_gauge!(
         PENDING_CHARGE_AGE,
         Unit::Seconds,
         "Age of the oldest pending charge in the spool (0 when it is empty)."
+    );
+    describe_counter!(
+        PENDING_CHARGES_WRITTEN,
+        Unit::Count,
+        "Pending charges a drain wrote into the ledger, by outcome: captured, duplicate (already written)."
+    );
+    describe_counter!(
+        PENDING_CHARGES_REFUSED,
+        Unit::Count,
+        "Pending charges the ledger refused for good (set aside for an operator)."
     );
     describe_histogram!(
         DB_POOL_WAIT,
@@ -651,6 +667,28 @@ pub fn pending_charges(count: u64, oldest: Option<chrono::DateTime<chrono::Utc>>
         (chrono::Utc::now() - kept_at).num_milliseconds().max(0) as f64 / 1000.0
     });
     gauge_of(PENDING_CHARGE_AGE, "", "").set(age);
+}
+
+/// Pending charges in the Lambda queue after a drain (SQS's approximate count); the age of
+/// its oldest is SQS's own `ApproximateAgeOfOldestMessage`.
+pub fn pending_charges_queued(count: u64) {
+    if on() {
+        gauge_of(PENDING_CHARGES, "", "").set(count as f64);
+    }
+}
+
+/// A pending charge written by a drain: `captured`, or `duplicate` (already written).
+pub fn pending_charge_written(outcome: &'static str) {
+    if on() {
+        counter_of(PENDING_CHARGES_WRITTEN, "outcome", outcome).increment(1);
+    }
+}
+
+/// A pending charge the ledger refused for good.
+pub fn pending_charge_refused() {
+    if on() {
+        counter_of(PENDING_CHARGES_REFUSED, "", "").increment(1);
+    }
 }
 
 /// A pending charge kept in the spool (or queue) now.
