@@ -8,7 +8,9 @@
 //! - `chat` on the REST proxy event and the Function URL events (streamed and not);
 //! - `admin` on `GET /admin/providers`; `keys` on `PUT /v1/byok/groq` (KMS envelope);
 //! - `health-check` on the scheduled event;
-//! - `billing-export` on its scheduled event (Lago key from Secrets Manager, a fake Lago).
+//! - `billing-export` on its scheduled event (Lago key from Secrets Manager, a fake Lago),
+//!   first draining a pending charge put in the pending-charge queue (moto's SQS) into the
+//!   ledger, then exporting it to Lago with the rest.
 //!
 //! Skipped with a message when cargo-lambda is not installed, unless
 //! `SWITCHBOARD_REQUIRE_CARGO_LAMBDA` is set (scripts/test sets it and installs
@@ -24,7 +26,10 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use switchboard_core::auth::hash_api_key;
-use switchboard_core::ledger::{self, CreditKind};
+use switchboard_core::ledger::queue::message_body;
+use switchboard_core::ledger::{
+    self, CaptureKind, CaptureRecord, CreditKind, PendingCharge, UsageLogRow,
+};
 use switchboard_tests::fake_upstream::FakeUpstream;
 use switchboard_tests::gateway::system_key_for;
 use switchboard_tests::moto::{MotoServer, workspace_root};
@@ -307,6 +312,27 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .arn
         .unwrap();
 
+    // The pending-charge queue (SQS), as the template's PendingChargesQueue.
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .endpoint_url(moto.endpoint_url())
+            .build(),
+    );
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("sb-pending-charges")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+
     let mut env: Vec<(String, String)> = vec![
         ("DATABASE_URL".into(), db.url().to_owned()),
         ("SWITCHBOARD_KMS_KEY_ID".into(), key_arn.clone()),
@@ -320,6 +346,10 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         ("RUST_LOG".into(), "info".into()),
         ("SWITCHBOARD_LAGO_API_URL".into(), lago.url()),
         ("SWITCHBOARD_LAGO_API_KEY_SECRET_ARN".into(), lago_secret),
+        (
+            "SWITCHBOARD_PENDING_CHARGES_QUEUE_URL".into(),
+            queue_url.clone(),
+        ),
     ];
     for slug in ["openai", "anthropic", "google", "openrouter"] {
         env.push((
@@ -523,7 +553,36 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .get(0);
     assert!(checked >= 1, "no provider was checked: {summary}");
 
-    // billing-export: the scheduled event sends every capture above to Lago.
+    // billing-export: the scheduled event first writes the pending charge a chat instance
+    // left in the queue during an outage, then sends every capture above to Lago.
+    let balance_before = ledger::check_invariants(&client, "lambda-user")
+        .await
+        .unwrap()
+        .balance;
+    let queued = PendingCharge {
+        kept_at: chrono::Utc::now(),
+        capture: CaptureRecord {
+            ledger_id: "evt-queued-0001".into(),
+            user_id: "lambda-user".into(),
+            amount: Decimal::from_str("0.01").unwrap(),
+            kind: CaptureKind::Usage,
+            usage_logs: vec![UsageLogRow {
+                user_id: "lambda-user".into(),
+                request_id: "evt-queued-0001".into(),
+                attempt: 1,
+                charged_usd: Decimal::from_str("0.01").unwrap(),
+                cost_total_usd: Decimal::from_str("0.01").unwrap(),
+                ..UsageLogRow::default()
+            }],
+            billing_properties: serde_json::json!({"model": "gpt-4o", "provider": "openai"}),
+        },
+    };
+    sqs.send_message()
+        .queue_url(&queue_url)
+        .message_body(message_body(&queued).unwrap())
+        .send()
+        .await
+        .unwrap();
     let report = json(
         &invoke(
             &cargo_lambda,
@@ -539,7 +598,46 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .unwrap()
         .get(0);
     assert!(captures >= 1, "the chat invocations above were charged");
-    assert_eq!(report["export"]["sent"], captures, "{report}");
+    let drained = &report["pending_charges"];
+    assert_eq!(drained["received"], 1, "{report}");
+    assert_eq!(drained["captured"], 1, "{report}");
+    assert_eq!(drained["remaining"], 0, "{report}");
+    let after = ledger::check_invariants(&client, "lambda-user")
+        .await
+        .unwrap();
+    assert_eq!(after.balance, after.sum_of_entries, "{after:?}");
+    assert_eq!(
+        after.balance,
+        balance_before - Decimal::from_str("0.01").unwrap(),
+        "the queued charge was written once"
+    );
+    let queued_rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM llm_usage_logs WHERE request_id = 'evt-queued-0001'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued_rows, 1);
+    let left = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        left.attributes().unwrap()
+            [&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages],
+        "0",
+        "the message is deleted once written"
+    );
+    // The drained charge's billing event went to Lago in the same run.
+    // (The pass report's fields are at the top level since the billing pass became one
+    // report of its parts; `export` is its status.)
+    assert_eq!(report["export"], "finished", "{report}");
+    assert_eq!(report["sent"], captures, "{report}");
     assert_eq!(lago.events().len() as i64, captures);
 
     // CloudWatch metrics: each function printed EMF lines (on stdout, which the watch
@@ -584,6 +682,11 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
     assert!(
         emf.iter()
             .any(|line| line.get("switchboard_billing_export_backlog").is_some())
+    );
+    assert_eq!(
+        total("switchboard_pending_charges_written_total", None),
+        1.0,
+        "the drained charge: {emf:#?}"
     );
     drop(watch);
 }
