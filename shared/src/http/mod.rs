@@ -358,7 +358,7 @@ pub async fn run_http_function_with(
     build: fn(crate::state::AppState) -> Router,
     responses: LambdaResponses,
 ) -> std::process::ExitCode {
-    run_http_function_prepared(build, responses, |state| std::future::ready(state)).await
+    run_http_function_prepared(build, responses, std::future::ready).await
 }
 
 /// [`run_http_function_with`], the state passed through `prepare` before `build`: what

@@ -33,8 +33,9 @@ use serde::Serialize;
 use super::spool::{KeepFuture, PendingCharge, PendingCharges, SpoolError, Written, write_pending};
 use crate::db::{DbError, DbPool};
 
-/// SQS's limit on a message body. A pending charge weighs a few kilobytes even with ten
-/// attempts' usage rows at their longest (see the test below).
+/// SQS's limit on a message body. A usual pending charge weighs about 1.3 KB; the
+/// heaviest possible (ten attempts, every error text at its 500-character cut-off, all
+/// escaped) about 78 KB (the tests below).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// Messages one `ReceiveMessage` returns at most (SQS's limit).
@@ -489,14 +490,40 @@ mod tests {
         }
     }
 
+    /// A usual record: one attempt, no error text.
+    fn usual() -> PendingCharge {
+        let mut charge = heaviest();
+        charge.capture.ledger_id = uuid::Uuid::new_v4().to_string();
+        charge.capture.user_id = "user-1234".into();
+        charge.capture.amount = Decimal::new(45, 5);
+        charge.capture.billing_properties = serde_json::json!({
+            "model": "gpt-4o", "provider": "openai", "input_tokens": 100,
+            "output_tokens": 20, "cost_usd": "0.00045", "byok": false,
+        });
+        charge.capture.usage_logs.truncate(1);
+        let row = &mut charge.capture.usage_logs[0];
+        row.user_id = "user-1234".into();
+        row.request_id = uuid::Uuid::new_v4().to_string();
+        row.provider_slug = Some("openai".into());
+        row.model_name = Some("gpt-4o".into());
+        row.error_message = None;
+        row.fallback_reason = None;
+        row.was_fallback = false;
+        row.user_agent = Some("OpenAI/Python 1.99.0".into());
+        charge
+    }
+
     #[test]
-    fn the_heaviest_pending_charge_fits_a_message_many_times() {
+    fn the_heaviest_pending_charge_fits_a_message_three_times() {
         let body = message_body(&heaviest()).unwrap();
+        // About 78 KB, nearly all of it twenty 500-character error texts, escaped.
         assert!(
-            body.len() < MAX_MESSAGE_BYTES / 4,
+            body.len() < MAX_MESSAGE_BYTES / 3,
             "{} bytes: too close to SQS's limit",
             body.len()
         );
+        let usual = message_body(&usual()).unwrap();
+        assert!(usual.len() < 2048, "a usual record: {} bytes", usual.len());
         let back: PendingCharge = serde_json::from_str(&body).unwrap();
         assert_eq!(back.capture.usage_logs.len(), 10);
         assert_eq!(back.capture.amount, Decimal::new(i64::MAX, 9));
