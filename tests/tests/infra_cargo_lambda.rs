@@ -8,9 +8,11 @@
 //! - `chat` on the REST proxy event and the Function URL events (streamed and not);
 //! - `admin` on `GET /admin/providers`; `keys` on `PUT /v1/byok/groq` (KMS envelope);
 //! - `health-check` on the scheduled event;
+//! - `chat` once more while every capture fails in the database: the answer is delivered
+//!   with its charge pending and the capture sent to the pending-charge queue (moto's SQS);
 //! - `billing-export` on its scheduled event (Lago key from Secrets Manager, a fake Lago),
-//!   first draining a pending charge put in the pending-charge queue (moto's SQS) into the
-//!   ledger, then exporting it to Lago with the rest.
+//!   first draining that pending charge into the ledger, then exporting it to Lago with
+//!   the rest.
 //!
 //! Skipped with a message when cargo-lambda is not installed, unless
 //! `SWITCHBOARD_REQUIRE_CARGO_LAMBDA` is set (scripts/test sets it and installs
@@ -26,10 +28,7 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use switchboard_core::auth::hash_api_key;
-use switchboard_core::ledger::queue::message_body;
-use switchboard_core::ledger::{
-    self, CaptureKind, CaptureRecord, CreditKind, PendingCharge, UsageLogRow,
-};
+use switchboard_core::ledger::{self, CreditKind, PendingCharge};
 use switchboard_tests::fake_upstream::FakeUpstream;
 use switchboard_tests::gateway::system_key_for;
 use switchboard_tests::moto::{MotoServer, workspace_root};
@@ -553,36 +552,59 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .get(0);
     assert!(checked >= 1, "no provider was checked: {summary}");
 
-    // billing-export: the scheduled event first writes the pending charge a chat instance
-    // left in the queue during an outage, then sends every capture above to Lago.
+    // An outage as the chat function sees it: every capture fails inside the database
+    // (a trigger). The answer is delivered with its charge pending, and the function (its
+    // own main, under cargo-lambda) sent the capture to the pending-charge queue.
     let balance_before = ledger::check_invariants(&client, "lambda-user")
         .await
         .unwrap()
         .balance;
-    let queued = PendingCharge {
-        kept_at: chrono::Utc::now(),
-        capture: CaptureRecord {
-            ledger_id: "evt-queued-0001".into(),
-            user_id: "lambda-user".into(),
-            amount: Decimal::from_str("0.01").unwrap(),
-            kind: CaptureKind::Usage,
-            usage_logs: vec![UsageLogRow {
-                user_id: "lambda-user".into(),
-                request_id: "evt-queued-0001".into(),
-                attempt: 1,
-                charged_usd: Decimal::from_str("0.01").unwrap(),
-                cost_total_usd: Decimal::from_str("0.01").unwrap(),
-                ..UsageLogRow::default()
-            }],
-            billing_properties: serde_json::json!({"model": "gpt-4o", "provider": "openai"}),
-        },
-    };
-    sqs.send_message()
+    client
+        .batch_execute(
+            "CREATE FUNCTION fail_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'injected capture failure'; END $$;
+             CREATE TRIGGER fail_capture BEFORE INSERT ON billing_events
+                 FOR EACH ROW EXECUTE FUNCTION fail_capture();",
+        )
+        .await
+        .unwrap();
+    let pending = json(&invoke(&cargo_lambda, &watch, "chat", "chat-function-url.json").await);
+    assert_eq!(pending["_metadata"]["charge_pending"], true, "{pending}");
+    let pending_cost =
+        Decimal::from_str(pending["_metadata"]["cost_usd"].as_str().unwrap()).unwrap();
+    assert!(pending_cost > Decimal::ZERO);
+    let queued = sqs
+        .receive_message()
         .queue_url(&queue_url)
-        .message_body(message_body(&queued).unwrap())
+        .visibility_timeout(0)
+        .wait_time_seconds(1)
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        queued.messages().len(),
+        1,
+        "one message for the pending charge"
+    );
+    let message: PendingCharge =
+        serde_json::from_str(queued.messages()[0].body().unwrap()).unwrap();
+    assert_eq!(message.capture.user_id, "lambda-user");
+    assert_eq!(message.capture.amount, pending_cost);
+    assert_eq!(
+        ledger::check_invariants(&client, "lambda-user")
+            .await
+            .unwrap()
+            .balance,
+        balance_before,
+        "nothing charged yet"
+    );
+    client
+        .batch_execute("DROP TRIGGER fail_capture ON billing_events; DROP FUNCTION fail_capture();")
+        .await
+        .unwrap();
+
+    // billing-export: the scheduled event first writes the pending charge (the database is
+    // back), then sends every capture, that one included, to Lago.
     let report = json(
         &invoke(
             &cargo_lambda,
@@ -606,20 +628,21 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .await
         .unwrap();
     assert_eq!(after.balance, after.sum_of_entries, "{after:?}");
+    assert_eq!(after.active_holds, 0, "{after:?}");
     assert_eq!(
         after.balance,
-        balance_before - Decimal::from_str("0.01").unwrap(),
-        "the queued charge was written once"
+        balance_before - pending_cost,
+        "the pending charge was written once, at the cost the answer told"
     );
-    let queued_rows: i64 = client
+    let usage_rows: i64 = client
         .query_one(
-            "SELECT count(*) FROM llm_usage_logs WHERE request_id = 'evt-queued-0001'",
+            "SELECT count(*) FROM llm_usage_logs WHERE user_id = 'lambda-user'",
             &[],
         )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(queued_rows, 1);
+    assert_eq!(usage_rows, 6, "the five answers above and the pending one");
     let left = sqs
         .get_queue_attributes()
         .queue_url(&queue_url)
@@ -658,8 +681,8 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
     let count = |metric: &str, route: Option<&str>| values(metric, route).len() as f64;
     assert_eq!(
         total("switchboard_requests_total", Some("/v1/chat/completions")),
-        3.0,
-        "two answers and one stream: {emf:#?}"
+        4.0,
+        "three answers (one with its charge pending) and one stream: {emf:#?}"
     );
     assert_eq!(
         total("switchboard_requests_total", Some("/v1/messages")),
@@ -674,7 +697,7 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
             "switchboard_request_duration_seconds",
             Some("/v1/chat/completions")
         ),
-        3.0
+        4.0
     );
     assert_eq!(count("switchboard_time_to_first_token_seconds", None), 2.0);
     assert!(total("switchboard_cost_usd_total", None) > 0.0);
