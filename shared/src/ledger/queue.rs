@@ -172,7 +172,11 @@ impl SqsPendingCharges {
                 .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
                 .send()
                 .await
-                .map_err(|e| queue_error("ReceiveMessage", &e))?;
+                .map_err(|e| {
+                    // What was written stays written (and deleted); say so before failing.
+                    tracing::warn!(?report, "the pending-charge drain stopped: SQS failed");
+                    queue_error("ReceiveMessage", &e)
+                })?;
             let messages = received.messages();
             if messages.is_empty() {
                 break;
