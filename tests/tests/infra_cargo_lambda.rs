@@ -8,7 +8,11 @@
 //! - `chat` on the REST proxy event and the Function URL events (streamed and not);
 //! - `admin` on `GET /admin/providers`; `keys` on `PUT /v1/byok/groq` (KMS envelope);
 //! - `health-check` on the scheduled event;
-//! - `billing-export` on its scheduled event (Lago key from Secrets Manager, a fake Lago).
+//! - `chat` once more while every capture fails in the database: the answer is delivered
+//!   with its charge pending and the capture sent to the pending-charge queue (moto's SQS);
+//! - `billing-export` on its scheduled event (Lago key from Secrets Manager, a fake Lago),
+//!   first draining that pending charge into the ledger, then exporting it to Lago with
+//!   the rest.
 //!
 //! Skipped with a message when cargo-lambda is not installed, unless
 //! `SWITCHBOARD_REQUIRE_CARGO_LAMBDA` is set (scripts/test sets it and installs
@@ -24,7 +28,7 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use switchboard_core::auth::hash_api_key;
-use switchboard_core::ledger::{self, CreditKind};
+use switchboard_core::ledger::{self, CreditKind, PendingCharge};
 use switchboard_tests::fake_upstream::FakeUpstream;
 use switchboard_tests::gateway::system_key_for;
 use switchboard_tests::moto::{MotoServer, workspace_root};
@@ -307,6 +311,27 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .arn
         .unwrap();
 
+    // The pending-charge queue (SQS), as the template's PendingChargesQueue.
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .endpoint_url(moto.endpoint_url())
+            .build(),
+    );
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("sb-pending-charges")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+
     let mut env: Vec<(String, String)> = vec![
         ("DATABASE_URL".into(), db.url().to_owned()),
         ("SWITCHBOARD_KMS_KEY_ID".into(), key_arn.clone()),
@@ -320,6 +345,10 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         ("RUST_LOG".into(), "info".into()),
         ("SWITCHBOARD_LAGO_API_URL".into(), lago.url()),
         ("SWITCHBOARD_LAGO_API_KEY_SECRET_ARN".into(), lago_secret),
+        (
+            "SWITCHBOARD_PENDING_CHARGES_QUEUE_URL".into(),
+            queue_url.clone(),
+        ),
     ];
     for slug in ["openai", "anthropic", "google", "openrouter"] {
         env.push((
@@ -523,7 +552,59 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .get(0);
     assert!(checked >= 1, "no provider was checked: {summary}");
 
-    // billing-export: the scheduled event sends every capture above to Lago.
+    // An outage as the chat function sees it: every capture fails inside the database
+    // (a trigger). The answer is delivered with its charge pending, and the function (its
+    // own main, under cargo-lambda) sent the capture to the pending-charge queue.
+    let balance_before = ledger::check_invariants(&client, "lambda-user")
+        .await
+        .unwrap()
+        .balance;
+    client
+        .batch_execute(
+            "CREATE FUNCTION fail_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'injected capture failure'; END $$;
+             CREATE TRIGGER fail_capture BEFORE INSERT ON billing_events
+                 FOR EACH ROW EXECUTE FUNCTION fail_capture();",
+        )
+        .await
+        .unwrap();
+    let pending = json(&invoke(&cargo_lambda, &watch, "chat", "chat-function-url.json").await);
+    assert_eq!(pending["_metadata"]["charge_pending"], true, "{pending}");
+    let pending_cost =
+        Decimal::from_str(pending["_metadata"]["cost_usd"].as_str().unwrap()).unwrap();
+    assert!(pending_cost > Decimal::ZERO);
+    let queued = sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .visibility_timeout(0)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        queued.messages().len(),
+        1,
+        "one message for the pending charge"
+    );
+    let message: PendingCharge =
+        serde_json::from_str(queued.messages()[0].body().unwrap()).unwrap();
+    assert_eq!(message.capture.user_id, "lambda-user");
+    assert_eq!(message.capture.amount, pending_cost);
+    assert_eq!(
+        ledger::check_invariants(&client, "lambda-user")
+            .await
+            .unwrap()
+            .balance,
+        balance_before,
+        "nothing charged yet"
+    );
+    client
+        .batch_execute("DROP TRIGGER fail_capture ON billing_events; DROP FUNCTION fail_capture();")
+        .await
+        .unwrap();
+
+    // billing-export: the scheduled event first writes the pending charge (the database is
+    // back), then sends every capture, that one included, to Lago.
     let report = json(
         &invoke(
             &cargo_lambda,
@@ -539,6 +620,46 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .unwrap()
         .get(0);
     assert!(captures >= 1, "the chat invocations above were charged");
+    let drained = &report["pending_charges"];
+    assert_eq!(drained["received"], 1, "{report}");
+    assert_eq!(drained["captured"], 1, "{report}");
+    assert_eq!(drained["remaining"], 0, "{report}");
+    let after = ledger::check_invariants(&client, "lambda-user")
+        .await
+        .unwrap();
+    assert_eq!(after.balance, after.sum_of_entries, "{after:?}");
+    assert_eq!(after.active_holds, 0, "{after:?}");
+    assert_eq!(
+        after.balance,
+        balance_before - pending_cost,
+        "the pending charge was written once, at the cost the answer told"
+    );
+    let usage_rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM llm_usage_logs WHERE user_id = 'lambda-user'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(usage_rows, 6, "the five answers above and the pending one");
+    let left = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        left.attributes().unwrap()
+            [&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages],
+        "0",
+        "the message is deleted once written"
+    );
+    // The drained charge's billing event went to Lago in the same run.
+    // (The pass report's fields are at the top level since the billing pass became one
+    // report of its parts; `export` is its status.)
+    assert_eq!(report["export"], "finished", "{report}");
     assert_eq!(report["sent"], captures, "{report}");
     assert_eq!(lago.events().len() as i64, captures);
 
@@ -560,8 +681,8 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
     let count = |metric: &str, route: Option<&str>| values(metric, route).len() as f64;
     assert_eq!(
         total("switchboard_requests_total", Some("/v1/chat/completions")),
-        3.0,
-        "two answers and one stream: {emf:#?}"
+        4.0,
+        "three answers (one with its charge pending) and one stream: {emf:#?}"
     );
     assert_eq!(
         total("switchboard_requests_total", Some("/v1/messages")),
@@ -576,7 +697,7 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
             "switchboard_request_duration_seconds",
             Some("/v1/chat/completions")
         ),
-        3.0
+        4.0
     );
     assert_eq!(count("switchboard_time_to_first_token_seconds", None), 2.0);
     assert!(total("switchboard_cost_usd_total", None) > 0.0);
@@ -584,6 +705,11 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
     assert!(
         emf.iter()
             .any(|line| line.get("switchboard_billing_export_backlog").is_some())
+    );
+    assert_eq!(
+        total("switchboard_pending_charges_written_total", None),
+        1.0,
+        "the drained charge: {emf:#?}"
     );
     drop(watch);
 }

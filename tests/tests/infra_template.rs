@@ -2,7 +2,8 @@
 //! functions built by cargo-lambda, chat streamed through API Gateway REST and a Function
 //! URL, the 5-minute schedule, the KMS key and its policy (only keys may create data keys,
 //! Decrypt bound to the encryption context), the secrets, least-privilege roles, log
-//! retention, a private database behind a TLS-only proxy, the migration step and the
+//! retention, a private database behind a TLS-only proxy, the migration step, the
+//! pending-charge queue (its dead-letter queue, alarms and least-privilege access) and the
 //! outputs. cfn-lint (run by scripts/test) checks the syntax; this test checks content.
 //!
 //! CloudFormation's short tags (`!Ref`, `!GetAtt`, `!Sub`, `!If` ...) are turned into
@@ -993,6 +994,130 @@ fn parameters_and_outputs() {
             .as_str()
             .unwrap()
             .contains("${GatewayApi}.execute-api")
+    );
+}
+
+#[test]
+fn pending_charges_wait_in_an_encrypted_queue_sent_by_chat_drained_by_billing_export_and_alarmed() {
+    let t = template();
+    let queues = of_type(&t, "AWS::SQS::Queue");
+    let names: BTreeSet<&str> = queues.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["PendingChargesQueue", "PendingChargesDeadLetterQueue"])
+    );
+    let queue = &resources(&t)["PendingChargesQueue"];
+    let dlq = &resources(&t)["PendingChargesDeadLetterQueue"];
+    for (name, q) in [("queue", queue), ("dead-letter queue", dlq)] {
+        let p = &q["Properties"];
+        assert_eq!(p["SqsManagedSseEnabled"], true, "{name}: encrypted at rest");
+        assert_eq!(
+            p["MessageRetentionPeriod"], 1_209_600,
+            "{name}: 14 days, SQS's maximum"
+        );
+        assert_eq!(
+            q["DeletionPolicy"], "Retain",
+            "{name}: charges outlive the stack"
+        );
+        assert!(p.get("FifoQueue").is_none(), "{name}: a standard queue");
+    }
+    let p = &queue["Properties"];
+    let billing_timeout = resources(&t)["BillingExportFunction"]["Properties"]["Timeout"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        p["VisibilityTimeout"].as_u64().unwrap() > billing_timeout,
+        "a message being written is not handed to a second run"
+    );
+    let redrive = &p["RedrivePolicy"];
+    assert_eq!(
+        redrive["deadLetterTargetArn"],
+        json!({"Fn::GetAtt": ["PendingChargesDeadLetterQueue", "Arn"]})
+    );
+    let receives = redrive["maxReceiveCount"].as_u64().unwrap();
+    assert!((3..=10).contains(&receives), "{receives}");
+
+    // Both functions are told the queue; no other function knows it.
+    let queue_url = json!({"Ref": "PendingChargesQueue"});
+    for (function, _) in FUNCTIONS {
+        let variables = &resources(&t)[function]["Properties"]["Environment"]["Variables"];
+        let told = variables.get("SWITCHBOARD_PENDING_CHARGES_QUEUE_URL");
+        if ["ChatFunction", "BillingExportFunction"].contains(&function) {
+            assert_eq!(told, Some(&queue_url), "{function}");
+        } else {
+            assert!(told.is_none(), "{function} has no business with the queue");
+        }
+    }
+    assert!(
+        t["Globals"]["Function"]["Environment"]["Variables"]
+            .get("SWITCHBOARD_PENDING_CHARGES_QUEUE_URL")
+            .is_none()
+    );
+
+    // Least privilege: chat only sends, billing-export only receives, deletes and reads the
+    // depth, both on this queue alone; no other role touches SQS.
+    let queue_arn = json!({"Fn::GetAtt": ["PendingChargesQueue", "Arn"]});
+    for (role, expected) in [
+        ("ChatFunctionRole", vec!["sqs:SendMessage"]),
+        (
+            "BillingExportFunctionRole",
+            vec![
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ReceiveMessage",
+            ],
+        ),
+        ("AdminFunctionRole", vec![]),
+        ("KeysFunctionRole", vec![]),
+        ("HealthCheckFunctionRole", vec![]),
+        ("MigrateFunctionRole", vec![]),
+    ] {
+        let mut granted = Vec::new();
+        for statement in role_statements(&t, role) {
+            for action in actions(&statement) {
+                if action.starts_with("sqs:") {
+                    assert_eq!(statement["Resource"], queue_arn, "{role}: {action}");
+                    granted.push(action);
+                }
+            }
+        }
+        granted.sort();
+        assert_eq!(granted, expected, "{role}");
+    }
+
+    // Alarms: a charge waiting 10 minutes, and any charge in the dead-letter queue.
+    let alarm = |name: &str| resources(&t)[name]["Properties"].clone();
+    let age = alarm("PendingChargesAgeAlarm");
+    assert_eq!(age["Namespace"], "AWS/SQS");
+    assert_eq!(age["MetricName"], "ApproximateAgeOfOldestMessage");
+    assert_eq!(
+        age["Dimensions"],
+        json!([{"Name": "QueueName", "Value": {"Fn::GetAtt": ["PendingChargesQueue", "QueueName"]}}])
+    );
+    assert_eq!(age["Threshold"], 600);
+    assert_eq!(age["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+    assert_eq!(age["Statistic"], "Maximum");
+    let dead = alarm("PendingChargesDeadLetterAlarm");
+    assert_eq!(dead["Namespace"], "AWS/SQS");
+    assert_eq!(dead["MetricName"], "ApproximateNumberOfMessagesVisible");
+    assert_eq!(
+        dead["Dimensions"],
+        json!([{"Name": "QueueName", "Value": {"Fn::GetAtt": ["PendingChargesDeadLetterQueue", "QueueName"]}}])
+    );
+    assert_eq!(dead["Threshold"], 1);
+    assert_eq!(dead["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+    for a in [&age, &dead] {
+        assert_eq!(
+            a["AlarmActions"],
+            json!({"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]})
+        );
+        assert_eq!(a["TreatMissingData"], "notBreaching");
+    }
+    let outputs = t["Outputs"].as_object().unwrap();
+    assert_eq!(outputs["PendingChargesQueueUrl"]["Value"], queue_url);
+    assert_eq!(
+        outputs["PendingChargesDeadLetterQueueUrl"]["Value"],
+        json!({"Ref": "PendingChargesDeadLetterQueue"})
     );
 }
 

@@ -1,11 +1,14 @@
 //! The billing-export Lambda function. Outside Lambda (no `AWS_LAMBDA_RUNTIME_API`) it runs
-//! one pass, prints its report as JSON on stdout and exits 0 (non-zero on failure).
+//! once (the pending-charge queue's drain when one is configured, then the billing pass),
+//! prints its report as JSON on stdout and exits 0 (non-zero on failure).
 
 use std::process::ExitCode;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 use switchboard_core::config::Config;
+use switchboard_core::credentials::AwsContext;
+use switchboard_core::ledger::SqsPendingCharges;
 use switchboard_core::report::error_chain;
 use switchboard_core::state::AppState;
 
@@ -21,6 +24,14 @@ async fn main() -> ExitCode {
         Ok(state) => state,
         Err(error) => return fail(&error),
     };
+    let queue = match &state.config.ledger.pending_charges_queue_url {
+        Some(url) => Some(SqsPendingCharges::new(
+            AwsContext::default().sdk_config().await,
+            url.clone(),
+        )),
+        None => None,
+    };
+    let queue = queue.as_ref();
     if in_lambda {
         // CloudWatch metrics as EMF lines, written before each invocation returns.
         switchboard_core::metrics::install(switchboard_core::metrics::Exposition::Emf);
@@ -29,6 +40,7 @@ async fn main() -> ExitCode {
             {
                 let outcome = switchboard_billing_export::handle_scheduled_event(
                     state,
+                    queue,
                     event.payload,
                     event.context.deadline(),
                 )
@@ -45,6 +57,7 @@ async fn main() -> ExitCode {
     } else {
         match switchboard_billing_export::run_once(
             &state,
+            queue,
             switchboard_core::billing::CLI_PASS_BUDGET,
         )
         .await
@@ -59,7 +72,7 @@ async fn main() -> ExitCode {
 }
 
 #[allow(clippy::print_stdout)]
-fn print_report(report: &switchboard_core::billing::PassReport) {
+fn print_report(report: &switchboard_billing_export::RunReport) {
     match serde_json::to_string(report) {
         Ok(json) => println!("{json}"),
         Err(error) => tracing::warn!(%error, "could not print the report"),

@@ -2,6 +2,10 @@
 //! `POST /v1/embeddings` (thin doors over `switchboard_core::chat`, which routes, admits,
 //! calls, falls back and settles), `GET /v1/models` (filtered by the caller's tier, in
 //! OpenAI's or Anthropic's list shape) and `GET /v1/account`.
+//!
+//! Under Lambda, a capture that cannot commit within its retry budget is kept in the
+//! pending-charge queue ([`with_pending_charge_queue`]) and written by the billing-export
+//! function once the database is back.
 
 mod embeddings;
 mod messages;
@@ -15,6 +19,7 @@ use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 use switchboard_core::auth::Caller;
 use switchboard_core::chat::{self, ChatAnswer, ChatInput, RequestOptions, Route, Routed};
+use switchboard_core::credentials::AwsContext;
 use switchboard_core::http::sse::event_stream;
 use switchboard_core::http::{
     ApiError, AppJson, ErrorShape, RequestId, RequestTiming, finish_router,
@@ -65,6 +70,27 @@ pub fn route_list() -> Vec<(Method, String)> {
 /// The chat function's OpenAPI document (`serve` merges it into its own).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     openapi::document()
+}
+
+/// Attaches the pending-charge queue (`SWITCHBOARD_PENDING_CHARGES_QUEUE_URL`, through the
+/// SDK configuration of `aws`) to `state`, when one is configured: the chat function's
+/// captures that cannot commit are then sent there (`ledger::queue`) before the answer
+/// ends. Without it they are only logged, as `switchboard::pending_charge` lines.
+pub async fn with_pending_charge_queue(state: AppState, aws: &AwsContext) -> AppState {
+    let Some(url) = state.config.ledger.pending_charges_queue_url.clone() else {
+        if state.config.server.in_lambda {
+            tracing::warn!(
+                "SWITCHBOARD_PENDING_CHARGES_QUEUE_URL is not set: a capture that cannot commit is only logged"
+            );
+        }
+        return state;
+    };
+    let queue = ledger::SqsPendingCharges::new(aws.sdk_config().await, url);
+    tracing::info!(
+        queue = queue.queue_url(),
+        "captures that cannot commit are kept in the pending-charge queue"
+    );
+    state.with_pending_charges(std::sync::Arc::new(queue))
 }
 
 /// The complete application of the chat Lambda function, with its own `/openapi.json`.

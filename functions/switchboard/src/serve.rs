@@ -105,7 +105,9 @@ pub async fn migrate(config: Config) -> Result<migrate::MigrationReport, ServeEr
 
 /// `switchboard export-billing`: one whole billing pass (the pending budget alerts and
 /// the Lago export, `switchboard_core::billing::run_pass`) against the configured
-/// database (the schema migrated first), within 5 minutes, then exit.
+/// database (the schema migrated first), within 5 minutes, then exit. With
+/// `SWITCHBOARD_PENDING_CHARGES_QUEUE_URL` set it first drains the Lambda functions'
+/// pending-charge queue, as the billing-export function does (its report is logged).
 pub async fn export_billing(
     config: Config,
 ) -> Result<switchboard_core::billing::PassReport, ServeError> {
@@ -113,6 +115,15 @@ pub async fn export_billing(
     let result = async {
         let pool = connect_pool_with(&database.url, 2, &config.database.tls)?;
         migrate_pool(&pool).await?;
+        if let Some(url) = &config.ledger.pending_charges_queue_url {
+            let queue = switchboard_core::ledger::SqsPendingCharges::new(
+                AwsContext::default().sdk_config().await,
+                url.clone(),
+            );
+            queue
+                .drain(&pool, switchboard_core::billing::CLI_PASS_BUDGET / 2)
+                .await?;
+        }
         let http = switchboard_core::state::upstream_http_client();
         Ok(switchboard_core::billing::run_pass(
             &pool,

@@ -1,4 +1,5 @@
-//! The credit ledger: how long a hold lives, and group commit's batch size.
+//! The credit ledger: how long a hold lives, group commit's batch size, and the Lambda
+//! functions' pending-charge queue.
 
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ pub struct LedgerSettings {
     /// The most requests one group-commit batch carries (`SWITCHBOARD_LEDGER_MAX_BATCH`,
     /// default 64; 1 turns group commit off).
     pub max_batch: usize,
+    /// The SQS queue a Lambda function keeps the captures that cannot commit in, and the
+    /// billing-export function drains (`SWITCHBOARD_PENDING_CHARGES_QUEUE_URL`; unset: no
+    /// queue). `serve` keeps them in its spool instead and ignores it.
+    pub pending_charges_queue_url: Option<String>,
 }
 
 impl Default for LedgerSettings {
@@ -23,6 +28,7 @@ impl Default for LedgerSettings {
         Self {
             hold_ttl: DEFAULT_HOLD_TTL,
             max_batch: 64,
+            pending_charges_queue_url: None,
         }
     }
 }
@@ -30,11 +36,25 @@ impl Default for LedgerSettings {
 impl LedgerSettings {
     pub(super) fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let defaults = Self::default();
+        let pending_charges_queue_url = env
+            .get("SWITCHBOARD_PENDING_CHARGES_QUEUE_URL")
+            .map(|url| url.trim().to_string());
+        if let Some(url) = &pending_charges_queue_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError {
+                variable: "SWITCHBOARD_PENDING_CHARGES_QUEUE_URL",
+                reason: format!(
+                    "`{url}` is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"
+                ),
+            });
+        }
         Ok(Self {
             hold_ttl: env.seconds("SWITCHBOARD_HOLD_TTL_SECS", 60, 86_400, defaults.hold_ttl)?,
             max_batch: env
                 .number("SWITCHBOARD_LEDGER_MAX_BATCH", 1, 1000)?
                 .unwrap_or(defaults.max_batch),
+            pending_charges_queue_url,
         })
     }
 }

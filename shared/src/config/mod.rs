@@ -267,6 +267,26 @@ mod tests {
     }
 
     #[test]
+    fn the_pending_charges_queue_is_an_optional_url() {
+        assert!(
+            config(&[])
+                .unwrap()
+                .ledger
+                .pending_charges_queue_url
+                .is_none()
+        );
+        let url = "https://sqs.us-east-1.amazonaws.com/123456789012/sb-pending-charges";
+        let c = config(&[("SWITCHBOARD_PENDING_CHARGES_QUEUE_URL", url)]).unwrap();
+        assert_eq!(c.ledger.pending_charges_queue_url.as_deref(), Some(url));
+        let e = config(&[(
+            "SWITCHBOARD_PENDING_CHARGES_QUEUE_URL",
+            "sb-pending-charges",
+        )])
+        .unwrap_err();
+        assert_eq!(e.variable, "SWITCHBOARD_PENDING_CHARGES_QUEUE_URL");
+    }
+
+    #[test]
     fn debug_output_hides_secrets() {
         let c = config(&[
             ("DATABASE_URL", "postgres://u:hunter2@db/x"),

@@ -358,6 +358,20 @@ pub async fn run_http_function_with(
     build: fn(crate::state::AppState) -> Router,
     responses: LambdaResponses,
 ) -> std::process::ExitCode {
+    run_http_function_prepared(build, responses, std::future::ready).await
+}
+
+/// [`run_http_function_with`], the state passed through `prepare` before `build`: what
+/// only one function needs, built once at start (the chat function's pending-charge
+/// queue).
+pub async fn run_http_function_prepared<Prepared>(
+    build: fn(crate::state::AppState) -> Router,
+    responses: LambdaResponses,
+    prepare: impl FnOnce(crate::state::AppState) -> Prepared,
+) -> std::process::ExitCode
+where
+    Prepared: std::future::Future<Output = crate::state::AppState>,
+{
     crate::telemetry::init();
     let result: Result<(), BoxError> = async {
         let config = crate::config::Config::from_env()?;
@@ -372,7 +386,7 @@ pub async fn run_http_function_with(
         } else {
             crate::otel::ExportMode::Batched
         });
-        let state = crate::state::AppState::load(config).await?;
+        let state = prepare(crate::state::AppState::load(config).await?).await;
         run_function(build(state), in_lambda, listen, responses).await
     }
     .await;

@@ -6,6 +6,7 @@
 //! locked first.
 
 pub mod cost;
+pub mod queue;
 pub mod spool;
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio_postgres::types::Type;
 use crate::db::DbError;
 use crate::db::hot::HotClient;
 
+pub use queue::SqsPendingCharges;
 pub use spool::{CaptureRecord, FileSpool, PendingCharge, PendingCharges, SpoolError};
 
 pub use cost::{

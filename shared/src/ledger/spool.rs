@@ -7,12 +7,13 @@
 //!   (`sb_capture` by ledger id: a capture that already committed is a duplicate, nothing
 //!   more is written), so a record may be replayed any number of times.
 //! - [`PendingCharges`]: where a process keeps such records. `serve` keeps them in a
-//!   [`FileSpool`] under its data directory; Lambda functions in an SQS queue (the chat
-//!   function's own code, beside its Lambda entry point). Either is durable before the
-//!   answer (or the stream) ends.
+//!   [`FileSpool`] under its data directory; the chat Lambda function in an SQS queue
+//!   (`ledger::queue`, drained by the billing-export function). Either is durable before
+//!   the answer (or the stream) ends.
 //! - [`FileSpool::drain`]: writes every kept record into the ledger once the database is
 //!   back, oldest first, and forgets a file only when each of its records committed (or was
 //!   refused for good and set aside in `rejected.jsonl` for an operator).
+//! - [`write_pending`]: writing one record, the step both drains share.
 
 use std::fmt;
 use std::future::Future;
@@ -106,7 +107,7 @@ pub struct DrainReport {
 }
 
 /// How long one record's capture may take during a drain before the drain stops.
-const DRAIN_TRY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DRAIN_TRY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const ACTIVE: &str = "pending.jsonl";
 const DRAINING_PREFIX: &str = "draining-";
@@ -164,7 +165,7 @@ impl FileSpool {
                         continue;
                     }
                 };
-                match write_one(pool, &charge.capture).await {
+                match write_pending(pool, &charge.capture).await {
                     Written::Captured => report.captured += 1,
                     Written::Duplicate => report.duplicates += 1,
                     Written::Refused(reason) => {
@@ -331,19 +332,28 @@ pub async fn drain_every(
     }
 }
 
-enum Written {
+/// What writing one pending charge into the ledger did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Charged now.
     Captured,
+    /// Already charged (by the request itself, or by an earlier drain): nothing written.
     Duplicate,
+    /// The ledger refused it for good (why): trying again gives the same answer.
     Refused(String),
+    /// The database failed or did not answer in time: keep the record and try later.
     Unavailable(String),
 }
 
-async fn write_one(pool: &DbPool, capture: &CaptureRecord) -> Written {
+/// Writes one pending charge into the ledger (`sb_capture`, idempotent by its ledger id),
+/// within [`DRAIN_TRY_TIMEOUT`]: the one step of every drain, the spool's and the Lambda
+/// queue's (`ledger::queue`). Counted in the metrics by outcome.
+pub async fn write_pending(pool: &DbPool, capture: &CaptureRecord) -> Written {
     let attempt = async {
         let client = pool.get().await.map_err(DbError::from)?;
         super::capture(&**client, &capture.as_capture()).await
     };
-    match tokio::time::timeout(DRAIN_TRY_TIMEOUT, attempt).await {
+    let written = match tokio::time::timeout(DRAIN_TRY_TIMEOUT, attempt).await {
         Ok(Ok(captured)) if captured.duplicate => Written::Duplicate,
         Ok(Ok(_)) => Written::Captured,
         // Unavailable, or a conflict worth another try (serialization failure, deadlock):
@@ -356,7 +366,14 @@ async fn write_one(pool: &DbPool, capture: &CaptureRecord) -> Written {
         Ok(Err(LedgerError::Db(db))) => Written::Refused(crate::report::error_chain(&db)),
         Ok(Err(other)) => Written::Refused(other.to_string()),
         Err(_) => Written::Unavailable("the database did not answer in time".into()),
+    };
+    match &written {
+        Written::Captured => crate::metrics::pending_charge_written("captured"),
+        Written::Duplicate => crate::metrics::pending_charge_written("duplicate"),
+        Written::Refused(_) => crate::metrics::pending_charge_refused(),
+        Written::Unavailable(_) => {}
     }
+    written
 }
 
 fn count_pending(report: &mut DrainReport, records: &[Result<PendingCharge, String>]) {

@@ -210,12 +210,22 @@ fn describe() {
     describe_gauge!(
         PENDING_CHARGES,
         Unit::Count,
-        "Captures kept in the pending-charge spool until the database takes them."
+        "Captures kept until the database takes them: in serve's spool, or in the Lambda queue (after each drain)."
     );
     describe_gauge!(
         PENDING_CHARGE_AGE,
         Unit::Seconds,
         "Age of the oldest pending charge in the spool (0 when it is empty)."
+    );
+    describe_counter!(
+        PENDING_CHARGES_WRITTEN,
+        Unit::Count,
+        "Pending charges a drain wrote into the ledger, by outcome: captured, duplicate (already written)."
+    );
+    describe_counter!(
+        PENDING_CHARGES_REFUSED,
+        Unit::Count,
+        "Pending charges the ledger refused for good (set aside for an operator)."
     );
     describe_histogram!(
         DB_POOL_WAIT,
@@ -548,6 +558,28 @@ pub fn pending_charges(count: u64, oldest: Option<chrono::DateTime<chrono::Utc>>
         (chrono::Utc::now() - kept_at).num_milliseconds().max(0) as f64 / 1000.0
     });
     gauge_of(PENDING_CHARGE_AGE, "", "").set(age);
+}
+
+/// Pending charges in the Lambda queue after a drain (SQS's approximate count); the age of
+/// its oldest is SQS's own `ApproximateAgeOfOldestMessage`.
+pub fn pending_charges_queued(count: u64) {
+    if on() {
+        gauge_of(PENDING_CHARGES, "", "").set(count as f64);
+    }
+}
+
+/// A pending charge written by a drain: `captured`, or `duplicate` (already written).
+pub fn pending_charge_written(outcome: &'static str) {
+    if on() {
+        counter_of(PENDING_CHARGES_WRITTEN, "outcome", outcome).increment(1);
+    }
+}
+
+/// A pending charge the ledger refused for good.
+pub fn pending_charge_refused() {
+    if on() {
+        counter_of(PENDING_CHARGES_REFUSED, "", "").increment(1);
+    }
 }
 
 /// A pending charge kept in the spool (or queue) now.

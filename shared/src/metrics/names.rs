@@ -23,6 +23,10 @@ pub const LEDGER_BATCH_SIZE: &str = "switchboard_ledger_batch_size";
 pub const LEDGER_HOLDS_ACTIVE: &str = "switchboard_ledger_holds_active";
 pub const PENDING_CHARGES: &str = "switchboard_pending_charges";
 pub const PENDING_CHARGE_AGE: &str = "switchboard_pending_charge_oldest_age_seconds";
+/// Pending charges a drain (the spool's, or the billing-export function's of the queue)
+/// wrote into the ledger, by outcome (captured, duplicate); and those the ledger refused.
+pub const PENDING_CHARGES_WRITTEN: &str = "switchboard_pending_charges_written_total";
+pub const PENDING_CHARGES_REFUSED: &str = "switchboard_pending_charges_refused_total";
 pub const DB_POOL_WAIT: &str = "switchboard_db_pool_wait_seconds";
 pub const DB_POOL_ERRORS: &str = "switchboard_db_pool_errors_total";
 pub const PROVIDER_ENABLED: &str = "switchboard_provider_enabled";
@@ -70,6 +74,8 @@ pub const ALL: &[&str] = &[
     LEDGER_HOLDS_ACTIVE,
     PENDING_CHARGES,
     PENDING_CHARGE_AGE,
+    PENDING_CHARGES_WRITTEN,
+    PENDING_CHARGES_REFUSED,
     DB_POOL_WAIT,
     DB_POOL_ERRORS,
     DB_POOL_CONNECTIONS,
