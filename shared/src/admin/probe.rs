@@ -148,6 +148,7 @@ async fn chat_call(
         forward_unpriced_fields: false,
         auto_cache_control: false,
         traceparent: None,
+        responses_api: false,
     };
     let started = Instant::now();
     let outcome = tokio::time::timeout(PROBE_TIMEOUT, providers.complete(&target, &request)).await;

@@ -29,6 +29,7 @@ pub enum CatalogError {
 
 const PROVIDERS_SQL: &str = "SELECT id, provider_name, provider_slug, api_format, base_url, health_url, \
      auth_type, supports_streaming, supports_function_calling, supports_vision, \
+     supports_responses_api, \
      rate_limit_rpm, rate_limit_tpm, rate_limit_rpd, is_active, is_byok_supported, \
      is_system_provider, health_status, health_last_checked, health_response_time_ms, \
      health_consecutive_down, breaker_consecutive_failures, breaker_open_until, \
@@ -142,6 +143,7 @@ fn provider_from_row(row: &Row) -> Result<Provider, CatalogError> {
         supports_streaming: row.try_get("supports_streaming")?,
         supports_function_calling: row.try_get("supports_function_calling")?,
         supports_vision: row.try_get("supports_vision")?,
+        supports_responses_api: row.try_get("supports_responses_api")?,
         rate_limit_rpm: row.try_get("rate_limit_rpm")?,
         rate_limit_tpm: row.try_get("rate_limit_tpm")?,
         rate_limit_rpd: row.try_get("rate_limit_rpd")?,

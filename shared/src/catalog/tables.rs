@@ -20,6 +20,9 @@ pub struct Provider {
     pub supports_streaming: bool,
     pub supports_function_calling: bool,
     pub supports_vision: bool,
+    /// An OpenAI-format provider that also serves the Responses API (`/responses`):
+    /// Responses requests go to it natively.
+    pub supports_responses_api: bool,
     pub rate_limit_rpm: Option<i32>,
     pub rate_limit_tpm: Option<i32>,
     pub rate_limit_rpd: Option<i32>,

@@ -166,6 +166,7 @@ impl Run {
                 forward_unpriced_fields: candidate.byok,
                 auto_cache_control: self.adds_cache_control(candidate),
                 traceparent: None,
+                responses_api: candidate.provider.supports_responses_api,
             },
             user_key_id,
         )))

@@ -32,12 +32,12 @@ const CLIENT_GONE: &str = "the client disconnected before the answer was deliver
 enum Answer {
     Buffered(Buffered),
     /// A stream that produced its first content (or ended cleanly before any).
-    Stream(Opened),
+    Stream(Box<Opened>),
 }
 
 /// A whole answer, read at once.
 enum Buffered {
-    Chat(Completion),
+    Chat(Box<Completion>),
     Embeddings(Embedded),
 }
 
@@ -117,7 +117,7 @@ pub(super) async fn drive(mut run: Run, reply: Reply) {
             }
             Work::Chat(request) => within(remaining, providers.complete(&target, request))
                 .await
-                .map(|c| Answer::Buffered(Buffered::Chat(c))),
+                .map(|c| Answer::Buffered(Buffered::Chat(Box::new(c)))),
             Work::Embed(request) => within(remaining, providers.embed(&target, request))
                 .await
                 .map(|e| Answer::Buffered(Buffered::Embeddings(e))),
@@ -132,7 +132,7 @@ pub(super) async fn drive(mut run: Run, reply: Reply) {
                     .await;
             }
             Ok(Answer::Stream(opened)) => {
-                return answer_stream(run, hold, candidate, user_key_id, started, opened, reply)
+                return answer_stream(run, hold, candidate, user_key_id, started, *opened, reply)
                     .await;
             }
             Err(failure) => {
@@ -227,21 +227,21 @@ async fn open_stream(
                 let content = chunk.has_content();
                 pending.push_back(chunk);
                 if content {
-                    return Ok(Answer::Stream(Opened {
+                    return Ok(Answer::Stream(Box::new(Opened {
                         chunks,
                         pending,
                         ended: None,
-                    }));
+                    })));
                 }
             }
             Ok(Some(StreamEvent::End(end))) => {
                 return match end.error {
                     Some(error) => Err(Failure::upstream(error)),
-                    None => Ok(Answer::Stream(Opened {
+                    None => Ok(Answer::Stream(Box::new(Opened {
                         chunks,
                         pending,
                         ended: Some(end),
-                    })),
+                    }))),
                 };
             }
             Ok(None) => {

@@ -47,6 +47,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(20, "0020_hot_path_writes"),
     migration!(21, "0021_stripe_sessions"),
     migration!(22, "0022_billing_transaction_ids"),
+    migration!(23, "0023_responses"),
 ];
 
 /// Arbitrary constant naming the migration lock.

@@ -524,6 +524,7 @@ pub(crate) fn parse_completion(
         usage: None,
         system_fingerprint: None,
         extra: Map::new(),
+        native_output: None,
     };
     Ok((completion, usage))
 }
@@ -761,6 +762,7 @@ mod tests {
             forward_unpriced_fields: byok,
             auto_cache_control: true,
             traceparent: None,
+            responses_api: false,
         }
     }
 

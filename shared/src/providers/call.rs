@@ -39,6 +39,10 @@ pub struct UpstreamTarget {
     pub auto_cache_control: bool,
     /// The W3C `traceparent` of this call's span, sent to the provider when tracing is on.
     pub traceparent: Option<String>,
+    /// The provider serves the OpenAI Responses API (`llm_providers.supports_responses_api`):
+    /// a request that came in as one ([`super::ChatRequest::native_responses`]) goes to its
+    /// `/responses` natively.
+    pub responses_api: bool,
 }
 
 impl UpstreamTarget {

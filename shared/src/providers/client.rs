@@ -415,6 +415,7 @@ mod tests {
             forward_unpriced_fields: false,
             auto_cache_control: false,
             traceparent: None,
+            responses_api: false,
         }
     }
 

@@ -586,6 +586,7 @@ pub(crate) fn parse_completion(
         usage: None,
         system_fingerprint: None,
         extra: Map::new(),
+        native_output: None,
     };
     Ok((completion, usage))
 }

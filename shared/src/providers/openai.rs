@@ -223,6 +223,7 @@ mod tests {
             forward_unpriced_fields: false,
             auto_cache_control: false,
             traceparent: None,
+            responses_api: false,
         }
     }
 

@@ -65,6 +65,12 @@ pub struct ChatRequest {
     /// passed through verbatim to OpenAI-compatible upstreams.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// A request that came in as the OpenAI Responses API: its body, the whole input a
+    /// continuation sends included. An OpenAI-format provider that serves the Responses
+    /// API (`UpstreamTarget::responses_api`) gets it natively (reasoning items and their
+    /// encrypted content survive); every other provider gets the translated request.
+    #[serde(skip)]
+    pub native_responses: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -211,6 +211,11 @@ pub struct ChatCompletion {
     /// Fields an OpenAI-compatible upstream adds (`service_tier`, `provider`...), kept.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// A native Responses API answer's `output` items, as the provider sent them (its
+    /// reasoning items with their encrypted content included): what the Responses API
+    /// answers with instead of a translation.
+    #[serde(skip)]
+    pub native_output: Option<Value>,
 }
 
 impl ChatCompletion {
@@ -284,6 +289,10 @@ pub struct ChatCompletionChunk {
     pub system_fingerprint: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// On a native Responses API stream's last chunk: the response's `output` items as the
+    /// provider sent them ([`ChatCompletion::native_output`]).
+    #[serde(skip)]
+    pub native_output: Option<Value>,
 }
 
 impl ChatCompletionChunk {
@@ -309,6 +318,7 @@ impl ChatCompletionChunk {
             usage: None,
             system_fingerprint: None,
             extra: Map::new(),
+            native_output: None,
         }
     }
 

@@ -80,6 +80,7 @@ pub fn target(format: ApiFormat, fake: &FakeUpstream) -> UpstreamTarget {
         forward_unpriced_fields: false,
         auto_cache_control: false,
         traceparent: None,
+        responses_api: false,
     }
 }
 
