@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod otel;
 pub mod providers;
 pub mod report;
+pub mod responses;
 pub mod routing;
 pub mod secret;
 pub mod ssrf;

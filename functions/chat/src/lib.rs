@@ -10,6 +10,7 @@
 mod embeddings;
 mod messages;
 mod openapi;
+mod responses;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -31,7 +32,7 @@ use switchboard_core::state::AppState;
 
 /// Every chat route: its method, path and handler. [`router`] mounts exactly these and
 /// [`route_list`] names them, so the list cannot drift from the router.
-fn routes() -> [(Method, &'static str, MethodRouter<AppState>); 6] {
+fn routes() -> [(Method, &'static str, MethodRouter<AppState>); 10] {
     // The method is written once per route, for the list and the router alike.
     macro_rules! route {
         ($method:ident $path:literal => $handler:expr) => {
@@ -42,6 +43,10 @@ fn routes() -> [(Method, &'static str, MethodRouter<AppState>); 6] {
         route!(POST "/v1/chat/completions" => chat_completions),
         route!(POST "/v1/messages" => messages::messages),
         route!(POST "/v1/messages/count_tokens" => messages::count_tokens),
+        route!(POST "/v1/responses" => responses::create),
+        route!(GET "/v1/responses/{id}" => responses::get),
+        route!(DELETE "/v1/responses/{id}" => responses::delete),
+        route!(GET "/v1/responses/{id}/input_items" => responses::input_items),
         route!(POST "/v1/embeddings" => embeddings::embeddings),
         route!(GET "/v1/models" => list_models),
         route!(GET "/v1/account" => account),

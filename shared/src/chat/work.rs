@@ -18,6 +18,7 @@ pub enum Route {
     #[default]
     ChatCompletions,
     Messages,
+    Responses,
     Embeddings,
 }
 
@@ -26,6 +27,7 @@ impl Route {
         match self {
             Route::ChatCompletions => "/v1/chat/completions",
             Route::Messages => "/v1/messages",
+            Route::Responses => "/v1/responses",
             Route::Embeddings => "/v1/embeddings",
         }
     }

@@ -21,6 +21,9 @@ pub struct ChatSettings {
     /// Platform fee on BYOK calls, percent of the provider cost
     /// (`SWITCHBOARD_BYOK_FEE_PERCENT`, default 0).
     pub byok_fee_percent: Decimal,
+    /// Stored Responses API responses expire after this
+    /// (`SWITCHBOARD_RESPONSES_TTL_DAYS`, default 30).
+    pub responses_ttl: Duration,
 }
 
 impl ChatSettings {
@@ -39,6 +42,12 @@ impl ChatSettings {
                 86_400,
                 Duration::from_secs(600),
             )?,
+            responses_ttl: Duration::from_secs(
+                86_400
+                    * env
+                        .number("SWITCHBOARD_RESPONSES_TTL_DAYS", 1, 3_650)?
+                        .unwrap_or(30) as u64,
+            ),
             byok_fee_percent: match env.get("SWITCHBOARD_BYOK_FEE_PERCENT") {
                 None => Decimal::ZERO,
                 Some(v) => v

@@ -15,5 +15,7 @@ pub mod anthropic_messages;
 pub mod anthropic_stream;
 mod frame;
 pub mod openai_chat;
+pub mod openai_responses;
+pub mod openai_responses_stream;
 
 pub use frame::{FrameStream, SseFrame};

@@ -70,6 +70,7 @@ pub const FORWARDED_FIELDS: &[&str] = &[
     "store",
     "metadata",
     "verbosity",
+    "parallel_tool_calls",
     // Only `auto` / `default` get here on the platform's key (the others are refused).
     "service_tier",
 ];
