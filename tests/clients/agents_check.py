@@ -69,6 +69,17 @@ async def function_tool_call(_base_url):
     check(result.context_wrapper.usage.requests == 2, f"two model calls: {result.context_wrapper.usage}")
 
 
+async def function_tool_chained(_base_url):
+    """The tool round trip with the server keeping the conversation (previous_response_id)."""
+    weather_calls.clear()
+    agent = Agent(name="Weather", instructions="Use the tool.", tools=[get_weather])
+    result = await Runner.run(agent, "What is the weather in Paris?", auto_previous_response_id=True)
+    print("function-tool-chained: tool calls", weather_calls, "final", result.final_output)
+    check(weather_calls == ["Paris"], f"the tool ran once for Paris: {weather_calls}")
+    check(result.final_output == "It is 18 C and sunny in Paris.", f"final_output: {result.final_output!r}")
+    check(result.last_response_id and result.last_response_id.startswith("resp_"), result.last_response_id)
+
+
 async def run_unset_model(_base_url):
     """What the SDK sends with no model named anywhere (recording only: not in the catalog)."""
     saved = os.environ.pop("OPENAI_DEFAULT_MODEL", None)
@@ -85,6 +96,7 @@ CALLS = {
     "run": run,
     "run-streamed": run_streamed,
     "function-tool": function_tool_call,
+    "function-tool-chained": function_tool_chained,
 }
 RECORD_ONLY = {"run-unset-model": run_unset_model}
 
@@ -92,7 +104,12 @@ RECORD_ONLY = {"run-unset-model": run_unset_model}
 async def main():
     base_url, api_key, *only = sys.argv[1:]
     os.environ["OPENAI_DEFAULT_MODEL"] = "gpt-4o"
-    set_default_openai_client(AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=30))
+    # use_for_tracing=False: otherwise the SDK would hand the Switchboard key to its trace
+    # exporter, which posts to api.openai.com; tracing is off as well.
+    set_default_openai_client(
+        AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=30),
+        use_for_tracing=False,
+    )
     set_default_openai_api("responses")  # already the default; said here for the reader
     set_tracing_disabled(True)
     for name in only or CALLS:

@@ -94,11 +94,38 @@ async function streamTools(openai) {
   check(text === "It is 18 C and sunny in Paris.", `text: ${JSON.stringify(text)}`);
 }
 
+// The model says something before its call (as Claude models do): with `store` (the
+// provider's default) the SDK sends that message back as an `item_reference` to the stored
+// output item, not as text.
+async function toolsWithText(openai) {
+  const calls = [];
+  const result = await generateText({
+    model: openai("gpt-4o"),
+    prompt: "What is the weather in Paris?",
+    tools: {
+      get_weather: tool({
+        description: "Current weather for a city",
+        inputSchema: z.object({ city: z.string() }),
+        execute: async ({ city }) => {
+          calls.push(city);
+          return "18 C, sunny";
+        },
+      }),
+    },
+    stopWhen: stepCountIs(2),
+  });
+  console.log("tools-with-text: steps", JSON.stringify(result.steps.map((s) => s.text)), "calls", JSON.stringify(calls));
+  check(JSON.stringify(calls) === '["Paris"]', `the tool ran once for Paris: ${JSON.stringify(calls)}`);
+  check(result.steps.length === 2 && result.steps[0].text === "Let me check.", `first step: ${JSON.stringify(result.steps[0]?.text)}`);
+  check(result.text === "It is 18 C and sunny in Paris.", `text: ${JSON.stringify(result.text)}`);
+}
+
 const CALLS = {
   "generate-text": generate,
   "stream-text": stream,
   tools,
   "stream-tools": streamTools,
+  "tools-with-text": toolsWithText,
 };
 
 const [baseURL, apiKey, ...only] = process.argv.slice(2);

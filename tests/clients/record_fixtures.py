@@ -8,6 +8,9 @@ Usage (from the repository root, after ./scripts/test has installed the clients)
     .venv/bin/python tests/clients/record_fixtures.py --probe [--client NAME] [--call NAME]
         runs each call again once per part of the answer taken away (see OMISSIONS) and
         writes tests/fixtures/responses-clients/probe.md: which parts each client needs;
+    .venv/bin/python tests/clients/record_fixtures.py --errors [--client NAME]
+        answers each client with failures (400, 402, 429, 502, a stream failing midway) and
+        writes tests/fixtures/responses-clients/errors.md: what it reports, how often it retries;
     .venv/bin/python tests/clients/record_fixtures.py --omit WHAT [--add WHAT] --client NAME
         one run with the stub's --omit/--add options, printing the client's output.
 
@@ -197,15 +200,25 @@ def probe(selected):
         client, call, replies, what = job
         omit, add = ([], [what[len("add:") :]]) if what.startswith("add:") else ([what], [])
         status, output, _ = run_call(client, call, replies, omit, add)
-        reason = ""
-        if status != 0:
-            lines = [l for l in output.splitlines() if l.strip()]
-            reason = (lines[-1] if lines else str(status))[:160]
+        reason = "" if status == 0 else failure_reason(output, status)
         print(f"{client} {call} without {what}: {'ok' if status == 0 else 'FAIL ' + reason}", flush=True)
         return (client, call, what, status == 0, reason)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(one, jobs))
+    # Rows of calls not probed this time are kept from the last probe.md.
+    rows = {}
+    probe_md = FIXTURES / "probe.md"
+    if probe_md.exists():
+        for line in probe_md.read_text().splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) == 4 and cells[2].startswith("`"):
+                rows[(cells[0], cells[1], cells[2].strip("`"))] = cells[3]
+    for client, call, what, ok, reason in results:
+        rows[(client, call, what)] = "ok" if ok else f"FAIL: {reason.replace('|', '/')}"
+    order = {(client, spec["call"]): i for i, (client, specs) in enumerate(scenarios().items()) for spec in specs}
+    order = {key: n for n, key in enumerate(sorted(order, key=order.get))}
+    omission_order = {what: n for n, what in enumerate(STREAM_OMISSIONS + OBJECT_OMISSIONS)}
     lines = [
         "# What each client needs in the answer",
         "",
@@ -217,10 +230,93 @@ def probe(selected):
         "| client | call | without | result |",
         "|---|---|---|---|",
     ]
-    for client, call, what, ok, reason in results:
-        result = "ok" if ok else f"FAIL: {reason.replace('|', '/')}"
-        lines.append(f"| {client} | {call} | `{what}` | {result} |")
-    (FIXTURES / "probe.md").write_text("\n".join(lines) + "\n")
+    for (client, call, what) in sorted(
+        rows, key=lambda k: (order.get(k[:2], len(order)), omission_order.get(k[2], len(omission_order)))
+    ):
+        lines.append(f"| {client} | {call} | `{what}` | {rows[(client, call, what)]} |")
+    probe_md.write_text("\n".join(lines) + "\n")
+
+
+# Answers that fail, for --errors: how each client reports them and how often it retries.
+ERRORS = {
+    "400 invalid_request_error": {"status": 400, "type": "invalid_request_error", "code": None, "message": "Bad input."},
+    "402 insufficient_credits": {"status": 402, "type": "insufficient_credits", "code": "insufficient_credits", "message": "Not enough credits."},
+    "429 rate_limit_exceeded": {"status": 429, "type": "rate_limit_exceeded", "code": "rate_limit_exceeded", "message": "Slow down.", "retry_after": 1},
+    "502 upstream_error": {"status": 502, "type": "upstream_error", "code": "upstream_error", "message": "Every candidate failed."},
+    "stream: response.failed": {"fail_stream": "Hel", "event": "response.failed"},
+    "stream: error event": {"fail_stream": "Hel", "event": "error"},
+}
+ERROR_CALLS = {
+    "openai": ["create-plain", "stream"],
+    "agents": ["run", "run-streamed"],
+    "ai-sdk": ["generate-text", "stream-text"],
+    "langchain": ["invoke", "stream"],
+    "codex": ["exec-plain"],
+}
+
+
+def errors(selected_clients):
+    """Each client's reaction to each failing answer: its exit, its message, its retries."""
+    jobs = []
+    for client, calls in ERROR_CALLS.items():
+        if selected_clients and client not in selected_clients:
+            continue
+        for call in calls:
+            for name, answer in ERRORS.items():
+                if name.startswith("stream:") and call not in ("stream", "run-streamed", "stream-text", "exec-plain"):
+                    continue
+                jobs.append((client, call, name, answer))
+
+    def one(job):
+        client, call, name, answer = job
+        status, output, requests = run_call(client, call, [answer] * 40)
+        posts = sum(1 for r in requests if r["method"] == "POST")
+        reason = "(no error)" if status == 0 else failure_reason(output, status)
+        print(f"{client} {call} {name}: exit {status}, {posts} request(s): {reason}", flush=True)
+        return client, call, name, status, posts, reason
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(one, jobs))
+    lines = [
+        "# How each client reports a failed answer",
+        "",
+        "Written by `tests/clients/record_fixtures.py --errors`: the recording stub answers every",
+        "request of the call with the same failure (an error status with OpenAI's error body, or a",
+        "stream that sends `Hel` then `response.failed` or an `error` event). `requests`: how many",
+        "times the client sent the request (its own retries). The Python scripts build their",
+        "clients with `max_retries=0`; the AI SDK and Codex run with their default retries.",
+        "",
+        "| client | call | answer | exit | requests | what the client said |",
+        "|---|---|---|---|---|---|",
+    ]
+    for client, call, name, status, posts, reason in results:
+        lines.append(f"| {client} | {call} | {name} | {status} | {posts} | {reason.replace('|', '/')} |")
+    (FIXTURES / "errors.md").write_text("\n".join(lines) + "\n")
+
+
+def failure_reason(output, status):
+    """The telling line of a failed run: the script's mismatch, the client's error and, for
+    a schema validation error, the path it names."""
+    # Codex's warning about its model metadata comes first in every run: not the reason.
+    lines = [l.strip() for l in output.splitlines() if l.strip() and "Model metadata for" not in l]
+    picked = []
+    for pattern in ("mismatch:", "Error:", "Error ", "RangeError", "TypeError", '"message":'):
+        for line in lines:
+            if pattern in line and not line.startswith(("File ", "at ", "raise ", "return ")) and len(picked) < 2:
+                if line[:200] not in picked:
+                    picked.append(line[:200])
+    path = []
+    for i, line in enumerate(lines):
+        if line.startswith('"path": ['):
+            for item in lines[i + 1 :]:
+                if item.startswith("]"):
+                    break
+                path.append(item.strip(",").strip('"'))
+            break
+    reason = " / ".join(picked) if picked else (lines[-1][:200] if lines else str(status))
+    if path:
+        reason += f" (path: {'.'.join(path)})"
+    return reason
 
 
 def main():
@@ -228,6 +324,7 @@ def main():
     parser.add_argument("--client", action="append")
     parser.add_argument("--call", action="append")
     parser.add_argument("--probe", action="store_true")
+    parser.add_argument("--errors", action="store_true")
     parser.add_argument("--omit", action="append", default=[])
     parser.add_argument("--add", action="append", default=[])
     parser.add_argument("--with-record-only", action="store_true", help="also the record-only calls (default when recording)")
@@ -240,6 +337,9 @@ def main():
         and (not args.call or spec["call"] in args.call)
         and (not spec.get("record_only") or not args.probe or args.with_record_only)
     ]
+    if args.errors:
+        errors(args.client)
+        return
     if args.omit or args.add:
         for client, call in selected:
             status, output, requests = run_call(client, call, call_spec(client, call)["replies"], args.omit, args.add)

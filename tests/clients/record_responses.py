@@ -17,6 +17,10 @@ It prints `listening on http://127.0.0.1:PORT` once it accepts requests.
     {"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}}
     {"tool_calls": [{...}, {...}]}                      (parallel calls)
     {"text": "...", "tool_call": {...}}                 (both: a message, then the call)
+    {"status": 402, "code": "insufficient_credits", "message": "..."}
+                                                        (an error answer, JSON, before any stream)
+    {"fail_stream": "Hel", "event": "response.failed"}  (a stream that sends the text "Hel",
+                                                        then fails with this event or `error`)
 When the list is used up, a text reply `Hello from the recording stub.` answers.
 
 `--omit` takes away one part of the answer, to learn whether a client needs it:
@@ -329,9 +333,11 @@ class Handler(BaseHTTPRequestHandler):
         }
         self.recorder.log(entry)
 
-    def send_json(self, status, value):
+    def send_json(self, status, value, headers=()):
         data = json.dumps(value).encode()
         self.send_response(status)
+        for name, header in headers:
+            self.send_header(name, header)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
         self.end_headers()
@@ -403,18 +409,29 @@ class Handler(BaseHTTPRequestHandler):
             )
             return
         reply = self.recorder.next_reply()
+        if "status" in reply:
+            error = error_body(reply.get("message", "failed"), reply.get("type", "invalid_request_error"), None, reply.get("code"))
+            retry = [("retry-after", str(reply["retry_after"]))] if "retry_after" in reply else []
+            self.send_json(reply["status"], error, retry)
+            return
+        if "fail_stream" in reply:
+            reply = dict(reply, text=reply["fail_stream"])
         items = output_items(reply)
         rid = new_id("resp")
         created = int(time.time())
         final = response_object(self.recorder, body, rid, created, items, "completed")
         if body.get("store", True):
             self.recorder.stored[rid] = (input_items_of(body), final)
-        if body.get("stream"):
+        if body.get("stream") and "fail_stream" in reply:
+            self.stream(body, rid, created, items, fail=reply.get("event", "response.failed"))
+        elif "fail_stream" in reply:
+            self.send_json(502, error_body("The upstream failed.", "api_error", None, "upstream_error"))
+        elif body.get("stream"):
             self.stream(body, rid, created, items)
         else:
             self.send_json(200, final)
 
-    def stream(self, request, rid, created, items):
+    def stream(self, request, rid, created, items, fail=None):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("cache-control", "no-cache")
@@ -423,6 +440,19 @@ class Handler(BaseHTTPRequestHandler):
         sequence = 0
         for event in stream_events(self.recorder, request, rid, created, items):
             kind = event["type"]
+            if fail and kind == "response.output_text.done":
+                # The failure after streaming began, as the contract sends it.
+                error = {"code": "server_error", "message": "The upstream failed mid-stream."}
+                if fail == "error":
+                    event = {"type": "error", "code": "server_error", "message": error["message"], "param": None}
+                else:
+                    failed = response_object(self.recorder, request, rid, created, items, "in_progress")
+                    failed.update(status="failed", error=error)
+                    event = {"type": "response.failed", "response": failed}
+                kind = event["type"]
+                event["sequence_number"] = sequence
+                self.chunk(f"event: {kind}\ndata: {json.dumps(event)}\n\n".encode())
+                break
             if self.recorder.omitted("event", kind):
                 continue
             event["sequence_number"] = sequence

@@ -331,7 +331,9 @@ fn the_codex_lock_holds_the_linux_x64_binary() {
     .expect("the codex lock is JSON");
     let packages = &lock["packages"];
     let launcher = &packages["node_modules/@openai/codex"];
-    let version = launcher["version"].as_str().expect("@openai/codex's version");
+    let version = launcher["version"]
+        .as_str()
+        .expect("@openai/codex's version");
     assert!(
         launcher["optionalDependencies"]["@openai/codex-linux-x64"]
             .as_str()
