@@ -22,6 +22,10 @@ from agents import (
 from openai import AsyncOpenAI
 from openai.types.responses import ResponseTextDeltaEvent
 
+# The usage every answer reports: the fake upstream's default (tests/src/fake_upstream.rs
+# DEFAULT_PROMPT_TOKENS / DEFAULT_COMPLETION_TOKENS), also the recording stub's.
+INPUT_TOKENS, OUTPUT_TOKENS = 11, 7
+
 weather_calls = []
 
 
@@ -43,7 +47,10 @@ async def run(_base_url):
     print("run:", result.final_output)
     check(result.final_output == "Hello from the agent.", f"final_output: {result.final_output!r}")
     usage = result.context_wrapper.usage
-    check(usage.requests == 1 and usage.total_tokens > 0, f"usage: {usage}")
+    check(
+        (usage.requests, usage.input_tokens, usage.output_tokens) == (1, INPUT_TOKENS, OUTPUT_TOKENS),
+        f"usage: {usage}",
+    )
 
 
 async def run_streamed(_base_url):
@@ -56,7 +63,8 @@ async def run_streamed(_base_url):
     print("run-streamed: deltas", deltas, "final", result.final_output)
     check(len(deltas) > 1 and "".join(deltas) == "1 2 3 4 5", f"deltas: {deltas}")
     check(result.final_output == "1 2 3 4 5", f"final_output: {result.final_output!r}")
-    check(result.context_wrapper.usage.total_tokens > 0, f"usage: {result.context_wrapper.usage}")
+    usage = result.context_wrapper.usage
+    check((usage.input_tokens, usage.output_tokens) == (INPUT_TOKENS, OUTPUT_TOKENS), f"usage: {usage}")
 
 
 async def function_tool_call(_base_url):
@@ -66,7 +74,11 @@ async def function_tool_call(_base_url):
     print("function-tool: tool calls", weather_calls, "final", result.final_output)
     check(weather_calls == ["Paris"], f"the tool ran once for Paris: {weather_calls}")
     check(result.final_output == "It is 18 C and sunny in Paris.", f"final_output: {result.final_output!r}")
-    check(result.context_wrapper.usage.requests == 2, f"two model calls: {result.context_wrapper.usage}")
+    usage = result.context_wrapper.usage
+    check(
+        (usage.requests, usage.input_tokens, usage.output_tokens) == (2, 2 * INPUT_TOKENS, 2 * OUTPUT_TOKENS),
+        f"two model calls: {usage}",
+    )
 
 
 async def function_tool_chained(_base_url):

@@ -21,11 +21,16 @@ home=$(mktemp -d)
 work=$(mktemp -d)
 trap 'rm -rf "$home" "$work"' EXIT
 # web_search: Codex adds OpenAI's hosted web_search tool by default; Switchboard refuses
-# built-in tools the provider bills beyond tokens on the platform's key.
+# built-in tools the provider bills beyond tokens on the platform's key. The update check
+# and analytics are off so that the test never reaches for the internet.
 cat >"$home/config.toml" <<EOF
 model = "gpt-4o"
 model_provider = "switchboard"
 web_search = "disabled"
+check_for_update_on_startup = false
+
+[analytics]
+enabled = false
 
 [model_providers.switchboard]
 name = "Switchboard"
@@ -38,7 +43,7 @@ fail() { echo "mismatch: $*" >&2; exit 1; }
 
 codex_exec() { # prompt → the last message in $work/last.txt, the JSON events in $work/events.jsonl
   (cd "$work" && env -i PATH="$PATH" HOME="$home" CODEX_HOME="$home" SWITCHBOARD_API_KEY="$api_key" \
-    timeout 120 "$codex" exec --skip-git-repo-check --ephemeral --json \
+    timeout 120 "$codex" exec --strict-config --skip-git-repo-check --ephemeral --json \
     --sandbox danger-full-access --output-last-message "$work/last.txt" "$1" \
     </dev/null >"$work/events.jsonl" 2>"$work/stderr.txt") \
     || { cat "$work/events.jsonl" "$work/stderr.txt" >&2; fail "codex exec exited non-zero"; }
@@ -50,7 +55,9 @@ for call in "${calls[@]}"; do
       codex_exec "Say hello."
       echo "exec-plain: $(cat "$work/last.txt")"
       [ "$(cat "$work/last.txt")" = "Hello from Codex." ] || fail "last message: $(cat "$work/last.txt")"
-      grep -q '"type":"turn.completed"' "$work/events.jsonl" || fail "no turn.completed event"
+      # The usage of the answer (the fake upstream's default: 11 in, 7 out).
+      grep '"type":"turn.completed"' "$work/events.jsonl" | grep -q '"input_tokens":11,.*"output_tokens":7' \
+        || fail "turn.completed with the answer's usage: $(grep turn.completed "$work/events.jsonl")"
       ;;
     exec-tool)
       codex_exec "Run echo hi in the shell and tell me what it printed."

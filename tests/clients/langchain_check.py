@@ -11,6 +11,11 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 
+# The usage every answer reports: the fake upstream's default (tests/src/fake_upstream.rs
+# DEFAULT_PROMPT_TOKENS / DEFAULT_COMPLETION_TOKENS), also the recording stub's.
+INPUT_TOKENS, OUTPUT_TOKENS = 11, 7
+
+
 @tool
 def get_weather(city: str) -> str:
     """Current weather for a city."""
@@ -27,7 +32,7 @@ def invoke(llm):
     print("invoke:", repr(message.text))
     check(message.text == "Hello from LangChain.", f"text: {message.content!r}")
     usage = message.usage_metadata
-    check(usage and usage["total_tokens"] > 0, f"usage_metadata: {usage}")
+    check(usage and (usage["input_tokens"], usage["output_tokens"]) == (INPUT_TOKENS, OUTPUT_TOKENS), f"usage_metadata: {usage}")
     check(message.response_metadata.get("id", "").startswith("resp_"), message.response_metadata)
 
 
@@ -39,7 +44,8 @@ def stream(llm):
     whole = chunks[0]
     for chunk in chunks[1:]:
         whole = whole + chunk
-    check(whole.usage_metadata and whole.usage_metadata["total_tokens"] > 0, f"usage: {whole.usage_metadata}")
+    usage = whole.usage_metadata
+    check(usage and (usage["input_tokens"], usage["output_tokens"]) == (INPUT_TOKENS, OUTPUT_TOKENS), f"usage: {usage}")
 
 
 def bind_tools(llm):

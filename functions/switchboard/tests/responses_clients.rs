@@ -16,8 +16,9 @@
 //! `gpt-4o`), told what to answer in the order each script asks
 //! (`tests/clients/scenarios.json`, shared with the recording in
 //! `tests/fixtures/responses-clients/`). Afterwards: every answer came from the upstream,
-//! each model call was captured exactly once on the ledger with a `/v1/responses` usage row,
-//! the balance is the sum of the entries and no hold is left.
+//! each model call was captured exactly once on the ledger, at the usage the client was
+//! shown (the scripts check it), with a `/v1/responses` usage row; the balance is the sum
+//! of the entries and no hold is left.
 //!
 //! The Python clients are in `.venv` (required when the test script ran); Codex CLI and the
 //! AI SDK in `.tools` where npm is (required under `SWITCHBOARD_REQUIRE_RESPONSES_CLIENTS`,
@@ -34,7 +35,9 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use support::{Serve, python_with, user_key};
-use switchboard_tests::fake_upstream::{FakeUpstream, RecordedRequest, Reply};
+use switchboard_tests::fake_upstream::{
+    DEFAULT_COMPLETION_TOKENS, DEFAULT_PROMPT_TOKENS, FakeUpstream, RecordedRequest, Reply,
+};
 use switchboard_tests::moto::workspace_root;
 use switchboard_tests::test_db::TestDb;
 
@@ -96,7 +99,7 @@ fn node_client(what: &str, path: PathBuf) -> Option<PathBuf> {
         path.display()
     );
     eprintln!(
-        "skipped: no {what} at {} (needs npm; run ./scripts/test)",
+        "skipped: {what} is not installed at {} (it needs npm; run ./scripts/test)",
         path.display()
     );
     None
@@ -184,6 +187,56 @@ async fn assert_billed_once_per_call(
         charged, -captured,
         "usage rows charge what the ledger captured"
     );
+
+    // Each call is charged the usage the upstream reported (the fake's default, which the
+    // scripts also check the client was shown) at gpt-4o's prices: what the answer said is
+    // what the ledger took.
+    let prices = client
+        .query_one(
+            "SELECT cost_per_1m_input_tokens, cost_per_1m_output_tokens FROM llm_models
+             WHERE model_id = 'gpt-4o'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (input_price, output_price): (Decimal, Decimal) = (prices.get(0), prices.get(1));
+    let per_call = (Decimal::from(DEFAULT_PROMPT_TOKENS) * input_price
+        + Decimal::from(DEFAULT_COMPLETION_TOKENS) * output_price)
+        / Decimal::from(1_000_000);
+    let amounts = client
+        .query(
+            "SELECT amount_usd FROM ledger_entries WHERE user_id = $1 AND kind = 'capture'",
+            &[&user_id],
+        )
+        .await
+        .unwrap();
+    for row in amounts {
+        let amount: Decimal = row.get(0);
+        assert_eq!(
+            -amount.normalize(),
+            per_call.normalize(),
+            "the capture of one call"
+        );
+    }
+    let tokens = client
+        .query(
+            "SELECT prompt_tokens, completion_tokens FROM llm_usage_logs
+             WHERE user_id = $1 AND route = '/v1/responses' AND status_code = 200",
+            &[&user_id],
+        )
+        .await
+        .unwrap();
+    for row in tokens {
+        let (prompt, completion): (i32, i32) = (row.get(0), row.get(1));
+        assert_eq!(
+            (
+                u64::try_from(prompt).unwrap(),
+                u64::try_from(completion).unwrap()
+            ),
+            (DEFAULT_PROMPT_TOKENS, DEFAULT_COMPLETION_TOKENS),
+            "the usage row of one call"
+        );
+    }
 
     let report = switchboard_core::ledger::check_invariants(&client, user_id)
         .await
