@@ -8,6 +8,8 @@
 //!   each top-level tool with `==` at the version the lock holds;
 //! - npm only as `npm ci` next to a `package.json` of exact versions and its
 //!   `package-lock.json` (every package with an integrity hash); no `npm install`, no `npx`;
+//!   every `tests/tools/<name>/package-lock.json` is installed by scripts/test (Claude Code,
+//!   Codex CLI with its Linux x86-64 binary in the lock, the AI SDK);
 //! - `cargo install` only with `--locked` and an exact `--version =x.y.z`;
 //! - `apt-get install` only of named Debian packages (no version globs, no other release).
 
@@ -274,17 +276,82 @@ fn every_install_in_the_scripts_is_pinned() {
     }
 }
 
+/// The Node.js tools of the test command: every `tests/tools/<name>/package.json`.
+fn test_tool_npm_dirs() -> Vec<PathBuf> {
+    let root = workspace_root();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("tests/tools"))
+        .expect("tests/tools")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.join("package.json").is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 #[test]
 fn every_npm_lock_is_exact_and_hashed() {
     let root = workspace_root();
-    for dir in ["tests/tools/claude-code", "bench/portkey"] {
-        let problems = npm_lock_problems(&root.join(dir));
-        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let tools = test_tool_npm_dirs();
+    for name in ["claude-code", "codex", "ai-sdk"] {
+        assert!(
+            tools.iter().any(|dir| dir.ends_with(name)),
+            "tests/tools/{name} is among the Node.js tools: {tools:?}"
+        );
     }
     let test = std::fs::read_to_string(root.join("scripts/test")).expect("scripts/test");
+    for dir in tools.iter().chain([&root.join("bench/portkey")]) {
+        let problems = npm_lock_problems(dir);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+    // Each test tool is installed by scripts/test with npm ci from its own lock.
+    assert!(test.contains("npm ci"), "scripts/test installs with npm ci");
+    for dir in &tools {
+        let lock = dir
+            .join("package-lock.json")
+            .strip_prefix(&root)
+            .expect("inside the workspace")
+            .display()
+            .to_string();
+        assert!(
+            test.contains(&lock),
+            "scripts/test installs {lock} (with npm ci)"
+        );
+    }
+}
+
+/// Codex CLI's npm package is a launcher; its binary is an optional dependency per
+/// platform. The lock must hold the Linux x86-64 one (the machines' and CI's), with its
+/// integrity hash, or `npm ci` installs a launcher without a binary.
+#[test]
+fn the_codex_lock_holds_the_linux_x64_binary() {
+    let dir = workspace_root().join("tests/tools/codex");
+    let lock: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("package-lock.json")).expect("the codex lock"),
+    )
+    .expect("the codex lock is JSON");
+    let packages = &lock["packages"];
+    let launcher = &packages["node_modules/@openai/codex"];
+    let version = launcher["version"]
+        .as_str()
+        .expect("@openai/codex's version");
     assert!(
-        test.contains("tests/tools/claude-code/package-lock.json") && test.contains("npm ci"),
-        "scripts/test installs Claude Code with npm ci from its lock"
+        launcher["optionalDependencies"]["@openai/codex-linux-x64"]
+            .as_str()
+            .is_some_and(|spec| spec.ends_with(&format!("{version}-linux-x64"))),
+        "@openai/codex {version} names its linux-x64 binary package: {launcher}"
+    );
+    let binary = &packages["node_modules/@openai/codex-linux-x64"];
+    assert_eq!(
+        binary["version"].as_str(),
+        Some(format!("{version}-linux-x64").as_str()),
+        "{binary}"
+    );
+    assert_eq!(binary["os"], serde_json::json!(["linux"]), "{binary}");
+    assert_eq!(binary["cpu"], serde_json::json!(["x64"]), "{binary}");
+    assert!(binary["integrity"].as_str().is_some(), "{binary}");
+    assert!(
+        binary["optional"].as_bool() == Some(true),
+        "an optional dependency, so other platforms skip it: {binary}"
     );
 }
 
