@@ -470,6 +470,35 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
             .ends_with("data: {\"type\":\"message_stop\"}"),
         "{messages}"
     );
+    // The Responses API, streamed, stored before `response.completed`.
+    let responses = invoke(
+        &cargo_lambda,
+        &watch,
+        "chat",
+        "responses-function-url-stream.json",
+    )
+    .await;
+    assert!(responses.contains("event: response.created"), "{responses}");
+    let completed = responses
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("data: "))
+        .and_then(|data| serde_json::from_str::<serde_json::Value>(data).ok())
+        .unwrap_or_default();
+    assert_eq!(completed["type"], "response.completed", "{responses}");
+    assert_eq!(
+        completed["response"]["_metadata"]["request_id"],
+        "evt-url-0005"
+    );
+    let stored: i64 = client
+        .query_one(
+            "SELECT count(*) FROM responses WHERE user_id = 'lambda-user'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "the streamed response was stored");
     let embeddings =
         json(&invoke(&cargo_lambda, &watch, "chat", "embeddings-apigw-rest.json").await);
     assert_eq!(embeddings["object"], "list", "{embeddings}");
@@ -487,7 +516,7 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(usage_rows, 5);
+    assert_eq!(usage_rows, 6);
     let report = ledger::check_invariants(&client, "lambda-user")
         .await
         .unwrap();
@@ -642,7 +671,7 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(usage_rows, 6, "the five answers above and the pending one");
+    assert_eq!(usage_rows, 7, "the six answers above and the pending one");
     let left = sqs
         .get_queue_attributes()
         .queue_url(&queue_url)
@@ -693,13 +722,18 @@ async fn every_function_answers_its_sample_event_under_cargo_lambda() {
         1.0
     );
     assert_eq!(
+        total("switchboard_requests_total", Some("/v1/responses")),
+        1.0
+    );
+    assert_eq!(
         count(
             "switchboard_request_duration_seconds",
             Some("/v1/chat/completions")
         ),
         4.0
     );
-    assert_eq!(count("switchboard_time_to_first_token_seconds", None), 2.0);
+    // Three streams: chat, messages, responses.
+    assert_eq!(count("switchboard_time_to_first_token_seconds", None), 3.0);
     assert!(total("switchboard_cost_usd_total", None) > 0.0);
     assert!(total("switchboard_health_checks_total", None) >= 1.0);
     assert!(

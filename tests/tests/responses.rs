@@ -357,3 +357,255 @@ async fn bad_input_is_a_400_naming_the_field_and_unknown_continuations_a_404() {
     assert_eq!(gw.upstream.request_count(), 0);
     gw.assert_ledger_consistent("careless").await;
 }
+
+#[tokio::test]
+async fn anthropic_and_gemini_upstreams_serve_it_translated_with_reasoning_kept() {
+    let gw = Gateway::start().await;
+    let key = gw.user("polyglot", "enterprise", "10").await;
+    // Claude with extended thinking: the thinking comes back as a reasoning item.
+    gw.upstream.push(
+        Reply::text("Four.")
+            .with_thinking("Two plus two is four.", "sig-1")
+            .with_usage(40, 12, 0),
+    );
+    let (status, response) = create(
+        &gw,
+        &key,
+        json!({"model": "claude-3-5-sonnet-20241022", "input": "2+2?", "instructions": "Answer.",
+               "max_output_tokens": 2000, "reasoning": {"effort": "low"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    let sent = gw.upstream.last_request().unwrap();
+    assert!(sent.path.ends_with("/messages"), "{}", sent.path);
+    assert_eq!(sent.body["system"][0]["text"], "Answer.");
+    assert_eq!(sent.body["thinking"]["budget_tokens"], 1024);
+    assert_eq!(sent.body["max_tokens"], 2000);
+    let output = response["output"].as_array().unwrap();
+    assert_eq!(output[0]["type"], "reasoning");
+    assert_eq!(output[0]["summary"][0]["text"], "Two plus two is four.");
+    assert_eq!(output[1]["type"], "message");
+    assert_eq!(output[1]["content"][0]["text"], "Four.");
+    assert_eq!(response["usage"]["output_tokens"], 12);
+
+    // Gemini, streamed, with a JSON schema.
+    gw.db
+        .connect()
+        .await
+        .execute(
+            "INSERT INTO llm_models (provider_id, model_name, model_id, context_window, max_tokens,
+                 supports_json_mode, cost_per_1m_input_tokens, cost_per_1m_output_tokens)
+             SELECT id, 'Gemini Flash', 'gemini-2.0-flash', 1000000, 8192, true, 0.10, 0.40
+             FROM llm_providers WHERE provider_slug = 'google'",
+            &[],
+        )
+        .await
+        .unwrap();
+    gw.state.catalog.invalidate();
+    gw.upstream
+        .push(Reply::text("{\"city\":\"Paris\"}").with_usage(30, 8, 0));
+    let (status, events) = create_stream(
+        &gw,
+        &key,
+        json!({"model": "gemini-2.0-flash", "input": "Capital of France as JSON",
+               "text": {"format": {"type": "json_schema", "name": "capital", "strict": true,
+                        "schema": {"type": "object", "properties": {"city": {"type": "string"}}}}}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let sent = gw.upstream.last_request().unwrap();
+    assert!(
+        sent.path.contains(":streamGenerateContent"),
+        "{}",
+        sent.path
+    );
+    assert_eq!(
+        sent.body["generationConfig"]["responseMimeType"], "application/json",
+        "{}",
+        sent.body
+    );
+    let completed = &events.last().unwrap().1;
+    assert_eq!(completed["type"], "response.completed");
+    assert_eq!(
+        completed["response"]["output"][0]["content"][0]["text"],
+        "{\"city\":\"Paris\"}"
+    );
+    assert_eq!(completed["response"]["text"]["format"]["name"], "capital");
+    assert_eq!(completed["response"]["usage"]["input_tokens"], 30);
+    gw.assert_ledger_consistent("polyglot").await;
+}
+
+#[tokio::test]
+async fn expired_responses_are_gone_and_the_scheduled_run_sweeps_them() {
+    let gw = Gateway::start_with(switchboard_tests::gateway::GatewayOptions {
+        env: vec![("SWITCHBOARD_RESPONSES_TTL_DAYS", "2".into())],
+        ..Default::default()
+    })
+    .await;
+    let key = gw.user("forgetful", "professional", "10").await;
+    gw.upstream
+        .set_default(Reply::text("Noted.").with_usage(10, 2, 0));
+    let (_, first) = create(
+        &gw,
+        &key,
+        json!({"model": "gpt-4o", "input": "Remember 7."}),
+    )
+    .await;
+    let id = first["id"].as_str().unwrap().to_string();
+    let client = gw.db.connect().await;
+    let ttl: f64 = client
+        .query_one(
+            "SELECT extract(epoch FROM expires_at - created_at)::float8 FROM responses WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!((ttl - 2.0 * 86_400.0).abs() < 60.0, "{ttl}");
+    // `store: false`: nothing kept, and a continuation of it is unknown.
+    let (_, unstored) = create(
+        &gw,
+        &key,
+        json!({"model": "gpt-4o", "input": "Ephemeral.", "store": false}),
+    )
+    .await;
+    assert_eq!(unstored["store"], false);
+    let (status, _) = send(
+        &gw,
+        "GET",
+        &format!("/v1/responses/{}", unstored["id"].as_str().unwrap()),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    client
+        .execute(
+            "UPDATE responses SET expires_at = now() - interval '1 second' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let (status, _) = send(&gw, "GET", &format!("/v1/responses/{id}"), &key, None).await;
+    assert_eq!(status, 404);
+    let (status, _) = create(
+        &gw,
+        &key,
+        json!({"model": "gpt-4o", "input": "What was it?", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let summary = switchboard_core::health::run(
+        &gw.state.health(),
+        switchboard_core::health::Trigger::Manual,
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.responses_expired, 1);
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM responses WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+/// ledger.md: N concurrent requests against a balance that covers exactly K of them —
+/// here 100 Responses requests, new ones and continuations of a stored response, half of
+/// them streamed: exactly K succeed, the rest are 402, nothing stays held, and the balance
+/// is the sum of its entries (zero: each success costs what its hold was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_k_of_n_concurrent_responses_and_continuations_succeed() {
+    const N: usize = 100;
+    const K: usize = 37;
+    let gw = Gateway::start().await;
+    let client = gw.db.connect().await;
+    // A model whose input is free: every request holds exactly its output limit, 1,000
+    // tokens at $1 per 1M, whatever its history; and the upstream bills exactly that.
+    client
+        .execute(
+            "INSERT INTO llm_models (provider_id, model_name, model_id, context_window, max_tokens,
+                 cost_per_1m_input_tokens, cost_per_1m_output_tokens)
+             SELECT id, 'Exact', 'exact-model', 128000, 1000, 0, 1.00
+             FROM llm_providers WHERE provider_slug = 'openai'",
+            &[],
+        )
+        .await
+        .unwrap();
+    gw.state.catalog.invalidate();
+    let key = gw
+        .user(
+            "k-of-n",
+            "enterprise",
+            &format!("{}", Decimal::new((K + 1) as i64, 3)),
+        )
+        .await;
+    gw.upstream
+        .set_default(Reply::text("Done.").with_usage(20, 1000, 0));
+    let (status, first) = create(
+        &gw,
+        &key,
+        json!({"model": "exact-model", "input": "Start.", "max_output_tokens": 1000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let previous = first["id"].as_str().unwrap().to_string();
+
+    let callers: Vec<_> = (0..N)
+        .map(|i| {
+            let app = gw.app.clone();
+            let key = key.clone();
+            let mut body = json!({"model": "exact-model", "input": format!("Request {i}."),
+                                  "max_output_tokens": 1000});
+            if i % 2 == 0 {
+                body["previous_response_id"] = json!(previous);
+            }
+            if i % 4 < 2 {
+                body["stream"] = json!(true);
+            }
+            tokio::spawn(async move {
+                use tower::ServiceExt;
+                let request = http::Request::post("/v1/responses")
+                    .header("authorization", format!("Bearer {key}"))
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string()))
+                    .unwrap();
+                let response = app.oneshot(request).await.unwrap();
+                let status = response.status().as_u16();
+                let text = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                (status, String::from_utf8_lossy(&text).into_owned())
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut refused = 0;
+    for caller in callers {
+        let (status, text) = caller.await.unwrap();
+        match status {
+            200 => {
+                assert!(
+                    !text.contains("response.failed") && !text.contains("\"error\":{"),
+                    "{text}"
+                );
+                ok += 1;
+            }
+            402 => refused += 1,
+            other => panic!("{other}: {text}"),
+        }
+    }
+    assert_eq!((ok, refused), (K, N - K));
+    gw.assert_ledger_consistent("k-of-n").await;
+    assert_eq!(gw.balance("k-of-n").await, Decimal::ZERO);
+    let stored: i64 = client
+        .query_one(
+            "SELECT count(*) FROM responses WHERE user_id = 'k-of-n'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored as usize, K + 1, "every success stored, no refusal");
+}

@@ -59,7 +59,8 @@ fn query(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
 }
 
 /// Every chat route: `POST /v1/chat/completions`, `POST /v1/messages` (and its
-/// `count_tokens`), `POST /v1/embeddings`, `GET /v1/models`, `GET /v1/account`.
+/// `count_tokens`), `POST /v1/responses` (and the stored responses' routes),
+/// `POST /v1/embeddings`, `GET /v1/models`, `GET /v1/account`.
 pub fn document() -> OpenApi {
     let errors = |builder: ResponsesBuilder| {
         builder
@@ -156,6 +157,89 @@ pub fn document() -> OpenApi {
         )
         .security(SecurityRequirement::new(SCHEME, Vec::<String>::new()))
         .build();
+    let responses = OperationBuilder::new()
+        .tag("chat")
+        .summary(Some("The OpenAI Responses API, routed, billed and with fallbacks"))
+        .description(Some(
+            "OpenAI's Responses request (`input` items, `instructions`, function `tools`, `text.format`, \
+             `max_output_tokens`, `reasoning`, `store`, `previous_response_id`) over the same run as chat \
+             completions, translated for every upstream format. The answer is a Response object plus \
+             `_metadata`; with `stream: true`, the Responses SSE events ending in `response.completed`. A \
+             stored response is written before the answer ends.",
+        ))
+        .parameter(header("X-Power-Level", "eco | balanced | precision (default: the user's, else balanced)"))
+        .parameter(header("x-request-id", "echoed back when it is a sane token"))
+        .request_body(Some(json_body("OpenAI's ResponseCreateParams")))
+        .responses(
+            errors(ResponsesBuilder::new())
+                .response(
+                    "200",
+                    ResponseBuilder::new()
+                        .description("a Response with `_metadata`, or an SSE stream of Responses events")
+                        .content("application/json", json_object("OpenAI's Response plus `_metadata`").build())
+                        .content("text/event-stream", ContentBuilder::new().build()),
+                )
+                .response("400", error("malformed request, a built-in tool, or the upstream refused it"))
+                .response("402", error("insufficient_credits or monthly_cap_exceeded"))
+                .response("404", error("model_not_found, or an unknown previous_response_id"))
+                .response("429", error("rate limit; see Retry-After"))
+                .response("502", error("every candidate failed"))
+                .response("504", error("the request deadline passed"))
+                .build(),
+        )
+        .security(SecurityRequirement::new(SCHEME, Vec::<String>::new()))
+        .build();
+    let id = || {
+        ParameterBuilder::new()
+            .name("id")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("a response id (resp_...), the caller's own"))
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .build()
+    };
+    let stored = |summary: &str, answer: &str| {
+        OperationBuilder::new()
+            .tag("chat")
+            .summary(Some(summary))
+            .parameter(id())
+            .responses(
+                errors(ResponsesBuilder::new())
+                    .response(
+                        "200",
+                        ResponseBuilder::new()
+                            .description(answer)
+                            .content("application/json", json_object(answer).build()),
+                    )
+                    .response(
+                        "404",
+                        error("no such response of the caller's (or it expired)"),
+                    )
+                    .build(),
+            )
+            .security(SecurityRequirement::new(SCHEME, Vec::<String>::new()))
+            .build()
+    };
+    let read_response = stored(
+        "A stored response, as it was answered",
+        "the Response object",
+    );
+    let delete_response = stored(
+        "Deletes a stored response",
+        "{id, object: response.deleted, deleted: true}",
+    );
+    let mut input_items = stored(
+        "A stored response's input items (this turn's)",
+        "{object: list, data: [item], first_id, last_id, has_more}",
+    );
+    input_items.parameters.get_or_insert_with(Vec::new).extend(
+        [
+            query("limit", "1-100 (default 20)"),
+            query("order", "asc | desc (default desc)"),
+            query("after", "an item id: the items after it"),
+        ]
+        .map(Into::into),
+    );
     let embeddings = OperationBuilder::new()
         .tag("chat")
         .summary(Some("OpenAI Embeddings, routed to embedding models, billed and with fallbacks"))
@@ -238,6 +322,16 @@ pub fn document() -> OpenApi {
                 .path(
                     "/v1/messages/count_tokens",
                     PathItem::new(HttpMethod::Post, count_tokens),
+                )
+                .path("/v1/responses", PathItem::new(HttpMethod::Post, responses))
+                .path("/v1/responses/{id}", {
+                    let mut item = PathItem::new(HttpMethod::Get, read_response);
+                    item.delete = Some(delete_response);
+                    item
+                })
+                .path(
+                    "/v1/responses/{id}/input_items",
+                    PathItem::new(HttpMethod::Get, input_items),
                 )
                 .path(
                     "/v1/embeddings",

@@ -64,6 +64,8 @@ pub use summary::{HealthAction, HealthRunSummary, ProviderCheck, Trigger};
 
 /// The audit actor of the monitor's own changes.
 pub const AUDIT_ACTOR: &str = "system:health-check";
+/// Expired stored responses deleted by one run at most (the next run takes the rest).
+pub const RESPONSES_SWEPT_PER_RUN: i64 = 10_000;
 /// Rate-limit counter windows older than this are deleted by each run.
 pub const COUNTER_RETENTION: Duration = Duration::from_secs(10 * 60);
 
@@ -173,6 +175,8 @@ async fn run_locked(
     summary.counters_pruned = crate::admission::prune_counters(&*client, COUNTER_RETENTION).await?;
     summary.history_pruned =
         store::prune_history(&*client, settings.history_retention_days).await?;
+    summary.responses_expired =
+        crate::responses::sweep_expired(&*client, RESPONSES_SWEPT_PER_RUN).await?;
     Ok(())
 }
 

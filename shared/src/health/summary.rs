@@ -86,6 +86,8 @@ pub struct HealthRunSummary {
     pub counters_pruned: u64,
     /// History rows deleted (older than the retention).
     pub history_pruned: u64,
+    /// Stored Responses API responses deleted (past `SWITCHBOARD_RESPONSES_TTL_DAYS`).
+    pub responses_expired: u64,
     pub duration_ms: u64,
     pub providers: Vec<ProviderCheck>,
 }
@@ -106,6 +108,7 @@ impl HealthRunSummary {
             holds_released: 0,
             counters_pruned: 0,
             history_pruned: 0,
+            responses_expired: 0,
             duration_ms: 0,
             providers: Vec::new(),
         }
@@ -144,6 +147,7 @@ impl HealthRunSummary {
             holds_released = self.holds_released,
             counters_pruned = self.counters_pruned,
             history_pruned = self.history_pruned,
+            responses_expired = self.responses_expired,
             duration_ms = self.duration_ms,
             "health check finished"
         );
