@@ -21,6 +21,7 @@ mod embeddings;
 mod error;
 mod gemini;
 mod openai;
+mod openai_responses;
 mod request;
 mod response;
 pub mod sse;
@@ -35,6 +36,7 @@ pub use embeddings::{
     EncodingFormat, MAX_EMBEDDING_INPUTS, decode_base64, encode_base64,
 };
 pub use error::{ProviderError, TimeoutPhase, status_is_retryable};
+pub use openai_responses::{ENCRYPTED_REASONING, FORWARDED_FIELDS as RESPONSES_FORWARDED_FIELDS};
 pub use request::{
     ANTHROPIC_BLOCK_PART, ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl,
     JsonSchemaFormat, Message, MessageContent, NamedFunction, NamedToolChoice, ResponseFormat,
