@@ -411,9 +411,7 @@ async fn failed_and_error_events_end_the_native_stream_with_an_error() {
         "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"content_index\":0,\"delta\":\"Par\"}\n\n",
         "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"id\":\"resp_1\",\"status\":\"failed\",\"output\":[],\"error\":{\"code\":\"server_error\",\"message\":\"The model had an error.\"}}}\n\n",
     );
-    let refused = concat!(
-        "event: error\ndata: {\"type\":\"error\",\"code\":\"invalid_prompt\",\"message\":\"The prompt was refused.\",\"param\":null,\"sequence_number\":1}\n\n",
-    );
+    let refused = "event: error\ndata: {\"type\":\"error\",\"code\":\"invalid_prompt\",\"message\":\"The prompt was refused.\",\"param\":null,\"sequence_number\":1}\n\n";
     fake.push(Step::raw(200, "text/event-stream", failed));
     fake.push(Step::raw(200, "text/event-stream", refused));
     let target = native_target(&fake);
