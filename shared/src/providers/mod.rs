@@ -1,6 +1,7 @@
 //! Provider adapters. This module owns the canonical request and answer types (OpenAI's
 //! Chat Completions schema, which Switchboard speaks to its clients), their translation to
-//! and from each upstream wire format (`openai`, `anthropic`, `gemini`), streaming (SSE
+//! and from each upstream wire format (`openai`, `anthropic`, `gemini`, and OpenAI's
+//! Responses API for a request that came in as one: `openai_responses`), streaming (SSE
 //! parsing, chunk conversion, usage of cut streams), upstream authentication, timeouts,
 //! and the classification of upstream failures for routing.
 //!
