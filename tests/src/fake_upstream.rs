@@ -9,7 +9,10 @@
 //! in, streamed (SSE) or not according to the request.
 //!
 //! Routes:
-//! - OpenAI: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/models/{id}`
+//! - OpenAI: `POST /v1/chat/completions`, `POST /v1/responses` (the Responses API, JSON
+//!   and its SSE event sequence; a reply's thinking is a `reasoning` item whose
+//!   `encrypted_content` is sent when the request's `include` asks for it),
+//!   `GET /v1/models`, `GET /v1/models/{id}`
 //! - Anthropic: `POST /v1/messages`, `GET /v1/models`, `GET /v1/models/{id}`
 //!   (a `GET /v1/models` carrying an `anthropic-version` or `x-api-key` header gets
 //!   the Anthropic list shape, anything else the OpenAI shape)
@@ -37,6 +40,7 @@
 //!
 //! Request validation mirrors the real APIs loosely: a body that is not a JSON
 //! object, or lacks the fields the provider requires (OpenAI `model` + `messages`,
+//! Responses `model` + `input`,
 //! Anthropic `model` + `messages` + `max_tokens`, Gemini `contents`), gets a 400 in
 //! that provider's error shape and does not consume a scripted step.
 
@@ -131,6 +135,10 @@ pub struct Usage {
     /// The part of `cache_creation_tokens` written to the 1-hour cache: when not zero,
     /// Anthropic's `cache_creation` object splits the writes by lifetime.
     pub cache_creation_1h_tokens: u64,
+    /// The part of `completion_tokens` spent reasoning (OpenAI
+    /// `completion_tokens_details.reasoning_tokens`, Responses
+    /// `output_tokens_details.reasoning_tokens`); not rendered by the other formats.
+    pub reasoning_tokens: u64,
 }
 
 impl Default for Usage {
@@ -141,6 +149,7 @@ impl Default for Usage {
             cached_tokens: 0,
             cache_creation_tokens: 0,
             cache_creation_1h_tokens: 0,
+            reasoning_tokens: 0,
         }
     }
 }
@@ -180,8 +189,11 @@ pub struct Reply {
     pub finish_reason: Option<FinishReason>,
     pub usage: Usage,
     /// Extended thinking (text, signature): Anthropic renders it as a `thinking` block
-    /// before the text (streamed as `thinking_delta` and `signature_delta`); the other
-    /// formats do not send it.
+    /// before the text (streamed as `thinking_delta` and `signature_delta`); the OpenAI
+    /// Responses API as a `reasoning` item before the message, the text as its summary and
+    /// the signature as its `encrypted_content` (sent only when the request's `include`
+    /// asks for `reasoning.encrypted_content`, as the real API does); chat completions and
+    /// Gemini do not send it.
     pub thinking: Option<(String, String)>,
     /// Report the input the provider would bill for the request received
     /// ([`Reply::billed_from_request`]) instead of `usage`'s prompt and cache counts.
@@ -266,7 +278,14 @@ impl Reply {
             cached_tokens: cached,
             cache_creation_tokens: 0,
             cache_creation_1h_tokens: 0,
+            reasoning_tokens: 0,
         };
+        self
+    }
+
+    /// Sets the reasoning tokens (part of `completion_tokens`).
+    pub fn with_reasoning_tokens(mut self, tokens: u64) -> Reply {
+        self.usage.reasoning_tokens = tokens;
         self
     }
 
@@ -652,6 +671,8 @@ enum Route {
         path_model: Option<String>,
         /// Gemini: `streamGenerateContent`.
         path_stream: bool,
+        /// OpenAI's Responses API (`/v1/responses`) rather than chat completions.
+        responses: bool,
     },
     Embeddings {
         format: Format,
@@ -697,6 +718,16 @@ fn route(method: &Method, path: &str, headers: &HeaderMap) -> Route {
                 format: Format::OpenAi,
                 path_model: None,
                 path_stream: false,
+                responses: false,
+            },
+        ),
+        "/v1/responses" => post(
+            Format::OpenAi,
+            Route::Completion {
+                format: Format::OpenAi,
+                path_model: None,
+                path_stream: false,
+                responses: true,
             },
         ),
         "/v1/messages" => post(
@@ -705,6 +736,7 @@ fn route(method: &Method, path: &str, headers: &HeaderMap) -> Route {
                 format: Format::Anthropic,
                 path_model: None,
                 path_stream: false,
+                responses: false,
             },
         ),
         "/v1/embeddings" => post(
@@ -760,6 +792,7 @@ fn gemini_model_route(method: &Method, last: &str) -> Route {
                     format: Format::Gemini,
                     path_model: Some(model.to_owned()),
                     path_stream,
+                    responses: false,
                 }
             } else {
                 Route::MethodNotAllowed(Format::Gemini)
@@ -782,6 +815,8 @@ struct Completion {
     include_usage: bool,
     /// Gemini `alt=sse` (otherwise a stream is a streamed JSON array).
     sse: bool,
+    /// A Responses API request (`/v1/responses`), and what it asks of the answer.
+    responses: Option<ResponsesOptions>,
     id: u64,
     created: u64,
 }
@@ -808,6 +843,44 @@ fn required_array(body: &Value, key: &str) -> Result<(), String> {
         Some(_) => Err(format!("'{key}' must be an array")),
         None => Err(format!("'{key}' is required")),
     }
+}
+
+/// What a Responses API request asks of the answer.
+#[derive(Debug, Clone, Copy)]
+struct ResponsesOptions {
+    /// `include` has `reasoning.encrypted_content`.
+    encrypted_reasoning: bool,
+}
+
+/// A Responses API request: `model` and `input` (a string or an array of items) are
+/// required, and `stream`, `store` and `include` must be well-formed.
+fn parse_responses(body: &Value) -> Result<(String, bool, ResponsesOptions), String> {
+    if !body.is_object() {
+        return Err("the request body must be a JSON object".to_owned());
+    }
+    let model = required_model(body)?;
+    match body.get("input") {
+        Some(Value::String(_) | Value::Array(_)) => {}
+        Some(_) => return Err("'input' must be a string or an array of items".to_owned()),
+        None => return Err("'input' is required".to_owned()),
+    }
+    let stream = optional_bool(body, "stream")?;
+    optional_bool(body, "store")?;
+    let include = match body.get("include") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items.clone(),
+        Some(_) => return Err("'include' must be an array".to_owned()),
+    };
+    let encrypted_reasoning = include
+        .iter()
+        .any(|item| item.as_str() == Some("reasoning.encrypted_content"));
+    Ok((
+        model,
+        stream,
+        ResponsesOptions {
+            encrypted_reasoning,
+        },
+    ))
 }
 
 fn parse_completion(
@@ -891,9 +964,16 @@ async fn handle(
             format,
             path_model,
             path_stream,
+            responses,
         } => {
-            let parsed = parse_completion(format, path_model, path_stream, uri.query(), &body);
-            let (model, stream, include_usage, sse) = match parsed {
+            let parsed = if responses {
+                parse_responses(&body)
+                    .map(|(model, stream, options)| (model, stream, false, true, Some(options)))
+            } else {
+                parse_completion(format, path_model, path_stream, uri.query(), &body)
+                    .map(|(model, stream, usage, sse)| (model, stream, usage, sse, None))
+            };
+            let (model, stream, include_usage, sse, responses) = match parsed {
                 Ok(parsed) => parsed,
                 Err(message) => return error_response(format, 400, None, None, Some(&message)),
             };
@@ -918,6 +998,7 @@ async fn handle(
                         cached_tokens: 0,
                         cache_creation_tokens: billed.cache_write_tokens,
                         cache_creation_1h_tokens: billed.cache_write_1h_tokens,
+                        reasoning_tokens: reply.usage.reasoning_tokens,
                     };
                 }
                 step
@@ -928,6 +1009,7 @@ async fn handle(
                 stream,
                 include_usage,
                 sse,
+                responses,
                 id: shared.next_id(),
                 created: unix_now(),
             };
@@ -1024,6 +1106,9 @@ async fn completion_response(request: &Completion, step: Step) -> Response {
         Step::Malformed => {
             if request.stream {
                 let frame = match (request.format, request.sse) {
+                    (Format::OpenAi, _) if request.responses.is_some() => {
+                        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"delta\":\"Hel\n\n"
+                    }
                     (Format::OpenAi, _) => {
                         "data: {\"id\":\"chatcmpl-malformed\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"delta\":{\"content\":\"Hel\n\n"
                     }
@@ -1244,6 +1329,7 @@ fn reply_response(request: &Completion, reply: &Reply, frame_delay: Option<Durat
 
 fn reply_json(request: &Completion, reply: &Reply) -> Value {
     match request.format {
+        Format::OpenAi if request.responses.is_some() => responses_json(request, reply),
         Format::OpenAi => openai_json(request, reply),
         Format::Anthropic => anthropic_json(request, reply),
         Format::Gemini => gemini_json(request, reply),
@@ -1255,6 +1341,10 @@ fn reply_json(request: &Completion, reply: &Reply) -> Value {
 /// marker.
 fn stream_frames(request: &Completion, reply: &Reply) -> (&'static str, Vec<String>) {
     match request.format {
+        Format::OpenAi if request.responses.is_some() => (
+            "text/event-stream; charset=utf-8",
+            responses_frames(request, reply),
+        ),
         Format::OpenAi => (
             "text/event-stream; charset=utf-8",
             openai_frames(request, reply),
@@ -1530,7 +1620,7 @@ fn openai_usage(usage: &Usage) -> Value {
         "total_tokens": usage.total_tokens(),
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": usage.reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0
@@ -1653,6 +1743,237 @@ fn openai_frames(request: &Completion, reply: &Reply) -> Vec<String> {
     }
     frames.push("data: [DONE]\n\n".to_owned());
     frames
+}
+
+// --- OpenAI Responses API -------------------------------------------------
+
+fn responses_usage(usage: &Usage) -> Value {
+    json!({
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": usage.total_tokens()
+    })
+}
+
+/// The response's `status` and `incomplete_details` for the reply's finish reason.
+fn responses_status(reply: &Reply) -> (&'static str, Value) {
+    match reply.effective_finish_reason() {
+        FinishReason::Stop | FinishReason::ToolCalls => ("completed", Value::Null),
+        FinishReason::Length => ("incomplete", json!({"reason": "max_output_tokens"})),
+        FinishReason::ContentFilter => ("incomplete", json!({"reason": "content_filter"})),
+    }
+}
+
+/// The finished output items: a reasoning item when the reply has thinking (its
+/// `encrypted_content` only when the request included it), the message when it has text,
+/// then one `function_call` per tool call.
+fn responses_items(request: &Completion, reply: &Reply) -> Vec<Value> {
+    let (status, _) = responses_status(reply);
+    let mut items = Vec::new();
+    if let Some((thinking, signature)) = &reply.thinking {
+        let mut item = json!({
+            "id": format!("rs_fake{:06}", request.id),
+            "type": "reasoning",
+            "summary": [{"type": "summary_text", "text": thinking}]
+        });
+        if request
+            .responses
+            .is_some_and(|options| options.encrypted_reasoning)
+        {
+            item["encrypted_content"] = json!(signature);
+        }
+        items.push(item);
+    }
+    if reply.has_text_block() {
+        items.push(json!({
+            "id": format!("msg_fake{:06}", request.id),
+            "type": "message",
+            "status": status,
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}]
+        }));
+    }
+    for (i, call) in reply.tool_calls.iter().enumerate() {
+        items.push(json!({
+            "id": format!("fc_fake{:06}_{i}", request.id),
+            "type": "function_call",
+            "status": "completed",
+            "call_id": tool_call_id(call, "call", i),
+            "name": call.name,
+            "arguments": call.arguments.to_string()
+        }));
+    }
+    items
+}
+
+/// The Response object with this status, output and usage.
+fn responses_object(
+    request: &Completion,
+    status: &str,
+    incomplete_details: Value,
+    output: Vec<Value>,
+    usage: Option<&Usage>,
+) -> Value {
+    json!({
+        "id": format!("resp_fake{:06}", request.id),
+        "object": "response",
+        "created_at": request.created,
+        "status": status,
+        "error": null,
+        "incomplete_details": incomplete_details,
+        "model": request.model,
+        "output": output,
+        "parallel_tool_calls": true,
+        "store": false,
+        "tool_choice": "auto",
+        "tools": [],
+        "text": {"format": {"type": "text"}},
+        "usage": usage.map(responses_usage),
+        "metadata": {}
+    })
+}
+
+fn responses_json(request: &Completion, reply: &Reply) -> Value {
+    let (status, incomplete) = responses_status(reply);
+    responses_object(
+        request,
+        status,
+        incomplete,
+        responses_items(request, reply),
+        Some(&reply.usage),
+    )
+}
+
+/// The Responses event sequence: `response.created`, `response.in_progress`, per output
+/// item `output_item.added`, its part and deltas (reasoning summary text, output text,
+/// function-call arguments), `output_item.done`; the last frame (the end marker) is
+/// `response.completed`, or `response.incomplete` for a length or content-filter stop.
+fn responses_frames(request: &Completion, reply: &Reply) -> Vec<String> {
+    struct Events {
+        frames: Vec<String>,
+        sequence: u64,
+    }
+    impl Events {
+        fn push(&mut self, mut data: Value) {
+            data["sequence_number"] = json!(self.sequence);
+            self.sequence += 1;
+            let kind = data["type"].as_str().unwrap_or("unknown").to_owned();
+            self.frames.push(format!("event: {kind}\ndata: {data}\n\n"));
+        }
+    }
+    let mut events = Events {
+        frames: Vec::new(),
+        sequence: 0,
+    };
+    let opened = responses_object(request, "in_progress", Value::Null, Vec::new(), None);
+    events.push(json!({"type": "response.created", "response": opened}));
+    events.push(json!({"type": "response.in_progress", "response": opened}));
+    let items = responses_items(request, reply);
+    for (output_index, item) in items.iter().enumerate() {
+        let item_id = item["id"].clone();
+        let mut added = item.clone();
+        match item["type"].as_str() {
+            Some("reasoning") => {
+                added["summary"] = json!([]);
+                if let Some(fields) = added.as_object_mut() {
+                    fields.remove("encrypted_content");
+                }
+            }
+            Some("message") => {
+                added["content"] = json!([]);
+                added["status"] = json!("in_progress");
+            }
+            _ => {
+                added["arguments"] = json!("");
+                added["status"] = json!("in_progress");
+            }
+        }
+        events.push(json!({"type": "response.output_item.added", "output_index": output_index, "item": added}));
+        match item["type"].as_str() {
+            Some("reasoning") => {
+                let text = item["summary"][0]["text"].as_str().unwrap_or_default();
+                let at =
+                    json!({"item_id": item_id, "output_index": output_index, "summary_index": 0});
+                let with = |kind: &str, extra: Value| {
+                    let mut data = at.clone();
+                    data["type"] = json!(kind);
+                    if let (Some(data), Some(extra)) = (data.as_object_mut(), extra.as_object()) {
+                        data.extend(extra.clone());
+                    }
+                    data
+                };
+                events.push(with(
+                    "response.reasoning_summary_part.added",
+                    json!({"part": {"type": "summary_text", "text": ""}}),
+                ));
+                for piece in split_text(text) {
+                    events.push(with(
+                        "response.reasoning_summary_text.delta",
+                        json!({"delta": piece}),
+                    ));
+                }
+                events.push(with(
+                    "response.reasoning_summary_text.done",
+                    json!({"text": text}),
+                ));
+                events.push(with(
+                    "response.reasoning_summary_part.done",
+                    json!({"part": {"type": "summary_text", "text": text}}),
+                ));
+            }
+            Some("message") => {
+                let at =
+                    json!({"item_id": item_id, "output_index": output_index, "content_index": 0});
+                let with = |kind: &str, extra: Value| {
+                    let mut data = at.clone();
+                    data["type"] = json!(kind);
+                    if let (Some(data), Some(extra)) = (data.as_object_mut(), extra.as_object()) {
+                        data.extend(extra.clone());
+                    }
+                    data
+                };
+                events.push(with(
+                    "response.content_part.added",
+                    json!({"part": {"type": "output_text", "text": "", "annotations": []}}),
+                ));
+                for piece in split_text(&reply.text) {
+                    events.push(with(
+                        "response.output_text.delta",
+                        json!({"delta": piece, "logprobs": []}),
+                    ));
+                }
+                events.push(with(
+                    "response.output_text.done",
+                    json!({"text": reply.text, "logprobs": []}),
+                ));
+                events.push(with(
+                    "response.content_part.done",
+                    json!({"part": item["content"][0]}),
+                ));
+            }
+            _ => {
+                let arguments = item["arguments"].as_str().unwrap_or_default();
+                for piece in split_chars(arguments, 3) {
+                    events.push(json!({
+                        "type": "response.function_call_arguments.delta",
+                        "item_id": item_id, "output_index": output_index, "delta": piece
+                    }));
+                }
+                events.push(json!({
+                    "type": "response.function_call_arguments.done",
+                    "item_id": item_id, "output_index": output_index,
+                    "name": item["name"], "arguments": arguments
+                }));
+            }
+        }
+        events.push(json!({"type": "response.output_item.done", "output_index": output_index, "item": item}));
+    }
+    let (status, incomplete) = responses_status(reply);
+    let finished = responses_object(request, status, incomplete, items, Some(&reply.usage));
+    events.push(json!({"type": format!("response.{status}"), "response": finished}));
+    events.frames
 }
 
 // --- Anthropic -------------------------------------------------------------

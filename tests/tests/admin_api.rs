@@ -337,6 +337,140 @@ async fn provider_lists_paginate_and_filter() {
 }
 
 #[tokio::test]
+async fn providers_responses_api_flag_is_read_written_and_only_for_openai() {
+    let h = Harness::start().await;
+    // Off by default, and readable.
+    let plain = create_provider(&h, "plain-openai").await;
+    assert_eq!(plain["supports_responses_api"], false);
+
+    let mut body = provider_body("native", "https://1.1.1.1/v1");
+    body["supports_responses_api"] = json!(true);
+    let (status, created) = h.admin("POST", "/admin/providers", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["supports_responses_api"], true);
+    let id = created["id"].as_i64().unwrap();
+    let (_, read) = h
+        .admin("GET", &format!("/admin/providers/{id}"), None)
+        .await;
+    assert_eq!(read["supports_responses_api"], true);
+    assert_eq!(
+        h.audit_rows("provider.create").await[1]["after"]["supports_responses_api"],
+        true
+    );
+    // The routing catalog sees it (what the chat run hands the OpenAI adapter).
+    let client = h.db.connect().await;
+    let catalog = switchboard_core::catalog::load_catalog(&client)
+        .await
+        .unwrap();
+    assert!(
+        catalog
+            .provider_by_slug("native")
+            .unwrap()
+            .supports_responses_api
+    );
+    assert!(
+        !catalog
+            .provider_by_slug("plain-openai")
+            .unwrap()
+            .supports_responses_api
+    );
+
+    // Only an OpenAI-format provider may serve it: a 400 naming the field, nothing written.
+    let writes = h.audit_count().await;
+    let mut anthropic = provider_body("claude-native", "https://1.1.1.1/v1");
+    anthropic["api_format"] = json!("anthropic");
+    anthropic["supports_responses_api"] = json!(true);
+    let (status, reply) = h.admin("POST", "/admin/providers", Some(anthropic)).await;
+    assert_invalid(status, &reply, Some("supports_responses_api"));
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("openai"),
+        "{reply}"
+    );
+    let mut wrong_type = provider_body("typed", "https://1.1.1.1/v1");
+    wrong_type["supports_responses_api"] = json!("yes");
+    let (status, reply) = h.admin("POST", "/admin/providers", Some(wrong_type)).await;
+    assert_invalid(status, &reply, None);
+
+    // PATCH: off and on again; a format change the flag no longer fits names the format;
+    // the flag set on a provider of another format names the flag; null is refused.
+    let path = format!("/admin/providers/{id}");
+    let (status, off) = h
+        .admin(
+            "PATCH",
+            &path,
+            Some(json!({"supports_responses_api": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{off}");
+    assert_eq!(off["supports_responses_api"], false);
+    let audit = h.audit_rows("provider.update").await;
+    assert_eq!(
+        audit.last().unwrap()["before"]["supports_responses_api"],
+        true
+    );
+    assert_eq!(
+        audit.last().unwrap()["after"]["supports_responses_api"],
+        false
+    );
+    let (_, on) = h
+        .admin(
+            "PATCH",
+            &path,
+            Some(json!({"supports_responses_api": true})),
+        )
+        .await;
+    assert_eq!(on["supports_responses_api"], true);
+    let writes_before_refusals = h.audit_count().await;
+    let (status, reply) = h
+        .admin("PATCH", &path, Some(json!({"api_format": "gemini"})))
+        .await;
+    assert_invalid(status, &reply, Some("api_format"));
+    let (status, reply) = h
+        .admin(
+            "PATCH",
+            &path,
+            Some(json!({"api_format": "anthropic", "supports_responses_api": true})),
+        )
+        .await;
+    assert_invalid(status, &reply, Some("supports_responses_api"));
+    let (status, reply) = h
+        .admin(
+            "PATCH",
+            &path,
+            Some(json!({"supports_responses_api": null})),
+        )
+        .await;
+    assert_invalid(status, &reply, None);
+    let (_, unchanged) = h.admin("GET", &path, None).await;
+    assert_eq!(unchanged["api_format"], "openai");
+    assert_eq!(unchanged["supports_responses_api"], true);
+    assert_eq!(h.audit_count().await, writes_before_refusals);
+    // Both in one request: the flag goes with the format change.
+    let (status, moved) = h
+        .admin(
+            "PATCH",
+            &path,
+            Some(json!({"api_format": "anthropic", "supports_responses_api": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["api_format"], "anthropic");
+    assert_eq!(moved["supports_responses_api"], false);
+    let (status, reply) = h
+        .admin(
+            "PATCH",
+            &path,
+            Some(json!({"supports_responses_api": true})),
+        )
+        .await;
+    assert_invalid(status, &reply, Some("supports_responses_api"));
+    assert!(h.audit_count().await > writes);
+}
+
+#[tokio::test]
 async fn provider_input_is_validated_and_nothing_is_written_on_failure() {
     let h = Harness::start_with(config(false), SystemKeys::none()).await;
     let before = h.scalar_i64("SELECT count(*) FROM llm_providers").await;
@@ -2029,6 +2163,12 @@ async fn openapi_documents_every_mounted_admin_route() {
     );
     let api_formats = &schemas["ProviderView"]["properties"]["api_format"]["enum"];
     assert_eq!(api_formats, &json!(["openai", "anthropic", "gemini"]));
+    for schema in ["ProviderView", "NewProvider", "ProviderPatch"] {
+        assert!(
+            schemas[schema]["properties"]["supports_responses_api"].is_object(),
+            "{schema} documents supports_responses_api"
+        );
+    }
     for required in [
         "provider_id",
         "model_id",

@@ -30,6 +30,10 @@ pub struct ProviderView {
     pub supports_streaming: bool,
     pub supports_function_calling: bool,
     pub supports_vision: bool,
+    /// The provider also serves OpenAI's Responses API (`/responses`): requests to
+    /// `/v1/responses` go to it natively (reasoning items and their encrypted content
+    /// survive a turn). Only for `api_format: openai`.
+    pub supports_responses_api: bool,
     pub rate_limit_rpm: Option<i32>,
     pub rate_limit_tpm: Option<i32>,
     pub rate_limit_rpd: Option<i32>,
@@ -79,6 +83,10 @@ pub struct NewProvider {
     /// Default false.
     #[serde(default)]
     pub supports_vision: Option<bool>,
+    /// Default false. Only for `api_format: openai`: the provider also serves the
+    /// Responses API, which `/v1/responses` then uses natively.
+    #[serde(default)]
+    pub supports_responses_api: Option<bool>,
     #[serde(default)]
     pub rate_limit_rpm: Option<i32>,
     #[serde(default)]
@@ -126,6 +134,9 @@ pub struct ProviderPatch {
     pub supports_function_calling: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     pub supports_vision: Option<bool>,
+    /// Only for `api_format: openai`.
+    #[serde(default, deserialize_with = "present")]
+    pub supports_responses_api: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<i32>)]
     pub rate_limit_rpm: Option<Option<i32>>,
@@ -223,6 +234,7 @@ struct ProviderFields {
     supports_streaming: bool,
     supports_function_calling: bool,
     supports_vision: bool,
+    supports_responses_api: bool,
     rate_limit_rpm: Option<i32>,
     rate_limit_tpm: Option<i32>,
     rate_limit_rpd: Option<i32>,
@@ -244,6 +256,7 @@ impl ProviderFields {
             supports_streaming: view.supports_streaming,
             supports_function_calling: view.supports_function_calling,
             supports_vision: view.supports_vision,
+            supports_responses_api: view.supports_responses_api,
             rate_limit_rpm: view.rate_limit_rpm,
             rate_limit_tpm: view.rate_limit_tpm,
             rate_limit_rpd: view.rate_limit_rpd,
@@ -261,6 +274,21 @@ impl ProviderFields {
         check_positive("rate_limit_rpm", self.rate_limit_rpm)?;
         check_positive("rate_limit_tpm", self.rate_limit_tpm)?;
         check_positive("rate_limit_rpd", self.rate_limit_rpd)?;
+        self.check_responses_api("supports_responses_api")
+    }
+
+    /// Only an OpenAI-format provider serves the Responses API (the schema's CHECK says
+    /// so too); `param` names the field the request got wrong.
+    fn check_responses_api(&self, param: &str) -> Result<(), AdminError> {
+        if self.supports_responses_api && self.api_format != ApiFormat::OpenAi {
+            return Err(AdminError::invalid(
+                param,
+                format!(
+                    "supports_responses_api is only for providers with api_format `openai` (this one is `{}`); set it to false to use another format",
+                    self.api_format.as_str()
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -268,7 +296,8 @@ impl ProviderFields {
 const COLUMNS: &str = "id, provider_name, provider_slug, api_format, base_url, health_url, auth_type, \
     supports_streaming, supports_function_calling, supports_vision, rate_limit_rpm, rate_limit_tpm, \
     rate_limit_rpd, is_active, is_byok_supported, is_system_provider, min_tier_required, \
-    health_status, health_last_checked, health_response_time_ms, disabled_reason, created_at, updated_at";
+    health_status, health_last_checked, health_response_time_ms, disabled_reason, created_at, updated_at, \
+    supports_responses_api";
 
 /// Parses a vocabulary column; the schema's CHECK constraints make failure a corrupt row.
 pub(crate) fn vocab<T: std::str::FromStr>(row: &Row, index: usize) -> Result<T, AdminError> {
@@ -314,6 +343,7 @@ fn view_of(row: &Row) -> Result<ProviderView, AdminError> {
         disabled_reason: row.try_get(20)?,
         created_at: row.try_get(21)?,
         updated_at: row.try_get(22)?,
+        supports_responses_api: row.try_get(23)?,
     })
 }
 
@@ -386,6 +416,7 @@ pub async fn create(
         supports_streaming: input.supports_streaming.unwrap_or(true),
         supports_function_calling: input.supports_function_calling.unwrap_or(false),
         supports_vision: input.supports_vision.unwrap_or(false),
+        supports_responses_api: input.supports_responses_api.unwrap_or(false),
         rate_limit_rpm: input.rate_limit_rpm,
         rate_limit_tpm: input.rate_limit_tpm,
         rate_limit_rpd: input.rate_limit_rpd,
@@ -410,8 +441,8 @@ pub async fn create(
                 "INSERT INTO llm_providers (provider_name, provider_slug, api_format, base_url, health_url, \
                  auth_type, supports_streaming, supports_function_calling, supports_vision, rate_limit_rpm, \
                  rate_limit_tpm, rate_limit_rpd, is_active, is_byok_supported, is_system_provider, \
-                 min_tier_required, disabled_reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 min_tier_required, disabled_reason, supports_responses_api) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
                  RETURNING {COLUMNS}"
             ),
             &[
@@ -432,6 +463,7 @@ pub async fn create(
                 &fields.is_system_provider,
                 &fields.min_tier_required.as_str(),
                 &disabled_reason,
+                &fields.supports_responses_api,
             ],
         )
         .await?;
@@ -503,6 +535,9 @@ pub async fn update(
     if let Some(v) = patch.supports_vision {
         new.supports_vision = v;
     }
+    if let Some(v) = patch.supports_responses_api {
+        new.supports_responses_api = v;
+    }
     if let Some(v) = patch.rate_limit_rpm {
         new.rate_limit_rpm = v;
     }
@@ -523,6 +558,11 @@ pub async fn update(
     }
     if let Some(v) = patch.min_tier_required {
         new.min_tier_required = v;
+    }
+    // A format change that the provider's Responses API flag no longer fits is the
+    // format's fault unless the flag was set in the same request.
+    if patch.supports_responses_api.is_none() {
+        new.check_responses_api("api_format")?;
     }
     new.check()?;
     // An explicit `is_active: false` on a provider the health monitor disabled makes it the
@@ -548,7 +588,7 @@ pub async fn update(
                  base_url = $5, health_url = $6, auth_type = $7, supports_streaming = $8, \
                  supports_function_calling = $9, supports_vision = $10, rate_limit_rpm = $11, \
                  rate_limit_tpm = $12, rate_limit_rpd = $13, is_active = $14, is_byok_supported = $15, \
-                 is_system_provider = $16, min_tier_required = $17, \
+                 is_system_provider = $16, min_tier_required = $17, supports_responses_api = $19, \
                  disabled_reason = CASE $18::text WHEN 'disable' THEN 'admin' WHEN 'enable' THEN NULL ELSE disabled_reason END, \
                  health_consecutive_down = CASE $18::text WHEN 'enable' THEN 0 ELSE health_consecutive_down END, \
                  breaker_consecutive_failures = CASE $18::text WHEN 'enable' THEN 0 ELSE breaker_consecutive_failures END, \
@@ -574,6 +614,7 @@ pub async fn update(
                 &new.is_system_provider,
                 &new.min_tier_required.as_str(),
                 &activation,
+                &new.supports_responses_api,
             ],
         )
         .await?;

@@ -12,7 +12,7 @@ use super::error::{self, ProviderError, TimeoutPhase};
 use super::request::ChatRequest;
 use super::response::{ChatCompletion, Usage};
 use super::stream::{ChunkStream, EventDecoder};
-use super::{anthropic, gemini, openai};
+use super::{anthropic, gemini, openai, openai_responses};
 use crate::catalog::{ApiFormat, AuthType};
 
 /// Largest non-streamed answer read (a completion is text; this is far above any real one).
@@ -110,19 +110,20 @@ impl ProviderClient {
         request: &ChatRequest,
     ) -> Result<Completion, ProviderError> {
         request.validate()?;
+        let native = openai_responses::serves_natively(target, request);
         let call = translate(target, request, false)?;
         let context = response_context(target, request);
         let builder = self.prepare(target, &call, false)?;
         let attempt = async {
-            let response = builder
-                .send()
-                .await
-                .map_err(|e| ProviderError::from_transport(&e, TimeoutPhase::Attempt))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(read_error(target, response).await);
+            let outcome = self.read_answer(target, builder).await;
+            match outcome {
+                Err(error) if native && retry_without_encrypted_reasoning(&error, request) => {
+                    let call = openai_responses::build_request(target, request, false, false)?;
+                    self.read_answer(target, self.prepare(target, &call, false)?)
+                        .await
+                }
+                outcome => outcome,
             }
-            read_limited(response, MAX_BODY_BYTES).await
         };
         let body = tokio::time::timeout(self.timeouts.attempt, attempt)
             .await
@@ -130,6 +131,7 @@ impl ProviderClient {
                 phase: TimeoutPhase::Attempt,
             })??;
         let (mut response, usage) = match target.api_format {
+            ApiFormat::OpenAi if native => openai_responses::parse_completion(&body, &context)?,
             ApiFormat::OpenAi => openai::parse_completion(&body, &context)?,
             ApiFormat::Anthropic => anthropic::parse_completion(&body, &context)?,
             ApiFormat::Gemini => gemini::parse_completion(&body, &context)?,
@@ -220,9 +222,55 @@ impl ProviderClient {
         request: &ChatRequest,
     ) -> Result<ChunkStream, ProviderError> {
         request.validate()?;
+        let native = openai_responses::serves_natively(target, request);
         let call = translate(target, request, true)?;
         let context = response_context(target, request);
-        let builder = self.prepare(target, &call, true)?;
+        let response = match self.open_stream(target, &call).await {
+            Err(error) if native && retry_without_encrypted_reasoning(&error, request) => {
+                let call = openai_responses::build_request(target, request, true, false)?;
+                self.open_stream(target, &call).await?
+            }
+            outcome => outcome?,
+        };
+        let prompt_estimate = context.prompt_estimate;
+        let decoder: Box<dyn EventDecoder> = match target.api_format {
+            ApiFormat::OpenAi if native => Box::new(openai_responses::StreamDecoder::new(context)),
+            ApiFormat::OpenAi => Box::new(openai::StreamDecoder::new(context)),
+            ApiFormat::Anthropic => Box::new(anthropic::StreamDecoder::new(context)),
+            ApiFormat::Gemini => Box::new(gemini::StreamDecoder::new(context)),
+        };
+        Ok(ChunkStream::new(
+            Box::pin(response.bytes_stream()),
+            decoder,
+            prompt_estimate,
+            self.timeouts.stream_idle,
+        ))
+    }
+
+    /// Sends a non-streamed call and reads its whole answer (or its classified error).
+    async fn read_answer(
+        &self,
+        target: &UpstreamTarget,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| ProviderError::from_transport(&e, TimeoutPhase::Attempt))?;
+        if !response.status().is_success() {
+            return Err(read_error(target, response).await);
+        }
+        read_limited(response, MAX_BODY_BYTES).await
+    }
+
+    /// Sends a streamed call and waits for its headers (within the first-byte timeout); a
+    /// non-2xx answer is read as the classified error.
+    async fn open_stream(
+        &self,
+        target: &UpstreamTarget,
+        call: &UpstreamCall,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let builder = self.prepare(target, call, true)?;
         let response = tokio::time::timeout(self.timeouts.first_byte, builder.send())
             .await
             .map_err(|_| ProviderError::Timeout {
@@ -235,18 +283,7 @@ impl ProviderClient {
                 phase: TimeoutPhase::FirstByte,
             }));
         }
-        let prompt_estimate = context.prompt_estimate;
-        let decoder: Box<dyn EventDecoder> = match target.api_format {
-            ApiFormat::OpenAi => Box::new(openai::StreamDecoder::new(context)),
-            ApiFormat::Anthropic => Box::new(anthropic::StreamDecoder::new(context)),
-            ApiFormat::Gemini => Box::new(gemini::StreamDecoder::new(context)),
-        };
-        Ok(ChunkStream::new(
-            Box::pin(response.bytes_stream()),
-            decoder,
-            prompt_estimate,
-            self.timeouts.stream_idle,
-        ))
+        Ok(response)
     }
 
     fn prepare(
@@ -275,10 +312,21 @@ fn translate(
 ) -> Result<UpstreamCall, ProviderError> {
     request.refuse_unbounded_inputs(target)?;
     match target.api_format {
+        ApiFormat::OpenAi if openai_responses::serves_natively(target, request) => {
+            openai_responses::build_request(target, request, stream, true)
+        }
         ApiFormat::OpenAi => openai::build_request(target, request, stream),
         ApiFormat::Anthropic => anthropic::build_request(target, request, stream),
         ApiFormat::Gemini => gemini::build_request(target, request, stream),
     }
+}
+
+/// A native Responses call whose model refused the encrypted reasoning Switchboard added
+/// (models that do not reason): made once more without it. When the client asked for it
+/// itself, the refusal is the answer.
+fn retry_without_encrypted_reasoning(error: &ProviderError, request: &ChatRequest) -> bool {
+    openai_responses::refuses_encrypted_reasoning(error)
+        && !openai_responses::client_asked_encrypted_reasoning(request)
 }
 
 fn response_context(target: &UpstreamTarget, request: &ChatRequest) -> ResponseContext {

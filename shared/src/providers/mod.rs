@@ -1,6 +1,7 @@
 //! Provider adapters. This module owns the canonical request and answer types (OpenAI's
 //! Chat Completions schema, which Switchboard speaks to its clients), their translation to
-//! and from each upstream wire format (`openai`, `anthropic`, `gemini`), streaming (SSE
+//! and from each upstream wire format (`openai`, `anthropic`, `gemini`, and OpenAI's
+//! Responses API for a request that came in as one: `openai_responses`), streaming (SSE
 //! parsing, chunk conversion, usage of cut streams), upstream authentication, timeouts,
 //! and the classification of upstream failures for routing.
 //!
@@ -21,6 +22,7 @@ mod embeddings;
 mod error;
 mod gemini;
 mod openai;
+mod openai_responses;
 mod request;
 mod response;
 pub mod sse;
@@ -35,6 +37,7 @@ pub use embeddings::{
     EncodingFormat, MAX_EMBEDDING_INPUTS, decode_base64, encode_base64,
 };
 pub use error::{ProviderError, TimeoutPhase, status_is_retryable};
+pub use openai_responses::{ENCRYPTED_REASONING, FORWARDED_FIELDS as RESPONSES_FORWARDED_FIELDS};
 pub use request::{
     ANTHROPIC_BLOCK_PART, ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl,
     JsonSchemaFormat, Message, MessageContent, NamedFunction, NamedToolChoice, ResponseFormat,
