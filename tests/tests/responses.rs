@@ -609,3 +609,84 @@ async fn exactly_k_of_n_concurrent_responses_and_continuations_succeed() {
         .get(0);
     assert_eq!(stored as usize, K + 1, "every success stored, no refusal");
 }
+
+/// An OpenAI provider that serves the Responses API gets the request natively: its output
+/// items come back as it sent them (a reasoning item with its encrypted content), and a
+/// continuation sends them back to it in the input.
+#[tokio::test]
+async fn a_provider_serving_the_responses_api_gets_it_natively_reasoning_kept() {
+    let gw = Gateway::start().await;
+    gw.db
+        .connect()
+        .await
+        .execute(
+            "UPDATE llm_providers SET supports_responses_api = true WHERE provider_slug = 'openai'",
+            &[],
+        )
+        .await
+        .unwrap();
+    gw.state.catalog.invalidate();
+    let key = gw.user("native", "professional", "10").await;
+    gw.upstream.push(
+        Reply::text("Four.")
+            .with_thinking("Two and two.", "sig-native")
+            .with_usage(60, 14, 0),
+    );
+    let (status, first) = create(
+        &gw,
+        &key,
+        json!({"model": "gpt-4o", "input": "2+2?", "reasoning": {"effort": "low"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let sent = gw.upstream.last_request().unwrap();
+    assert!(sent.path.ends_with("/responses"), "{}", sent.path);
+    assert_eq!(sent.body["store"], false);
+    let output = first["output"].as_array().unwrap();
+    let reasoning = output
+        .iter()
+        .find(|i| i["type"] == "reasoning")
+        .expect("a reasoning item");
+    let encrypted = reasoning["encrypted_content"]
+        .as_str()
+        .expect("its encrypted content");
+    assert!(!encrypted.is_empty());
+    assert_eq!(first["usage"]["input_tokens"], 60);
+    assert_eq!(
+        d(first["_metadata"]["cost_usd"].as_str().unwrap()),
+        charged(&gw, "native").await
+    );
+
+    // Streamed, continued: the stored reasoning item goes back in the input, natively.
+    gw.upstream
+        .push(Reply::text("Five minus one.").with_usage(90, 5, 0));
+    let (status, events) = create_stream(
+        &gw,
+        &key,
+        json!({"model": "gpt-4o", "input": "Another way?", "previous_response_id": first["id"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let sent = gw.upstream.last_request().unwrap();
+    assert!(sent.path.ends_with("/responses"), "{}", sent.path);
+    let input = sent.body["input"].as_array().unwrap();
+    assert!(
+        input
+            .iter()
+            .any(|item| item["type"] == "reasoning" && item["encrypted_content"] == encrypted),
+        "{input:?}"
+    );
+    assert!(sent.body.get("previous_response_id").is_none());
+    let completed = &events.last().unwrap().1;
+    assert_eq!(completed["type"], "response.completed");
+    assert_eq!(
+        completed["response"]["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["type"] == "message")
+            .unwrap()["content"][0]["text"],
+        "Five minus one."
+    );
+    gw.assert_ledger_consistent("native").await;
+}
