@@ -34,7 +34,7 @@ pub struct ProviderLimit {
 }
 
 impl ProviderLimit {
-    fn bucket(&self) -> Option<String> {
+    pub(crate) fn bucket(&self) -> Option<String> {
         (self.rpm.is_some() || self.tpm.is_some()).then(|| format!("provider:{}", self.provider_id))
     }
 }
@@ -196,7 +196,7 @@ fn ttl_secs(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1)
 }
 
-fn key_bucket(key_id: uuid::Uuid) -> String {
+pub(crate) fn key_bucket(key_id: uuid::Uuid) -> String {
     format!("key:{key_id}")
 }
 

@@ -99,6 +99,23 @@ impl AppState {
         self
     }
 
+    /// Admission against quota grants (`serve`): the book whose writer the caller runs
+    /// (`GrantBook::run`). Attach the pending charges first: granted captures that cannot
+    /// be written go there.
+    pub fn with_grants(
+        mut self,
+        settings: crate::ledger::GrantSettings,
+    ) -> (Self, Arc<crate::ledger::GrantBook>) {
+        let mut queues =
+            crate::chat::LedgerQueues::new(self.pool.clone(), self.config.ledger.max_batch);
+        if let Some(pending) = self.ledger.pending_charges() {
+            queues = queues.with_pending_charges(Arc::clone(pending));
+        }
+        let (queues, book) = queues.with_grants(settings);
+        self.ledger = Arc::new(queues);
+        (self, book)
+    }
+
     /// What a health-check run uses.
     pub fn health(&self) -> crate::health::HealthServices {
         crate::health::HealthServices {

@@ -176,10 +176,37 @@ async fn serve_on(config: Config, url: &Secret) -> Result<(), ServeError> {
             source,
         })?;
     let spool = Arc::new(FileSpool::open(config.server.spool_dir())?);
-    let state = AppState::new(config, pool)
+    let grants = config
+        .ledger
+        .grants
+        .then_some(switchboard_core::ledger::GrantSettings {
+            flush_delay: config.ledger.flush_delay,
+            hold_ttl: config.ledger.hold_ttl,
+            idle: config.ledger.grant_idle,
+        });
+    let mut state = AppState::new(config, pool)
         .with_key_services(key_services)
         .with_pending_charges(spool.clone());
-    let timers = spawn_timers(&state, spool);
+    let mut book = None;
+    if let Some(settings) = grants {
+        let (granted, grant_book) = state.with_grants(settings);
+        state = granted;
+        book = Some(grant_book);
+    }
+    let mut timers = spawn_timers(&state, spool);
+    if let Some(book) = book {
+        tracing::info!(
+            flush_ms = book.settings().flush_delay.as_millis() as u64,
+            "admission against quota grants; captures written every {} ms",
+            book.settings().flush_delay.as_millis()
+        );
+        // Stopped first once the listener has drained: it writes what the last requests
+        // captured, and returns the grants, before the database goes.
+        timers.insert(
+            0,
+            Timer::spawn("ledger grants", move |stopped| book.run(stopped)),
+        );
+    }
     let app = crate::app(state);
     tracing::info!(address = %listen, "Switchboard is listening on http://{listen}");
     listener::serve(tcp, app, limits, switchboard_core::http::shutdown_signal()).await;

@@ -135,6 +135,11 @@ impl Run {
             .caller
             .rpm_limit
             .unwrap_or_else(|| admission::default_rpm(self.caller.tier));
+        if let Some(book) = self.services.ledger.grants().cloned()
+            && let Some(hold) = self.admit_granted(book, key_rpm).await?
+        {
+            return Ok(hold);
+        }
         loop {
             let Some(first) = self.candidates.first() else {
                 return Err(ChatError::RateLimited {
@@ -194,6 +199,90 @@ impl Run {
         }
     }
 
+    /// Admission against the account's quota grant and this instance's rate-limit shares
+    /// (`serve`): in memory, unless a grant or a share must be refilled.
+    /// `None`: the account is not busy enough here for a grant (a per-request hold).
+    async fn admit_granted(
+        &mut self,
+        book: std::sync::Arc<ledger::GrantBook>,
+        key_rpm: i32,
+    ) -> Result<Option<Hold>, ChatError> {
+        let waited = Instant::now();
+        let outcome = self.admit_granted_inner(&book, key_rpm).await;
+        self.timing.add_db(waited.elapsed());
+        let label = match &outcome {
+            Ok(None) => return outcome,
+            Ok(Some(_)) => "admitted",
+            Err(ChatError::RateLimited { .. }) => "rate_limited",
+            Err(ChatError::Ledger(ledger::LedgerError::InsufficientCredits { .. })) => {
+                "insufficient_credits"
+            }
+            Err(ChatError::Ledger(ledger::LedgerError::MonthlyCapExceeded { .. })) => "monthly_cap",
+            Err(_) => "error",
+        };
+        crate::metrics::record_admission(label);
+        outcome
+    }
+
+    async fn admit_granted_inner(
+        &mut self,
+        book: &std::sync::Arc<ledger::GrantBook>,
+        key_rpm: i32,
+    ) -> Result<Option<Hold>, ChatError> {
+        let Some(ticket) = book.admit(&self.caller.user_id, self.hold_amount()).await? else {
+            return Ok(None);
+        };
+        let key_bucket = admission::key_bucket(self.caller.key_id);
+        if let Err(reached) = book.take_slot(&key_bucket, Some(key_rpm), None, 0).await {
+            book.release(&ticket);
+            return Err(ChatError::RateLimited {
+                message: format!(
+                    "rate limit of {key_rpm} requests per minute reached for this API key"
+                ),
+                retry_after: reached.retry_after,
+            });
+        }
+        loop {
+            let Some(first) = self.candidates.first() else {
+                book.release(&ticket);
+                return Err(ChatError::RateLimited {
+                    message: "every candidate provider is at its rate limit".into(),
+                    retry_after: Duration::from_secs(60),
+                });
+            };
+            self.note_labels(first);
+            let limit = provider_limit(first, self.prompt_tokens);
+            let Some(bucket) = limit.bucket() else {
+                break;
+            };
+            let taken = book
+                .take_slot(&bucket, limit.rpm, limit.tpm.map(i64::from), limit.tokens)
+                .await;
+            match taken {
+                Ok(()) => break,
+                Err(reached) if self.candidates.len() == 1 => {
+                    book.release(&ticket);
+                    return Err(ChatError::RateLimited {
+                        message: format!(
+                            "the provider `{}` is at its rate limit",
+                            first.provider.provider_slug
+                        ),
+                        retry_after: reached.retry_after,
+                    });
+                }
+                Err(_) => {
+                    self.candidates.remove(0);
+                }
+            }
+        }
+        Ok(Some(Hold::granted(
+            self.services.pool.clone(),
+            self.ledger_id.clone(),
+            std::sync::Arc::clone(book),
+            ticket,
+        )))
+    }
+
     /// The hold (ledger.md): the worst case over the candidates that may be tried — the
     /// provider cost for platform-key candidates, the platform fee for BYOK ones.
     fn hold_amount(&self) -> Decimal {
@@ -223,6 +312,12 @@ impl Run {
             return true;
         }
         let limit = provider_limit(candidate, self.prompt_tokens);
+        if let (Some(book), Some(bucket)) = (self.services.ledger.grants(), limit.bucket()) {
+            return book
+                .take_slot(&bucket, limit.rpm, limit.tpm.map(i64::from), limit.tokens)
+                .await
+                .is_ok();
+        }
         match self.services.pool.get().await {
             Ok(client) => match admission::take_provider_slot(&**client, &limit).await {
                 Ok(None) => true,

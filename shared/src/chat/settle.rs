@@ -31,7 +31,8 @@ use crate::admission::{self, AdmissionError, AdmissionRequest, ProviderLimit};
 use crate::db::group::{BatchLost, GroupCommit, OnCancel};
 use crate::db::{DbError, DbPool};
 use crate::ledger::{
-    self, Authorization, Capture, LedgerError, PendingCharge, PendingCharges, UsageLogRow,
+    self, Authorization, Capture, GrantBook, GrantSettings, GrantTicket, LedgerError,
+    PendingCharge, PendingCharges, UsageLogRow,
 };
 
 /// Batches of admissions, and separately of captures, one process has in PostgreSQL at
@@ -80,6 +81,8 @@ pub struct LedgerQueues {
     admissions: GroupCommit<AdmissionItem, Admitted>,
     captures: GroupCommit<CaptureItem, Captured>,
     pending: Option<Arc<dyn PendingCharges>>,
+    /// `serve`: quota grants (admission in memory, captures written in batches).
+    grants: Option<Arc<GrantBook>>,
 }
 
 impl LedgerQueues {
@@ -94,7 +97,28 @@ impl LedgerQueues {
             // A charge is never dropped.
             captures: GroupCommit::new(in_flight, max_batch, OnCancel::Write),
             pending: None,
+            grants: None,
         }
+    }
+
+    /// Admits against quota grants (`serve`): see `ledger::grants`. Their captures that
+    /// cannot be written go to the pending charges set here (attach those first).
+    pub fn with_grants(mut self, settings: GrantSettings) -> (Self, Arc<GrantBook>) {
+        let book = Arc::new(GrantBook::new(
+            self.pool.clone(),
+            settings,
+            self.pending.clone(),
+        ));
+        self.grants = Some(Arc::clone(&book));
+        (self, book)
+    }
+
+    pub fn pending_charges(&self) -> Option<&Arc<dyn PendingCharges>> {
+        self.pending.as_ref()
+    }
+
+    pub(crate) fn grants(&self) -> Option<&Arc<GrantBook>> {
+        self.grants.as_ref()
     }
 
     /// Captures that cannot commit within their retry budget are kept in `pending` (the
@@ -218,6 +242,8 @@ pub enum Settled {
 pub(crate) struct Hold {
     pool: DbPool,
     ledger_id: String,
+    /// Admitted against a quota grant rather than a hold row of its own.
+    granted: Option<(Arc<GrantBook>, GrantTicket)>,
     /// Still to settle: dropped while open, it releases itself.
     open: bool,
 }
@@ -228,6 +254,23 @@ impl Hold {
         Hold {
             pool,
             ledger_id,
+            granted: None,
+            open: true,
+        }
+    }
+
+    /// A request admitted against its account's grant.
+    pub(crate) fn granted(
+        pool: DbPool,
+        ledger_id: String,
+        book: Arc<GrantBook>,
+        ticket: GrantTicket,
+    ) -> Hold {
+        crate::metrics::holds_active(1.0);
+        Hold {
+            pool,
+            ledger_id,
+            granted: Some((book, ticket)),
             open: true,
         }
     }
@@ -240,6 +283,12 @@ impl Hold {
     pub(crate) async fn capture(mut self, queues: &LedgerQueues, item: CaptureItem) -> Settled {
         self.open = false;
         crate::metrics::holds_active(-1.0);
+        if let Some((book, ticket)) = self.granted.take() {
+            // Written by the next batch, within the flush delay; the balance is this
+            // instance's estimate.
+            let balance = book.capture(&ticket, item);
+            return Settled::Captured { balance };
+        }
         let outcome = retry(&self.ledger_id, "capture", || async {
             match queues.capture(item.clone()).await {
                 Ok(Ok(captured)) => Ok(captured.balance),
@@ -265,6 +314,14 @@ impl Hold {
     pub(crate) async fn release(mut self, usage_logs: &[UsageLogRow]) {
         self.open = false;
         crate::metrics::holds_active(-1.0);
+        if let Some((book, ticket)) = self.granted.take() {
+            book.release(&ticket);
+            // The failed attempts' usage rows (the failure path only).
+            if !usage_logs.is_empty() {
+                release(&self.pool, &self.ledger_id, usage_logs).await;
+            }
+            return;
+        }
         release(&self.pool, &self.ledger_id, usage_logs).await;
     }
 }
@@ -328,6 +385,10 @@ impl Drop for Hold {
             return;
         }
         crate::metrics::holds_active(-1.0);
+        if let Some((book, ticket)) = self.granted.take() {
+            book.release(&ticket);
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::error!(ledger_id = %self.ledger_id, "a hold was dropped outside a runtime; it expires on its own");
             return;

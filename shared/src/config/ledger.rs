@@ -21,6 +21,15 @@ pub struct LedgerSettings {
     /// billing-export function drains (`SWITCHBOARD_PENDING_CHARGES_QUEUE_URL`; unset: no
     /// queue). `serve` keeps them in its spool instead and ignores it.
     pub pending_charges_queue_url: Option<String>,
+    /// `serve` admits against quota grants (`SWITCHBOARD_LEDGER_GRANTS`, default on; the
+    /// Lambda functions always use per-request holds).
+    pub grants: bool,
+    /// Granted requests' captures are written within this (`SWITCHBOARD_LEDGER_FLUSH_MS`,
+    /// default 100): what a crash of `serve` can lose at most.
+    pub flush_delay: Duration,
+    /// An unused grant is returned after this (`SWITCHBOARD_LEDGER_GRANT_IDLE_SECS`,
+    /// default 10).
+    pub grant_idle: Duration,
 }
 
 impl Default for LedgerSettings {
@@ -29,6 +38,9 @@ impl Default for LedgerSettings {
             hold_ttl: DEFAULT_HOLD_TTL,
             max_batch: 64,
             pending_charges_queue_url: None,
+            grants: true,
+            flush_delay: Duration::from_millis(100),
+            grant_idle: Duration::from_secs(10),
         }
     }
 }
@@ -55,6 +67,19 @@ impl LedgerSettings {
                 .number("SWITCHBOARD_LEDGER_MAX_BATCH", 1, 1000)?
                 .unwrap_or(defaults.max_batch),
             pending_charges_queue_url,
+            grants: env
+                .flag("SWITCHBOARD_LEDGER_GRANTS")?
+                .unwrap_or(defaults.grants),
+            flush_delay: Duration::from_millis(
+                env.number("SWITCHBOARD_LEDGER_FLUSH_MS", 1, 5_000)?
+                    .map_or(100, |ms| ms as u64),
+            ),
+            grant_idle: env.seconds(
+                "SWITCHBOARD_LEDGER_GRANT_IDLE_SECS",
+                1,
+                3_600,
+                defaults.grant_idle,
+            )?,
         })
     }
 }

@@ -48,6 +48,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(21, "0021_stripe_sessions"),
     migration!(22, "0022_billing_transaction_ids"),
     migration!(23, "0023_responses"),
+    migration!(25, "0025_quota_grants"),
 ];
 
 /// Arbitrary constant naming the migration lock.

@@ -6,6 +6,7 @@
 //! locked first.
 
 pub mod cost;
+pub mod grants;
 pub mod queue;
 pub mod spool;
 
@@ -19,6 +20,7 @@ use tokio_postgres::types::Type;
 use crate::db::DbError;
 use crate::db::hot::HotClient;
 
+pub use grants::{GrantBook, GrantSettings, GrantTicket, LimitReached};
 pub use queue::SqsPendingCharges;
 pub use spool::{CaptureRecord, FileSpool, PendingCharge, PendingCharges, SpoolError};
 

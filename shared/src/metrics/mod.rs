@@ -582,6 +582,13 @@ pub fn pending_charge_refused() {
     }
 }
 
+/// Granted captures waiting for their batch (`serve`).
+pub fn grant_captures_queued(queued: usize) {
+    if on() {
+        gauge_of(GRANT_CAPTURES_QUEUED, "", "").set(queued as f64);
+    }
+}
+
 /// A pending charge kept in the spool (or queue) now.
 pub fn pending_charge_kept() {
     if on() {

@@ -25,6 +25,8 @@ pub const PENDING_CHARGES: &str = "switchboard_pending_charges";
 pub const PENDING_CHARGE_AGE: &str = "switchboard_pending_charge_oldest_age_seconds";
 /// Pending charges a drain (the spool's, or the billing-export function's of the queue)
 /// wrote into the ledger, by outcome (captured, duplicate); and those the ledger refused.
+/// Captures of granted requests queued and not yet written (`serve`).
+pub const GRANT_CAPTURES_QUEUED: &str = "switchboard_ledger_grant_captures_queued";
 pub const PENDING_CHARGES_WRITTEN: &str = "switchboard_pending_charges_written_total";
 pub const PENDING_CHARGES_REFUSED: &str = "switchboard_pending_charges_refused_total";
 pub const DB_POOL_WAIT: &str = "switchboard_db_pool_wait_seconds";
@@ -75,6 +77,7 @@ pub const ALL: &[&str] = &[
     PENDING_CHARGES,
     PENDING_CHARGE_AGE,
     PENDING_CHARGES_WRITTEN,
+    GRANT_CAPTURES_QUEUED,
     PENDING_CHARGES_REFUSED,
     DB_POOL_WAIT,
     DB_POOL_ERRORS,
