@@ -18,8 +18,8 @@
 CREATE OR REPLACE FUNCTION sb_grant(
     p_user_id text, p_grant_id text, p_want numeric, p_floor numeric, p_threshold numeric,
     p_keep numeric, p_ttl interval, p_fraction numeric,
-    OUT verdict text, OUT held numeric, OUT room numeric, OUT balance numeric,
-    OUT month_spend numeric, OUT cap numeric
+    OUT verdict text, OUT held numeric, OUT delta numeric, OUT room numeric,
+    OUT balance numeric, OUT month_spend numeric, OUT cap numeric
 )
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -80,6 +80,10 @@ BEGIN
         END IF;
     END IF;
     room := room - granted;
+    -- What this call changed the grant by: the instance adds it to its own count, which
+    -- its batches' captures lower concurrently (adding changes commutes; overwriting with
+    -- a total read here would not).
+    delta := held - mine;
     IF held = 0 AND mine = 0 THEN
         RETURN;  -- nothing held, nothing to write
     END IF;
@@ -93,6 +97,7 @@ BEGIN
         -- The id names a hold that is closed (expired, returned) or someone else's.
         verdict := 'grant_closed';
         held := NULL;
+        delta := 0;
     END IF;
 END;
 $$;
@@ -131,11 +136,13 @@ END;
 $$;
 
 -- A share of a rate-limit window: up to p_want_requests requests and p_want_tokens tokens
--- of the current minute's window, within the limits (NULL: no limit of that kind). The
--- first request of an empty window is admitted whatever its size, as sb_take_slot does.
--- The sum of the shares taken never exceeds a limit.
+-- of the current minute's window, within the limits (NULL: no limit of that kind); refused
+-- (nothing taken) when it cannot give at least one request, when one is wanted, and at
+-- least p_min_tokens tokens. The first request of an empty window is admitted whatever its
+-- size, as sb_take_slot does. The sum of the shares taken never exceeds a limit.
 CREATE OR REPLACE FUNCTION sb_take_share(
     p_bucket text, p_rpm integer, p_want_requests integer, p_tpm bigint, p_want_tokens bigint,
+    p_min_tokens bigint,
     OUT share_window timestamptz, OUT share_requests integer, OUT share_tokens bigint,
     OUT retry_after_secs integer
 )
@@ -159,7 +166,7 @@ BEGIN
                            ELSE GREATEST(0, LEAST(p_want_requests, p_rpm - used_requests))::integer END;
     share_tokens := CASE WHEN p_tpm IS NULL OR used_tokens = 0 THEN p_want_tokens
                          ELSE GREATEST(0, LEAST(p_want_tokens, p_tpm - used_tokens)) END;
-    IF share_requests <= 0 OR (p_want_tokens > 0 AND share_tokens <= 0) THEN
+    IF (p_want_requests > 0 AND share_requests <= 0) OR share_tokens < p_min_tokens THEN
         share_requests := 0;
         share_tokens := 0;
         retry_after_secs := GREATEST(1, ceil(extract(epoch FROM (w + interval '1 minute' - now())))::integer);

@@ -21,7 +21,7 @@ use switchboard_core::http::finish_router;
 use switchboard_core::keys::KeyServices;
 use switchboard_core::keys::envelope::KeyVault;
 use switchboard_core::keys::local::LocalCipher;
-use switchboard_core::ledger::{self, CreditKind};
+use switchboard_core::ledger::{self, CreditKind, GrantBook, GrantSettings};
 use switchboard_core::providers::{ProviderClient, Timeouts};
 use switchboard_core::secret::Secret;
 use switchboard_core::state::AppState;
@@ -40,6 +40,8 @@ pub struct Gateway {
     pub upstream: FakeUpstream,
     pub state: AppState,
     pub app: Router,
+    /// With [`GatewayOptions::grants`]: the quota grants (their writer runs in a task).
+    pub grants: Option<Arc<GrantBook>>,
 }
 
 /// Options for [`Gateway::start_with`].
@@ -48,6 +50,8 @@ pub struct GatewayOptions {
     /// Extra environment-style settings (`SWITCHBOARD_MAX_ATTEMPTS`, ...).
     pub env: Vec<(&'static str, String)>,
     pub timeouts: Timeouts,
+    /// Admit against quota grants, as `serve` does (the writer flushes every 20 ms).
+    pub grants: bool,
 }
 
 impl Gateway {
@@ -103,6 +107,18 @@ impl Gateway {
             system_keys: Arc::new(system_keys),
         });
         state.providers = ProviderClient::from_http(state.http.clone(), options.timeouts);
+        let mut grants = None;
+        if options.grants {
+            let settings = GrantSettings {
+                flush_delay: std::time::Duration::from_millis(20),
+                hold_ttl: state.config.ledger.hold_ttl,
+                idle: state.config.ledger.grant_idle,
+            };
+            let (granted, book) = state.with_grants(settings);
+            state = granted;
+            tokio::spawn(Arc::clone(&book).run(std::future::pending::<()>()));
+            grants = Some(book);
+        }
         let limit = state.config.server.max_body_bytes;
         let router = switchboard_chat::router(state.clone())
             .merge(switchboard_keys::router(state.clone()))
@@ -113,6 +129,19 @@ impl Gateway {
             upstream,
             state,
             app,
+            grants,
+        }
+    }
+
+    /// Writes every queued granted capture now (a test reads the ledger afterwards).
+    pub async fn flush_grants(&self) {
+        if let Some(book) = &self.grants {
+            for _ in 0..100 {
+                if book.queued() == 0 {
+                    return;
+                }
+                book.flush().await;
+            }
         }
     }
 

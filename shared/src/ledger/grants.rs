@@ -58,7 +58,8 @@ const MAX_BATCH: usize = 256;
 const FLUSH_BUDGET: Duration = Duration::from_secs(4);
 /// Rate-limit shares: the part of a limit one refill takes.
 const SHARE_DIVISOR: i64 = 8;
-const MAX_SHARE: i64 = 200;
+const MAX_SHARE_REQUESTS: i64 = 200;
+const MAX_SHARE_TOKENS: i64 = 1_000_000;
 
 #[derive(Debug, Clone, Copy)]
 pub struct GrantSettings {
@@ -173,6 +174,9 @@ pub struct GrantBook {
     queue: Mutex<Vec<Queued>>,
     wake: Notify,
     pending: Option<Arc<dyn PendingCharges>>,
+    /// Extensions and batches one at a time: an extension reads what this instance keeps in
+    /// flight and unwritten, which a batch in progress would make stale.
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for GrantBook {
@@ -207,6 +211,7 @@ impl GrantBook {
             queue: Mutex::new(Vec::new()),
             wake: Notify::new(),
             pending,
+            writes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -260,13 +265,19 @@ impl GrantBook {
         if let Some(grant_id) = Self::reserve(&slot, worst_case) {
             return Ok(Some(ticket(grant_id)));
         }
-        self.extend(user_id, &slot, worst_case).await?;
-        Self::reserve(&slot, worst_case)
-            .map(|grant_id| Some(ticket(grant_id)))
-            .ok_or(LedgerError::InsufficientCredits {
-                available: slot.state().available().max(Decimal::ZERO),
-                needed: worst_case,
-            })
+        // What an extension adds may be taken by requests on the fast path before this one
+        // reserves it: extend again (each extension is refused when the account has no
+        // room left, which ends the loop).
+        for _ in 0..8 {
+            self.extend(user_id, &slot, worst_case).await?;
+            if let Some(grant_id) = Self::reserve(&slot, worst_case) {
+                return Ok(Some(ticket(grant_id)));
+            }
+        }
+        Err(LedgerError::InsufficientCredits {
+            available: slot.state().available().max(Decimal::ZERO),
+            needed: worst_case,
+        })
     }
 
     /// Extends (or takes) the account's grant so that `worst_case` fits.
@@ -276,6 +287,7 @@ impl GrantBook {
         slot: &AccountSlot,
         worst_case: Decimal,
     ) -> Result<(), LedgerError> {
+        let _no_batch = self.writes.lock().await;
         let (grant_id, want, keep) = {
             let mut state = slot.state();
             let now = Instant::now();
@@ -304,7 +316,7 @@ impl GrantBook {
             let client = self.pool.get().await.map_err(DbError::from)?;
             let row = client
                 .query_hot_one(
-                    "SELECT verdict, held, room, balance, month_spend, cap
+                    "SELECT verdict, delta, room, balance, month_spend, cap
                      FROM sb_grant($1, $2, $3, $4, $5, $6, $7 * interval '1 second', $8)",
                     &[
                         (&user_id, Type::TEXT),
@@ -323,7 +335,7 @@ impl GrantBook {
                 .await
                 .map_err(|e| LedgerError::Db(DbError::Postgres(e)))?;
             let verdict: String = row.try_get(0).map_err(db)?;
-            let held: Option<Decimal> = row.try_get(1).map_err(db)?;
+            let delta: Option<Decimal> = row.try_get(1).map_err(db)?;
             let room: Option<Decimal> = row.try_get(2).map_err(db)?;
             let balance: Option<Decimal> = row.try_get(3).map_err(db)?;
             let month_spend: Option<Decimal> = row.try_get(4).map_err(db)?;
@@ -334,10 +346,13 @@ impl GrantBook {
                     state.balance = balance - state.unflushed;
                 }
                 if verdict != "grant_closed"
-                    && let Some(held) = held
+                    && let Some(delta) = delta
                 {
+                    if state.grant_id.as_deref() != Some(&grant_id) {
+                        state.held = Decimal::ZERO;
+                    }
                     state.grant_id = Some(grant_id.clone());
-                    state.held = held;
+                    state.held += delta;
                 }
             }
             return match verdict.as_str() {
@@ -424,15 +439,32 @@ impl GrantBook {
         if self.spend_share(bucket, tpm.is_some(), tokens) {
             return Ok(());
         }
-        let chunk = |limit: i64| (limit / SHARE_DIVISOR).clamp(1, MAX_SHARE);
-        let want_requests = rpm.map_or(MAX_SHARE, |r| chunk(i64::from(r)));
-        let want_tokens = tpm.map_or(0, |t| chunk(t).max(tokens));
+        // Refill only what is short: requests when none is left, tokens when this request's
+        // do not fit.
+        let (have_requests, have_tokens) = self.share_left(bucket);
+        let want_requests = if have_requests >= 1 {
+            0
+        } else {
+            rpm.map_or(MAX_SHARE_REQUESTS, |r| {
+                (i64::from(r) / SHARE_DIVISOR).clamp(1, MAX_SHARE_REQUESTS)
+            })
+        };
+        let short_tokens = tpm.is_some() && have_tokens < tokens;
+        let want_tokens = match tpm {
+            Some(t) if short_tokens => (t / SHARE_DIVISOR).clamp(1, MAX_SHARE_TOKENS).max(tokens),
+            _ => 0,
+        };
+        let min_tokens = if short_tokens {
+            tokens - have_tokens.max(0)
+        } else {
+            0
+        };
         let row = async {
             let client = self.pool.get().await.map_err(DbError::from)?;
             client
                 .query_hot_one(
                     "SELECT share_window, share_requests, share_tokens, retry_after_secs
-                     FROM sb_take_share($1, $2, $3, $4, $5)",
+                     FROM sb_take_share($1, $2, $3, $4, $5, $6)",
                     &[
                         (&bucket, Type::TEXT),
                         (&rpm, Type::INT4),
@@ -442,6 +474,7 @@ impl GrantBook {
                         ),
                         (&tpm, Type::INT8),
                         (&want_tokens, Type::INT8),
+                        (&min_tokens, Type::INT8),
                     ],
                 )
                 .await
@@ -461,7 +494,8 @@ impl GrantBook {
         let requests: i32 = row.try_get(1).unwrap_or(0);
         let granted_tokens: i64 = row.try_get(2).unwrap_or(0);
         let retry_after: i32 = row.try_get(3).unwrap_or(1);
-        if requests <= 0 {
+        let refused = (want_requests > 0 && requests <= 0) || granted_tokens < min_tokens;
+        if refused {
             return Err(LimitReached {
                 retry_after: Duration::from_secs(u64::try_from(retry_after.max(1)).unwrap_or(1)),
             });
@@ -480,9 +514,19 @@ impl GrantBook {
                 tokens: 0,
             };
         }
-        share.requests += i64::from(requests) - 1;
-        share.tokens += granted_tokens - if tpm.is_some() { tokens } else { 0 };
+        share.requests = (share.requests + i64::from(requests) - 1).max(0);
+        share.tokens =
+            (share.tokens + granted_tokens - if tpm.is_some() { tokens } else { 0 }).max(0);
         Ok(())
+    }
+
+    /// What this instance's share of `bucket`'s current window has left.
+    fn share_left(&self, bucket: &str) -> (i64, i64) {
+        let shares = self.shares.lock().unwrap_or_else(PoisonError::into_inner);
+        match shares.get(bucket) {
+            Some(share) if Utc::now() < share.window_ends => (share.requests, share.tokens),
+            _ => (0, 0),
+        }
     }
 
     fn spend_share(&self, bucket: &str, counts_tokens: bool, tokens: i64) -> bool {
@@ -532,6 +576,14 @@ impl GrantBook {
         self.return_all().await;
     }
 
+    /// Captures queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     fn queue_is_empty(&self) -> bool {
         self.queue
             .lock()
@@ -542,6 +594,7 @@ impl GrantBook {
     /// Writes one batch. On failure the batch goes back to the front of the queue, unless
     /// it waited past the budget: then it is kept as pending charges.
     pub async fn flush(&self) {
+        let _no_extension = self.writes.lock().await;
         let batch: Vec<Queued> = {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             let n = queue.len().min(MAX_BATCH);
