@@ -50,8 +50,6 @@ pub struct GatewayOptions {
     /// Extra environment-style settings (`SWITCHBOARD_MAX_ATTEMPTS`, ...).
     pub env: Vec<(&'static str, String)>,
     pub timeouts: Timeouts,
-    /// Admit against quota grants, as `serve` does (the writer flushes every 20 ms).
-    pub grants: bool,
 }
 
 impl Gateway {
@@ -59,7 +57,16 @@ impl Gateway {
         Self::start_with(GatewayOptions::default()).await
     }
 
+    /// Admitting against quota grants, as `serve` does (the writer flushes every 20 ms).
+    pub async fn start_granted() -> Gateway {
+        Self::start_inner(GatewayOptions::default(), true).await
+    }
+
     pub async fn start_with(options: GatewayOptions) -> Gateway {
+        Self::start_inner(options, false).await
+    }
+
+    async fn start_inner(options: GatewayOptions, with_grants: bool) -> Gateway {
         let db = TestDb::new().await;
         let upstream = FakeUpstream::start().await;
         let client = db.connect().await;
@@ -108,7 +115,7 @@ impl Gateway {
         });
         state.providers = ProviderClient::from_http(state.http.clone(), options.timeouts);
         let mut grants = None;
-        if options.grants {
+        if with_grants {
             let settings = GrantSettings {
                 flush_delay: std::time::Duration::from_millis(20),
                 hold_ttl: state.config.ledger.hold_ttl,

@@ -16,15 +16,11 @@ use switchboard_core::http::finish_router;
 use switchboard_core::ledger::{FileSpool, GrantBook, GrantSettings};
 use switchboard_core::state::AppState;
 use switchboard_tests::fake_upstream::Reply;
-use switchboard_tests::gateway::{Gateway, GatewayOptions, chat_request};
+use switchboard_tests::gateway::{Gateway, chat_request};
 use tower::ServiceExt;
 
 async fn with_grants() -> Gateway {
-    Gateway::start_with(GatewayOptions {
-        grants: true,
-        ..GatewayOptions::default()
-    })
-    .await
+    Gateway::start_granted().await
 }
 
 /// A model whose input is free: a request's worst case is exactly its 1,000 output tokens
