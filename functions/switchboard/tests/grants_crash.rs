@@ -22,8 +22,9 @@ use switchboard_tests::fake_upstream::{FakeUpstream, Reply};
 use switchboard_tests::test_db::TestDb;
 
 const FLUSH_MS: u64 = 200;
-/// Requests the balance covers (each exactly $0.001).
-const K: i64 = 400;
+/// Requests the balance covers (each exactly $0.001): far more than 3 s of load, so the
+/// account stays on its grant (never "low") and the kill finds captures queued in memory.
+const K: i64 = 20_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_serve_loses_at_most_its_last_flush_and_never_overspends() {
@@ -114,7 +115,11 @@ async fn a_killed_serve_loses_at_most_its_last_flush_and_never_overspends() {
     assert!(delivered.len() > 50, "too little load: {}", delivered.len());
 
     // No overspend: never more answers than the balance covered.
-    assert!(delivered.len() as i64 <= K, "{} answers for {K}", delivered.len());
+    assert!(
+        delivered.len() as i64 <= K,
+        "{} answers for {K}",
+        delivered.len()
+    );
 
     let client = db.connect().await;
     let charged: Vec<String> = client
@@ -131,6 +136,7 @@ async fn a_killed_serve_loses_at_most_its_last_flush_and_never_overspends() {
         .await
         .unwrap();
     assert_eq!(report.balance, report.sum_of_entries, "{report:?}");
+    assert!(report.balance >= Decimal::ZERO, "overspent: {report:?}");
     let captures: i64 = client
         .query_one(
             "SELECT count(*) FROM ledger_entries WHERE user_id = 'crashy' AND kind = 'capture'",
@@ -139,7 +145,11 @@ async fn a_killed_serve_loses_at_most_its_last_flush_and_never_overspends() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(captures as usize, charged.len(), "one capture per usage row");
+    assert_eq!(
+        captures as usize,
+        charged.len(),
+        "one capture per usage row"
+    );
     let charged: std::collections::HashSet<String> = charged.into_iter().collect();
     // What is lost: answers delivered and never charged, each within the bound of the kill.
     let bound = Duration::from_millis(FLUSH_MS + 500);
@@ -155,10 +165,11 @@ async fn a_killed_serve_loses_at_most_its_last_flush_and_never_overspends() {
         );
     }
     eprintln!(
-        "{} answers delivered before the kill, {} charged, {} lost (all within {:?} of it)",
+        "{} answers delivered before the kill, {} charged, {} lost (the oldest {:?} before it; bound {:?})",
         delivered.len(),
         delivered.len() - lost.len(),
         lost.len(),
+        lost.iter().max().copied().unwrap_or_default(),
         bound
     );
 
