@@ -1,8 +1,9 @@
 //! Quota grants (ledger.md, "Quota grants"), through the gateway with grants on as `serve`
 //! runs them, against real PostgreSQL: a busy account admitted in memory against one grant
 //! and charged exactly once per answer by the batches; exactly K of N with one and with two
-//! instances on one account; a batch that cannot be written kept in the spool and charged
-//! from it once.
+//! instances on one account; an idle instance's grant recalled by another instance that
+//! needs the money (granted and per-request); a batch that cannot be written kept in the
+//! spool and charged from it once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -206,6 +207,90 @@ async fn exactly_k_of_n_with_grants_in_one_and_in_two_instances() {
         )
         .await;
         assert_eq!(held, Decimal::ZERO, "nothing left held");
+    }
+}
+
+/// Instance A takes a grant on an account during a burst and goes quiet with part of it
+/// unused; instance B then spends the rest of the balance. Without the recall B would be
+/// refused for the money A's grant sits on (for `SWITCHBOARD_LEDGER_GRANT_IDLE_SECS`); with
+/// it B gets every request the balance pays for, whether B admits against its own grant
+/// (a burst) or with per-request holds (a slow client, never busy enough for a grant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_instance_gives_back_its_grant_to_another_that_needs_the_money() {
+    for (label, pause) in [
+        ("burst", Duration::ZERO),
+        ("slow", Duration::from_millis(200)),
+    ] {
+        let gw = with_grants().await;
+        exact_model(&gw).await;
+        let user = format!("recall-{label}");
+        // 20 requests' worth ($0.001 each).
+        let key = gw.user(&user, "enterprise", "0.020").await;
+        let (second, second_book) = second_instance(&gw);
+
+        // A: a burst of 10 takes a grant (the 8th request makes the account busy there).
+        let burst: Vec<_> = (0..10)
+            .map(|_| {
+                let app = gw.app.clone();
+                let request = chat_request(&key, &exact_request(), &[]);
+                tokio::spawn(async move { app.oneshot(request).await.unwrap().status().as_u16() })
+            })
+            .collect();
+        for call in burst {
+            assert_eq!(call.await.unwrap(), 200);
+        }
+        flush(&[gw.grants.as_ref().unwrap()]).await;
+        let unused: Decimal = scalar(
+            &gw,
+            "SELECT coalesce(sum(amount_usd), 0) FROM credit_holds
+             WHERE state = 'active' AND request_id LIKE 'grant:%'",
+        )
+        .await;
+        assert!(
+            unused > Decimal::ZERO,
+            "{label}: A holds no grant after its burst"
+        );
+
+        // B: one request at a time until refused.
+        let mut served = 0;
+        let last_refusal;
+        loop {
+            let started = std::time::Instant::now();
+            let status = second
+                .clone()
+                .oneshot(chat_request(&key, &exact_request(), &[]))
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            match status {
+                200 => served += 1,
+                402 => {
+                    last_refusal = started.elapsed();
+                    break;
+                }
+                other => panic!("{label}: {other}"),
+            }
+            assert!(
+                served <= 10,
+                "{label}: more answers than the balance pays for"
+            );
+            tokio::time::sleep(pause).await;
+        }
+        flush(&[gw.grants.as_ref().unwrap(), &second_book]).await;
+        assert_eq!(
+            served, 10,
+            "{label}: B got {served} of the 10 requests the balance pays for (A's grant held {unused})"
+        );
+        assert!(
+            last_refusal < Duration::from_secs(3),
+            "{label}: the final refusal took {last_refusal:?}"
+        );
+        let report = switchboard_core::ledger::check_invariants(&gw.db.connect().await, &user)
+            .await
+            .unwrap();
+        assert_eq!(report.balance, report.sum_of_entries, "{report:?}");
+        assert_eq!(report.balance, Decimal::ZERO, "{label}: {report:?}");
     }
 }
 

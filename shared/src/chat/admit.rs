@@ -194,9 +194,59 @@ impl Run {
                     }
                     self.candidates.remove(0);
                 }
+                Err(AdmissionError::Ledger(
+                    refused @ (ledger::LedgerError::InsufficientCredits { .. }
+                    | ledger::LedgerError::MonthlyCapExceeded { .. }),
+                )) => {
+                    // Refused while a `serve` instance's grant may sit on the account's
+                    // money: recall it and try the hold again (the rate-limit slots are
+                    // taken already).
+                    let waited = Instant::now();
+                    let hold = self.hold_after_recall().await;
+                    self.timing.add_db(waited.elapsed());
+                    return match hold {
+                        Some(hold) => {
+                            crate::metrics::record_admission("admitted_after_recall");
+                            Ok(hold)
+                        }
+                        None => Err(refused.into()),
+                    };
+                }
                 Err(AdmissionError::Ledger(error)) => return Err(error.into()),
             }
         }
+    }
+
+    /// The per-request hold again after recalling the account's grants, for up to
+    /// [`ledger::RECALL_WAIT`] while grants are left to recall (ledger.md, "Quota grants":
+    /// no account is refused while another instance sits on its money).
+    async fn hold_after_recall(&self) -> Option<Hold> {
+        let until = Instant::now() + ledger::RECALL_WAIT;
+        let pool = &self.services.pool;
+        let user_id = &self.caller.user_id;
+        while Instant::now() < until {
+            let recalled = {
+                let client = pool.get().await.ok()?;
+                ledger::recall_grants(&**client, user_id, None).await.ok()?
+            };
+            if recalled.is_zero() {
+                return None;
+            }
+            tokio::time::sleep(ledger::RECALL_POLL).await;
+            let client = pool.get().await.ok()?;
+            let held = ledger::authorize(
+                &**client,
+                user_id,
+                &self.ledger_id,
+                self.hold_amount(),
+                self.services.config.ledger.hold_ttl,
+            )
+            .await;
+            if held.is_ok() {
+                return Some(Hold::new(pool.clone(), self.ledger_id.clone()));
+            }
+        }
+        None
     }
 
     /// Admission against the account's quota grant and this instance's rate-limit shares

@@ -49,6 +49,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(22, "0022_billing_transaction_ids"),
     migration!(23, "0023_responses"),
     migration!(25, "0025_quota_grants"),
+    migration!(26, "0026_grant_recall"),
 ];
 
 /// Arbitrary constant naming the migration lock.

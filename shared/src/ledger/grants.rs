@@ -13,6 +13,12 @@
 //!   the grant gives back what it holds beyond what is in flight and takes exactly one
 //!   request's worth at a time — per-request holds in effect, so exactly K of N holds for
 //!   an account that can afford K.
+//! - **Recalled** when another instance (or a per-request admission) would refuse the
+//!   account for credits or its monthly cap: the refused side marks the account's other
+//!   grants recalled ([`recall_grants`]) and tries again for up to [`RECALL_WAIT`]; each
+//!   instance looks for recalls among its grants at every flush and shrinks a recalled grant
+//!   to what it has in flight and not yet written. So no account is refused while another
+//!   instance sits on its money.
 //! - **Returned** when idle for `idle` with nothing in flight or unwritten; a grant's hold
 //!   expires like any other (`SWITCHBOARD_HOLD_TTL_SECS`, refreshed by each extension), so a
 //!   crashed instance's grants free themselves.
@@ -52,6 +58,10 @@ pub const HOT_WINDOW: Duration = Duration::from_secs(1);
 pub const MAX_FRACTION: Decimal = Decimal::from_parts(25, 0, 0, false, 2);
 /// The spend a grant extension is sized on.
 pub const SIZING_WINDOW: Duration = Duration::from_secs(10);
+/// How long an admission about to be refused waits for other instances to give back
+/// recalled grants, trying again every [`RECALL_POLL`].
+pub const RECALL_WAIT: Duration = Duration::from_secs(1);
+pub const RECALL_POLL: Duration = Duration::from_millis(100);
 /// The most captures one batch carries.
 const MAX_BATCH: usize = 256;
 /// A batch that could not be written for this long goes to the pending charges.
@@ -261,23 +271,62 @@ impl GrantBook {
         if let Some(grant_id) = Self::reserve(&slot, worst_case) {
             return Ok(Some(ticket(grant_id)));
         }
-        let _one_refill = slot.refill.lock().await;
+        let mut one_refill = slot.refill.lock().await;
         if let Some(grant_id) = Self::reserve(&slot, worst_case) {
             return Ok(Some(ticket(grant_id)));
         }
         // What an extension adds may be taken by requests on the fast path before this one
         // reserves it: extend again (each extension is refused when the account has no
-        // room left, which ends the loop).
-        for _ in 0..8 {
-            self.extend(user_id, &slot, worst_case).await?;
-            if let Some(grant_id) = Self::reserve(&slot, worst_case) {
-                return Ok(Some(ticket(grant_id)));
+        // room left, which ends the loop). A refusal while other instances hold grants on
+        // the account recalls them and tries again.
+        let recall_until = Instant::now() + RECALL_WAIT;
+        let mut extensions = 0;
+        loop {
+            match self.extend(user_id, &slot, worst_case).await {
+                Ok(()) => {
+                    if let Some(grant_id) = Self::reserve(&slot, worst_case) {
+                        return Ok(Some(ticket(grant_id)));
+                    }
+                    extensions += 1;
+                    if extensions == 8 {
+                        return Err(LedgerError::InsufficientCredits {
+                            available: slot.state().available().max(Decimal::ZERO),
+                            needed: worst_case,
+                        });
+                    }
+                }
+                Err(
+                    refused @ (LedgerError::InsufficientCredits { .. }
+                    | LedgerError::MonthlyCapExceeded { .. }),
+                ) => {
+                    let own = slot.state().grant_id.clone();
+                    if Instant::now() >= recall_until
+                        || !self.recalled_others(user_id, own.as_deref()).await
+                    {
+                        return Err(refused);
+                    }
+                    // Other requests of the account go on meanwhile (they may find room
+                    // a capture freed, or join the wait).
+                    drop(one_refill);
+                    tokio::time::sleep(RECALL_POLL).await;
+                    one_refill = slot.refill.lock().await;
+                    if let Some(grant_id) = Self::reserve(&slot, worst_case) {
+                        return Ok(Some(ticket(grant_id)));
+                    }
+                }
+                Err(other) => return Err(other),
             }
         }
-        Err(LedgerError::InsufficientCredits {
-            available: slot.state().available().max(Decimal::ZERO),
-            needed: worst_case,
-        })
+    }
+
+    /// Recalls the account's grants held elsewhere; whether there were any to wait for.
+    async fn recalled_others(&self, user_id: &str, own: Option<&str>) -> bool {
+        let Ok(client) = self.pool.get().await else {
+            return false;
+        };
+        recall_grants(&**client, user_id, own)
+            .await
+            .is_ok_and(|held| held > Decimal::ZERO)
     }
 
     /// Extends (or takes) the account's grant so that `worst_case` fits.
@@ -562,6 +611,7 @@ impl GrantBook {
                 () = self.wake.notified() => {}
             }
             self.flush().await;
+            self.answer_recalls().await;
             if last_upkeep.elapsed() >= Duration::from_secs(1) {
                 last_upkeep = Instant::now();
                 self.return_idle().await;
@@ -733,6 +783,99 @@ impl GrantBook {
         }
     }
 
+    /// Shrinks the grants another admission recalled (one statement per flush while this
+    /// instance holds grants; more only when one was recalled).
+    pub async fn answer_recalls(&self) {
+        let held: Vec<(String, Arc<AccountSlot>)> = {
+            let accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+            accounts
+                .values()
+                .filter_map(|slot| {
+                    let grant_id = slot.state().grant_id.clone()?;
+                    Some((grant_id, Arc::clone(slot)))
+                })
+                .collect()
+        };
+        if held.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
+        let recalled: Vec<String> = {
+            let Ok(client) = self.pool.get().await else {
+                return;
+            };
+            match client
+                .query_hot(
+                    "SELECT request_id FROM credit_holds
+                     WHERE request_id = ANY($1) AND recalled_at IS NOT NULL",
+                    &[(&ids, Type::TEXT_ARRAY)],
+                )
+                .await
+            {
+                Ok(rows) => rows.iter().filter_map(|r| r.try_get(0).ok()).collect(),
+                Err(error) => {
+                    tracing::debug!(%error, "could not look for recalled grants");
+                    return;
+                }
+            }
+        };
+        for grant_id in recalled {
+            if let Some((_, slot)) = held.iter().find(|(id, _)| *id == grant_id) {
+                self.shrink(slot, &grant_id).await;
+            }
+        }
+    }
+
+    /// Shrinks a recalled grant to what is in flight and not yet written. No request
+    /// reserves from it meanwhile (`returning`), and no batch or extension runs.
+    async fn shrink(&self, slot: &AccountSlot, grant_id: &str) {
+        // Skipped while an extension runs (it gives back what is not in flight itself when
+        // the account is low); the recall stays marked for the next flush.
+        let Ok(_one_refill) = slot.refill.try_lock() else {
+            return;
+        };
+        let _no_batch = self.writes.lock().await;
+        let keep = {
+            let mut state = slot.state();
+            if state.grant_id.as_deref() != Some(grant_id) {
+                return;
+            }
+            state.returning = true;
+            state.reserved + state.unflushed
+        };
+        let shrunk = async {
+            let client = self.pool.get().await.map_err(DbError::from)?;
+            let row = client
+                .query_hot_one(
+                    "SELECT held, delta FROM sb_shrink_grant($1, $2)",
+                    &[(&grant_id, Type::TEXT), (&keep, Type::NUMERIC)],
+                )
+                .await
+                .map_err(DbError::Postgres)?;
+            let held: Option<Decimal> = row.try_get(0).map_err(DbError::Postgres)?;
+            let delta: Option<Decimal> = row.try_get(1).map_err(DbError::Postgres)?;
+            Ok::<_, DbError>((held, delta.unwrap_or_default()))
+        }
+        .await;
+        let mut state = slot.state();
+        state.returning = false;
+        match shrunk {
+            Ok((Some(_), delta)) if state.grant_id.as_deref() == Some(grant_id) => {
+                state.held += delta;
+                tracing::debug!(grant_id, %delta, "recalled grant shrunk");
+            }
+            // No longer active (expired): the next extension takes a new one.
+            Ok((None, _)) if state.grant_id.as_deref() == Some(grant_id) => {
+                state.grant_id = None;
+                state.held = Decimal::ZERO;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, grant_id, "could not shrink a recalled grant; trying again")
+            }
+        }
+    }
+
     /// Returns the grants unused for `idle`, with nothing in flight or unwritten.
     async fn return_idle(&self) {
         let idle = self.settings.idle;
@@ -809,6 +952,24 @@ impl GrantBook {
             }
         }
     }
+}
+
+/// Marks the account's active grants, except `own`, recalled (their instances shrink them
+/// to what they have in flight within a flush); answers what they hold (zero: nothing to
+/// wait for). Called only on the way to refusing an admission.
+pub async fn recall_grants(
+    client: &impl tokio_postgres::GenericClient,
+    user_id: &str,
+    own: Option<&str>,
+) -> Result<Decimal, DbError> {
+    let row = client
+        .query_typed_one(
+            "SELECT sb_recall_grants($1, $2)",
+            &[(&user_id, Type::TEXT), (&own, Type::TEXT)],
+        )
+        .await
+        .map_err(DbError::Postgres)?;
+    row.try_get(0).map_err(DbError::Postgres)
 }
 
 fn db(error: tokio_postgres::Error) -> LedgerError {

@@ -20,7 +20,9 @@ use tokio_postgres::types::Type;
 use crate::db::DbError;
 use crate::db::hot::HotClient;
 
-pub use grants::{GrantBook, GrantSettings, GrantTicket, LimitReached};
+pub use grants::{
+    GrantBook, GrantSettings, GrantTicket, LimitReached, RECALL_POLL, RECALL_WAIT, recall_grants,
+};
 pub use queue::SqsPendingCharges;
 pub use spool::{CaptureRecord, FileSpool, PendingCharge, PendingCharges, SpoolError};
 

@@ -180,7 +180,7 @@ fn describe() {
     describe_counter!(
         LEDGER_ADMISSIONS,
         Unit::Count,
-        "Admissions by outcome: admitted, insufficient_credits, monthly_cap, key_rate_limited, provider_rate_limited, account_disabled, error."
+        "Admissions by outcome: admitted, insufficient_credits, monthly_cap, key_rate_limited, provider_rate_limited, account_disabled, error; admitted_after_recall (a refusal overturned by a recalled grant)."
     );
     describe_counter!(
         LEDGER_CAPTURES,
