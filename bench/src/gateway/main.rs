@@ -377,7 +377,7 @@ impl Bench {
         }
     }
 
-    fn spawn_serve(&self, rust_log: &str, label: &str) -> Proc {
+    fn spawn_serve(&self, rust_log: &str, label: &str, extra: &[(&str, &str)]) -> Proc {
         let binary = self
             .options
             .serve_bin
@@ -391,6 +391,7 @@ impl Bench {
             }
         }
         command.envs(self.serve_env(rust_log));
+        command.envs(extra.iter().copied());
         Proc::spawn(
             "switchboard serve",
             command,
@@ -401,6 +402,16 @@ impl Bench {
     /// Starts `switchboard serve` and waits for its first successful chat completion:
     /// (time to accept connections, time to the first 200).
     async fn start_serve(&self, rust_log: &str, label: &str) -> (Proc, Duration, Duration) {
+        self.start_serve_with(rust_log, label, &[]).await
+    }
+
+    /// [`Self::start_serve`] with more environment (after `--serve-env`).
+    async fn start_serve_with(
+        &self,
+        rust_log: &str,
+        label: &str,
+        extra: &[(&str, &str)],
+    ) -> (Proc, Duration, Duration) {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             .timeout(Duration::from_secs(10))
@@ -408,7 +419,7 @@ impl Bench {
             .unwrap();
         let target = self.gateway_target(false);
         let started = Instant::now();
-        let mut serve = self.spawn_serve(rust_log, label);
+        let mut serve = self.spawn_serve(rust_log, label, extra);
         let mut listening = None;
         loop {
             if !serve.alive() {
@@ -949,6 +960,36 @@ async fn main() {
     let peak_rss = serve.peak_rss_kb();
     serve.stop(Duration::from_secs(5)).await;
 
+    // ---------------------------------------------------------------- per-request holds
+    // The ledger path without quota grants: what every request of a Lambda function takes
+    // (one admission and one capture statement), and `serve` with grants off.
+    let (serve, _, _) = b
+        .start_serve_with("warn", "per-request", &[("SWITCHBOARD_LEDGER_GRANTS", "0")])
+        .await;
+    b.gateway(&serve, false, warm).await;
+    let mut per_request_rows = Vec::new();
+    for concurrency in [1usize, 32] {
+        let shape = Shape {
+            concurrency,
+            duration: b.options.duration,
+            rate: None,
+        };
+        let direct = b.direct(false, shape).await;
+        let gateway = b.gateway(&serve, false, shape).await;
+        eprintln!(
+            "per-request holds, c={concurrency}: direct p50 {:.3} p99 {:.3} ({:.0}/s); gateway p50 {:.3} p99 {:.3} ({:.0}/s) {}",
+            direct.0.p50_ms,
+            direct.0.p99_ms,
+            direct.0.rps,
+            gateway.0.p50_ms,
+            gateway.0.p99_ms,
+            gateway.0.rps,
+            gateway.0.statuses
+        );
+        per_request_rows.push((concurrency, direct, gateway));
+    }
+    serve.stop(Duration::from_secs(5)).await;
+
     // ---------------------------------------------------------------- upstream with latency
     b.set_upstream_delay(Some(b.options.upstream_latency)).await;
     let (serve, _, _) = b.start_serve("warn", "latency").await;
@@ -1075,6 +1116,32 @@ async fn main() {
             g.rps,
             g.failed,
             peer_cells(p.as_ref(), d)
+        ));
+    }
+    b.line("");
+    b.line(
+        "## Per-request holds (`SWITCHBOARD_LEDGER_GRANTS=0`: the Lambda functions' ledger path)",
+    );
+    b.line("");
+    b.line("The same requests through a `serve` with quota grants off: each request writes its own hold and its own capture, as every invocation of the chat Lambda function does.");
+    b.line("");
+    b.line("| concurrency | direct p50 / p99 ms | through Switchboard p50 / p99 ms | overhead p50 / p99 ms | Switchboard req/s | PG statements / req | PostgreSQL CPU µs / req | gateway CPU µs / req | errors |");
+    b.line("|---|---|---|---|---|---|---|---|---|");
+    for (c, (d, _), (g, costs)) in &per_request_rows {
+        let n = costs.captured;
+        b.line(format!(
+            "| {c} | {:.2} / {:.2} | {:.2} / {:.2} | **{:.2} / {:.2}** | {:.0} | {:.2} | {:.0} | {:.0} | {} |",
+            d.p50_ms,
+            d.p99_ms,
+            g.p50_ms,
+            g.p99_ms,
+            g.p50_ms - d.p50_ms,
+            g.p99_ms - d.p99_ms,
+            g.rps,
+            costs.statements as f64 / n.max(1) as f64,
+            per_request_us(costs.cpu_postgres, n),
+            per_request_us(costs.cpu_gateway, n),
+            g.failed,
         ));
     }
     b.line("");

@@ -146,7 +146,18 @@ impl Serve {
             .and_then(Result::ok)
     }
 
+    /// Stops `serve` as an operator would (SIGTERM): it writes the captures its quota
+    /// grants still hold in memory and returns the grants before it exits (a SIGKILL would
+    /// drop up to one flush delay of captures; `grants_crash.rs` tests that on purpose).
+    /// Killed if it has not exited within 10 s.
     pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+            let _ = self.wait_exit(Duration::from_secs(10)).await;
+        }
         let _ = self.child.kill().await;
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
