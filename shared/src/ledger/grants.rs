@@ -675,7 +675,8 @@ impl GrantBook {
                         );
                     }
                 }
-                crate::metrics::grant_captures_queued(0);
+                let left = self.queue.lock().unwrap_or_else(PoisonError::into_inner).len();
+                crate::metrics::grant_captures_queued(left);
             }
             Err(error) => {
                 let oldest = batch.iter().map(|q| q.queued_at).min();
