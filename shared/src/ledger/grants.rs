@@ -675,7 +675,11 @@ impl GrantBook {
                         );
                     }
                 }
-                let left = self.queue.lock().unwrap_or_else(PoisonError::into_inner).len();
+                let left = self
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .len();
                 crate::metrics::grant_captures_queued(left);
             }
             Err(error) => {
