@@ -398,11 +398,20 @@ fn unreachable_db_state() -> switchboard_core::state::AppState {
     switchboard_core::state::AppState::new(config, pool)
 }
 
-/// The REST API's Lambda proxy event for `method path` on `resource`, stage `prod`. (Outside
-/// Lambda, `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is unset, so lambda_http puts the stage in
-/// the path and the function's `strip_api_gateway_stage` takes it out again; deployed, the
-/// variable keeps it out. The router sees `path` either way.)
+/// The REST API's Lambda proxy event for `method path` on `resource`, stage `prod`,
+/// converted by lambda_http as deployed (the template's
+/// `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH=true`: the event's stage-free `path` as it is).
 fn rest_api_event(method: &str, path: &str, resource: &str) -> lambda_http::Request {
+    rest_api_event_on_stage("prod", method, path, resource)
+}
+
+fn rest_api_event_on_stage(
+    stage: &str,
+    method: &str,
+    path: &str,
+    resource: &str,
+) -> lambda_http::Request {
+    switchboard_tests::lambda_events::as_deployed();
     let host = "abc123.execute-api.us-east-1.amazonaws.com";
     let event = json!({
         "resource": resource,
@@ -417,13 +426,13 @@ fn rest_api_event(method: &str, path: &str, resource: &str) -> lambda_http::Requ
         "requestContext": {
             "accountId": "123456789012",
             "resourceId": "abc123",
-            "stage": "prod",
+            "stage": stage,
             "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
             "identity": {"sourceIp": "203.0.113.7"},
             "resourcePath": resource,
             "httpMethod": method,
             "apiId": "abc123",
-            "path": format!("/prod{path}"),
+            "path": format!("/{stage}{path}"),
             "protocol": "HTTP/1.1",
             "requestTimeEpoch": 1795766400000_u64
         },
@@ -499,8 +508,8 @@ async fn every_route_of_the_functions_reaches_its_function_through_api_gateway()
                 ));
                 continue;
             }
-            // The REST API's proxy event for it, through lambda_http's conversion and the
-            // stage stripping, exactly as the function's Lambda main serves it.
+            // The REST API's proxy event for it, through lambda_http's conversion, exactly
+            // as the function's Lambda main serves it.
             let (_, _, app) = functions
                 .iter()
                 .find(|(f, _, _)| *f == landed.function)
@@ -511,11 +520,7 @@ async fn every_route_of_the_functions_reaches_its_function_through_api_gateway()
                 .collect::<Vec<_>>()
                 .join("/");
             let request = rest_api_event(method.as_str(), &uri, &landed.path);
-            let app = tower::ServiceExt::map_request(
-                app.clone(),
-                switchboard_core::http::strip_api_gateway_stage::<lambda_http::Body>,
-            );
-            let response = app.oneshot(request).await.unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
             let status = response.status();
             let body = axum::body::to_bytes(response.into_body(), usize::MAX)
                 .await
@@ -550,6 +555,41 @@ async fn every_route_of_the_functions_reaches_its_function_through_api_gateway()
             "true",
             "{}: the stage stays out of the path its router matches",
             m.function
+        );
+    }
+}
+
+/// Finding 5 of issue 33: the stage is dropped once. The template allows a stage named like
+/// a route's first segment (`v1`, `admin`, `webhooks`, `console`); each of the functions'
+/// routes still lands on its handler behind such a stage.
+#[tokio::test]
+async fn a_stage_named_like_a_route_segment_still_routes() {
+    use tower::ServiceExt as _;
+    let t = template();
+    let pattern = t["Parameters"]["Stage"]["AllowedPattern"].as_str().unwrap();
+    assert_eq!(pattern, "^[a-z][a-z0-9]{0,15}$", "v1, admin and webhooks are allowed");
+    let state = unreachable_db_state();
+    let cases = [
+        ("v1", switchboard_chat::app(state.clone()), "POST", "/v1/chat/completions", "/v1/{proxy+}"),
+        ("v1", switchboard_chat::app(state.clone()), "GET", "/v1/models", "/v1/{proxy+}"),
+        ("v1", switchboard_keys::app(state.clone()), "GET", "/v1/usage", "/v1/usage"),
+        ("admin", switchboard_admin::app(state.clone()), "GET", "/admin/providers", "/admin/{proxy+}"),
+        ("webhooks", switchboard_keys::app(state.clone()), "POST", "/webhooks/stripe", "/webhooks/stripe"),
+        ("console", switchboard_admin::app(state), "GET", "/console/", "/console"),
+    ];
+    for (stage, app, method, path, resource) in cases {
+        let request = rest_api_event_on_stage(stage, method, path, resource);
+        assert_eq!(request.uri().path(), path, "stage {stage}: the router sees the path as sent");
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            status != http::StatusCode::METHOD_NOT_ALLOWED
+                && !(status == http::StatusCode::NOT_FOUND && body.contains("no route for")),
+            "stage {stage}: {method} {path} answered {status} {body}"
         );
     }
 }
