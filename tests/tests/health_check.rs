@@ -818,7 +818,11 @@ async fn the_run_lock_is_held_by_a_transaction_not_a_session() {
         rows.iter().map(|r| r.get::<_, bool>(0)).collect::<Vec<_>>()
     });
     assert!(!summary.unwrap().skipped);
-    assert_eq!(in_transaction, vec![true], "one holder, inside a transaction");
+    assert_eq!(
+        in_transaction,
+        vec![true],
+        "one holder, inside a transaction"
+    );
     assert!(observer.query(holder, &[&key]).await.unwrap().is_empty());
 }
 

@@ -163,7 +163,10 @@ async fn custom_resource_create_update_rollback_delete() {
     assert_eq!(body["Status"], "SUCCESS", "{body}");
     assert_eq!(body["Data"]["Rollback"], "true");
     assert_eq!(body["Data"]["Applied"], "0");
-    assert!(body["Reason"].as_str().unwrap().contains("rollback"), "{body}");
+    assert!(
+        body["Reason"].as_str().unwrap().contains("rollback"),
+        "{body}"
+    );
     let fresh_client = fresh.connect().await;
     let table: Option<String> = fresh_client
         .query_one("SELECT to_regclass('schema_migrations')::text", &[])

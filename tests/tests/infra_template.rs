@@ -565,19 +565,62 @@ async fn a_stage_named_like_a_route_segment_still_routes() {
     use tower::ServiceExt as _;
     let t = template();
     let pattern = t["Parameters"]["Stage"]["AllowedPattern"].as_str().unwrap();
-    assert_eq!(pattern, "^[a-z][a-z0-9]{0,15}$", "v1, admin and webhooks are allowed");
+    assert_eq!(
+        pattern, "^[a-z][a-z0-9]{0,15}$",
+        "v1, admin and webhooks are allowed"
+    );
     let state = unreachable_db_state();
     let cases = [
-        ("v1", switchboard_chat::app(state.clone()), "POST", "/v1/chat/completions", "/v1/{proxy+}"),
-        ("v1", switchboard_chat::app(state.clone()), "GET", "/v1/models", "/v1/{proxy+}"),
-        ("v1", switchboard_keys::app(state.clone()), "GET", "/v1/usage", "/v1/usage"),
-        ("admin", switchboard_admin::app(state.clone()), "GET", "/admin/providers", "/admin/{proxy+}"),
-        ("webhooks", switchboard_keys::app(state.clone()), "POST", "/webhooks/stripe", "/webhooks/stripe"),
-        ("console", switchboard_admin::app(state), "GET", "/console/", "/console"),
+        (
+            "v1",
+            switchboard_chat::app(state.clone()),
+            "POST",
+            "/v1/chat/completions",
+            "/v1/{proxy+}",
+        ),
+        (
+            "v1",
+            switchboard_chat::app(state.clone()),
+            "GET",
+            "/v1/models",
+            "/v1/{proxy+}",
+        ),
+        (
+            "v1",
+            switchboard_keys::app(state.clone()),
+            "GET",
+            "/v1/usage",
+            "/v1/usage",
+        ),
+        (
+            "admin",
+            switchboard_admin::app(state.clone()),
+            "GET",
+            "/admin/providers",
+            "/admin/{proxy+}",
+        ),
+        (
+            "webhooks",
+            switchboard_keys::app(state.clone()),
+            "POST",
+            "/webhooks/stripe",
+            "/webhooks/stripe",
+        ),
+        (
+            "console",
+            switchboard_admin::app(state),
+            "GET",
+            "/console/",
+            "/console",
+        ),
     ];
     for (stage, app, method, path, resource) in cases {
         let request = rest_api_event_on_stage(stage, method, path, resource);
-        assert_eq!(request.uri().path(), path, "stage {stage}: the router sees the path as sent");
+        assert_eq!(
+            request.uri().path(),
+            path,
+            "stage {stage}: the router sees the path as sent"
+        );
         let response = app.oneshot(request).await.unwrap();
         let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -1355,13 +1398,19 @@ fn every_streaming_route_waits_as_long_as_its_function_runs() {
             };
             let longest_run = numbers(&t, timeout).into_iter().max().unwrap();
             let waits = &e["Properties"]["TimeoutInMillis"];
-            assert!(!waits.is_null(), "{name}.{event}: no TimeoutInMillis (29 s default)");
+            assert!(
+                !waits.is_null(),
+                "{name}.{event}: no TimeoutInMillis (29 s default)"
+            );
             for millis in numbers(&t, waits) {
                 assert!(
                     millis >= longest_run * 1000,
                     "{name}.{event}: the integration gives up after {millis} ms, the function may run {longest_run} s"
                 );
-                assert!(millis <= 900_000, "{name}.{event}: {millis} ms > 15 minutes");
+                assert!(
+                    millis <= 900_000,
+                    "{name}.{event}: {millis} ms > 15 minutes"
+                );
             }
         }
     }
@@ -1396,11 +1445,13 @@ fn the_database_can_roll_back_and_its_snapshot_keeps_its_password() {
     );
 
     // docs/deploy.md says how to turn protection on after the first deploy.
-    let deploy = std::fs::read_to_string(
-        switchboard_tests::moto::workspace_root().join("docs/deploy.md"),
-    )
-    .unwrap();
-    assert!(deploy.contains("DatabaseDeletionProtection=true"), "docs/deploy.md");
+    let deploy =
+        std::fs::read_to_string(switchboard_tests::moto::workspace_root().join("docs/deploy.md"))
+            .unwrap();
+    assert!(
+        deploy.contains("DatabaseDeletionProtection=true"),
+        "docs/deploy.md"
+    );
 }
 
 /// Finding 6 and 7 of issue 33: `POST /admin/billing/export` has what billing-export has;
@@ -1438,8 +1489,7 @@ fn admin_exports_like_billing_scheduled_runs_are_not_retried_and_chat_is_reserve
         if events.is_some_and(|e| e.values().any(|e| e["Type"] == "Schedule")) {
             scheduled += 1;
             assert_eq!(
-                f["Properties"]["EventInvokeConfig"]["MaximumRetryAttempts"],
-                0,
+                f["Properties"]["EventInvokeConfig"]["MaximumRetryAttempts"], 0,
                 "{name}: Lambda's async retries overlap the next run"
             );
         }
@@ -1468,15 +1518,22 @@ fn admin_exports_like_billing_scheduled_runs_are_not_retried_and_chat_is_reserve
     .database
     .pool_size as u64;
     assert_eq!(lambda_pool, 2);
-    assert_eq!(t["Parameters"]["DatabaseInstanceClass"]["Default"], "db.t4g.micro");
-    let percent = resources(&t)["DatabaseProxyTargetGroup"]["Properties"]
-        ["ConnectionPoolConfigurationInfo"]["MaxConnectionsPercent"]
-        .as_u64()
-        .unwrap();
+    assert_eq!(
+        t["Parameters"]["DatabaseInstanceClass"]["Default"],
+        "db.t4g.micro"
+    );
+    let percent =
+        resources(&t)["DatabaseProxyTargetGroup"]["Properties"]["ConnectionPoolConfigurationInfo"]
+            ["MaxConnectionsPercent"]
+            .as_u64()
+            .unwrap();
     // db.t4g.micro: max_connections = 1 GiB less the OS's share / 9531392, about 80.
     let proxy_budget = 80 * percent / 100;
     let default = reserved["Default"].as_u64().unwrap();
-    assert!(default * lambda_pool + 10 <= proxy_budget, "{default} chat instances");
+    assert!(
+        default * lambda_pool + 10 <= proxy_budget,
+        "{default} chat instances"
+    );
 }
 
 /// Finding 8 of issue 33: alarms on AWS's own metrics, which the app's EMF lines cannot
@@ -1519,10 +1576,16 @@ fn alarms_watch_api_gateway_lambda_and_the_proxy() {
             .iter()
             .map(|p| {
                 assert_eq!(p["Dimensions"][0]["Name"], "FunctionName");
-                p["Dimensions"][0]["Value"]["Ref"].as_str().unwrap().to_owned()
+                p["Dimensions"][0]["Value"]["Ref"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
             })
             .collect();
-        assert_eq!(watched, functions, "AWS/Lambda {metric}: one alarm per function");
+        assert_eq!(
+            watched, functions,
+            "AWS/Lambda {metric}: one alarm per function"
+        );
     }
 
     let pinned = watching("AWS/RDS", "DatabaseConnectionsCurrentlySessionPinned");
@@ -1568,10 +1631,16 @@ fn the_docs_count_what_the_template_creates() {
         assert!(flat.contains(&counted), "{doc} does not say: {counted}");
         for (name, f) in &functions {
             let binary = f["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
-            assert!(flat.contains(binary), "{doc} does not name {name} ({binary})");
+            assert!(
+                flat.contains(binary),
+                "{doc} does not name {name} ({binary})"
+            );
         }
         for schedule in &schedules {
-            assert!(flat.contains(schedule.as_str()), "{doc} does not name {schedule}");
+            assert!(
+                flat.contains(schedule.as_str()),
+                "{doc} does not name {schedule}"
+            );
         }
         if doc == "infra/README.md" {
             for (name, secret) in &secrets {

@@ -147,7 +147,15 @@ mod tests {
         assert!(html.contains("src=\"console/assets/app.js\""), "{html}");
         let (status, script) = get_text("/console/assets/app.js").await;
         assert_eq!(status, StatusCode::OK);
-        for needle in ["\"/admin", "`/admin", "'/admin", "\"/v1", "`/v1", "'/v1", "/console/assets"] {
+        for needle in [
+            "\"/admin",
+            "`/admin",
+            "'/admin",
+            "\"/v1",
+            "`/v1",
+            "'/v1",
+            "/console/assets",
+        ] {
             assert!(!script.contains(needle), "app.js has {needle}");
         }
         assert!(script.contains("fetch(new URL(path, apiBase)"));
@@ -165,7 +173,10 @@ mod tests {
         assert_eq!(refs.len(), 4, "{html}");
         for page in ["/prod/console", "/prod/console/", "/console", "/console/"] {
             let dir = &page[..=page.rfind('/').unwrap()];
-            let prefix = page.strip_suffix("console").or(page.strip_suffix("console/")).unwrap();
+            let prefix = page
+                .strip_suffix("console")
+                .or(page.strip_suffix("console/"))
+                .unwrap();
             for reference in &refs {
                 // What the browser asks for, less the stage API Gateway takes off.
                 let resolved = format!("{dir}{reference}");

@@ -199,9 +199,10 @@ impl MigrateStep {
         };
         tracing::info!(request_type = ?request.request_type, stack = %request.stack_id, "CloudFormation custom resource request");
         let rollback = request.request_type == RequestType::Update
-            && request.old_resource_properties.as_ref().is_some_and(|old| {
-                is_rollback(&request.resource_properties, old)
-            });
+            && request
+                .old_resource_properties
+                .as_ref()
+                .is_some_and(|old| is_rollback(&request.resource_properties, old));
         let outcome = match request.request_type {
             RequestType::Delete => Ok(Outcome::Delete),
             RequestType::Update if rollback => Ok(Outcome::Rollback),
@@ -352,12 +353,19 @@ mod tests {
         assert!(is_rollback(&arn("9"), &arn("10")), "compared as numbers");
         assert!(!is_rollback(&arn("5"), &arn("4")));
         assert!(!is_rollback(&arn("4"), &arn("4")));
-        assert!(is_rollback(&json!({"FunctionVersion": "2"}), &json!({"FunctionVersion": "3"})));
+        assert!(is_rollback(
+            &json!({"FunctionVersion": "2"}),
+            &json!({"FunctionVersion": "3"})
+        ));
         // Another function (replaced), or no version: not a rollback, the step runs.
-        let other = json!({"FunctionVersion": "arn:aws:lambda:us-east-1:123456789012:function:sb-other:9"});
+        let other =
+            json!({"FunctionVersion": "arn:aws:lambda:us-east-1:123456789012:function:sb-other:9"});
         assert!(!is_rollback(&arn("3"), &other));
         assert!(!is_rollback(&json!({}), &arn("4")));
-        assert!(!is_rollback(&json!({"FunctionVersion": "$LATEST"}), &arn("4")));
+        assert!(!is_rollback(
+            &json!({"FunctionVersion": "$LATEST"}),
+            &arn("4")
+        ));
     }
 
     #[test]
