@@ -1079,269 +1079,6 @@ fn parameters_and_outputs() {
     );
 }
 
-#[test]
-fn pending_charges_wait_in_an_encrypted_queue_sent_by_chat_drained_by_billing_export_and_alarmed() {
-    let t = template();
-    let queues = of_type(&t, "AWS::SQS::Queue");
-    let names: BTreeSet<&str> = queues.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        BTreeSet::from(["PendingChargesQueue", "PendingChargesDeadLetterQueue"])
-    );
-    let queue = &resources(&t)["PendingChargesQueue"];
-    let dlq = &resources(&t)["PendingChargesDeadLetterQueue"];
-    for (name, q) in [("queue", queue), ("dead-letter queue", dlq)] {
-        let p = &q["Properties"];
-        assert_eq!(p["SqsManagedSseEnabled"], true, "{name}: encrypted at rest");
-        assert_eq!(
-            p["MessageRetentionPeriod"], 1_209_600,
-            "{name}: 14 days, SQS's maximum"
-        );
-        assert_eq!(
-            q["DeletionPolicy"], "Retain",
-            "{name}: charges outlive the stack"
-        );
-        assert!(p.get("FifoQueue").is_none(), "{name}: a standard queue");
-    }
-    let p = &queue["Properties"];
-    let billing_timeout = resources(&t)["BillingExportFunction"]["Properties"]["Timeout"]
-        .as_u64()
-        .unwrap();
-    assert!(
-        p["VisibilityTimeout"].as_u64().unwrap() > billing_timeout,
-        "a message being written is not handed to a second run"
-    );
-    let redrive = &p["RedrivePolicy"];
-    assert_eq!(
-        redrive["deadLetterTargetArn"],
-        json!({"Fn::GetAtt": ["PendingChargesDeadLetterQueue", "Arn"]})
-    );
-    let receives = redrive["maxReceiveCount"].as_u64().unwrap();
-    assert!((3..=10).contains(&receives), "{receives}");
-
-    // Both functions are told the queue; no other function knows it.
-    let queue_url = json!({"Ref": "PendingChargesQueue"});
-    for (function, _) in FUNCTIONS {
-        let variables = &resources(&t)[function]["Properties"]["Environment"]["Variables"];
-        let told = variables.get("SWITCHBOARD_PENDING_CHARGES_QUEUE_URL");
-        if ["ChatFunction", "BillingExportFunction"].contains(&function) {
-            assert_eq!(told, Some(&queue_url), "{function}");
-        } else {
-            assert!(told.is_none(), "{function} has no business with the queue");
-        }
-    }
-    assert!(
-        t["Globals"]["Function"]["Environment"]["Variables"]
-            .get("SWITCHBOARD_PENDING_CHARGES_QUEUE_URL")
-            .is_none()
-    );
-
-    // Least privilege: chat only sends, billing-export only receives, deletes and reads the
-    // depth, both on this queue alone; no other role touches SQS.
-    let queue_arn = json!({"Fn::GetAtt": ["PendingChargesQueue", "Arn"]});
-    for (role, expected) in [
-        ("ChatFunctionRole", vec!["sqs:SendMessage"]),
-        (
-            "BillingExportFunctionRole",
-            vec![
-                "sqs:DeleteMessage",
-                "sqs:GetQueueAttributes",
-                "sqs:ReceiveMessage",
-            ],
-        ),
-        ("AdminFunctionRole", vec![]),
-        ("KeysFunctionRole", vec![]),
-        ("HealthCheckFunctionRole", vec![]),
-        ("MigrateFunctionRole", vec![]),
-    ] {
-        let mut granted = Vec::new();
-        for statement in role_statements(&t, role) {
-            for action in actions(&statement) {
-                if action.starts_with("sqs:") {
-                    assert_eq!(statement["Resource"], queue_arn, "{role}: {action}");
-                    granted.push(action);
-                }
-            }
-        }
-        granted.sort();
-        assert_eq!(granted, expected, "{role}");
-    }
-
-    // Alarms: a charge waiting 10 minutes, and any charge in the dead-letter queue.
-    let alarm = |name: &str| resources(&t)[name]["Properties"].clone();
-    let age = alarm("PendingChargesAgeAlarm");
-    assert_eq!(age["Namespace"], "AWS/SQS");
-    assert_eq!(age["MetricName"], "ApproximateAgeOfOldestMessage");
-    assert_eq!(
-        age["Dimensions"],
-        json!([{"Name": "QueueName", "Value": {"Fn::GetAtt": ["PendingChargesQueue", "QueueName"]}}])
-    );
-    assert_eq!(age["Threshold"], 600);
-    assert_eq!(age["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
-    assert_eq!(age["Statistic"], "Maximum");
-    let dead = alarm("PendingChargesDeadLetterAlarm");
-    assert_eq!(dead["Namespace"], "AWS/SQS");
-    assert_eq!(dead["MetricName"], "ApproximateNumberOfMessagesVisible");
-    assert_eq!(
-        dead["Dimensions"],
-        json!([{"Name": "QueueName", "Value": {"Fn::GetAtt": ["PendingChargesDeadLetterQueue", "QueueName"]}}])
-    );
-    assert_eq!(dead["Threshold"], 1);
-    assert_eq!(dead["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
-    for a in [&age, &dead] {
-        assert_eq!(
-            a["AlarmActions"],
-            json!({"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]})
-        );
-        assert_eq!(a["TreatMissingData"], "notBreaching");
-    }
-    let outputs = t["Outputs"].as_object().unwrap();
-    assert_eq!(outputs["PendingChargesQueueUrl"]["Value"], queue_url);
-    assert_eq!(
-        outputs["PendingChargesDeadLetterQueueUrl"]["Value"],
-        json!({"Ref": "PendingChargesDeadLetterQueue"})
-    );
-}
-
-#[test]
-fn no_secret_values_in_the_template() {
-    let text = std::fs::read_to_string(
-        switchboard_tests::moto::workspace_root().join("infra/template.yaml"),
-    )
-    .unwrap();
-    for needle in [
-        "sk-proj",
-        "sk-ant-",
-        "AKIA",
-        "postgres://",
-        "BEGIN PRIVATE KEY",
-    ] {
-        assert!(!text.contains(needle), "{needle} in the template");
-    }
-    // Gateway keys are only ever described (`sk-sb-...`), never written out.
-    for (at, _) in text.match_indices("sk-sb-") {
-        assert!(
-            text[at + 6..].starts_with("..."),
-            "a gateway key in the template"
-        );
-    }
-}
-
-/// Every `switchboard_*` name in `text`, without the histogram series' suffixes.
-fn metric_names(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("switchboard_") {
-        let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        let mut name = &tail[..end];
-        for suffix in ["_bucket", "_sum", "_count"] {
-            if let Some(base) = name.strip_suffix(suffix)
-                && switchboard_core::metrics::ALL.contains(&base)
-            {
-                name = base;
-            }
-        }
-        names.insert(name.to_string());
-        rest = &tail[end..];
-    }
-    names
-}
-
-#[test]
-fn the_dashboard_and_alarms_read_metrics_the_functions_write() {
-    let t = template();
-    let dashboards = of_type(&t, "AWS::CloudWatch::Dashboard");
-    assert_eq!(dashboards.len(), 1);
-    let body = dashboards[0].1["Properties"]["DashboardBody"]["Fn::Sub"]
-        .as_str()
-        .unwrap();
-    // `${…}` are CloudFormation's substitutions; the rest must be the dashboard's JSON.
-    let mut json_text = String::new();
-    let mut rest = body;
-    while let Some(at) = rest.find("${") {
-        json_text.push_str(&rest[..at]);
-        let close = rest[at..].find('}').unwrap();
-        json_text.push_str("SUBSTITUTED");
-        rest = &rest[at + close + 1..];
-    }
-    json_text.push_str(rest);
-    let dashboard: Value = serde_json::from_str(&json_text).unwrap();
-    let widgets = dashboard["widgets"].as_array().unwrap();
-    assert!(widgets.len() >= 6);
-    let titles: String = widgets
-        .iter()
-        .map(|w| w["properties"]["title"].as_str().unwrap().to_lowercase())
-        .collect::<Vec<_>>()
-        .join(" | ");
-    for topic in [
-        "requests",
-        "overhead",
-        "first token",
-        "spend",
-        "providers",
-        "backlog",
-    ] {
-        assert!(titles.contains(topic), "no {topic} widget: {titles}");
-    }
-
-    let alarms = of_type(&t, "AWS::CloudWatch::Alarm");
-    let alarm_text = serde_json::to_string(&alarms).unwrap();
-    for (metric, what) in [
-        ("switchboard_requests_total", "5xx rate"),
-        ("switchboard_gateway_overhead_seconds", "p99 overhead"),
-        (
-            "switchboard_provider_auto_disables_total",
-            "a provider auto-disabled",
-        ),
-        (
-            "switchboard_billing_export_backlog_age_seconds",
-            "export backlog age",
-        ),
-    ] {
-        assert!(alarm_text.contains(metric), "no alarm on {what}");
-    }
-    for (name, alarm) in &alarms {
-        assert!(
-            alarm["Properties"]["AlarmActions"]["Fn::If"][0] == "HasAlarmTopic",
-            "{name} notifies the optional topic"
-        );
-    }
-
-    let grafana_path =
-        switchboard_tests::moto::workspace_root().join("infra/grafana/switchboard.json");
-    let grafana_text = std::fs::read_to_string(grafana_path).unwrap();
-    let grafana: Value = serde_json::from_str(&grafana_text).unwrap();
-    for panel in grafana["panels"].as_array().unwrap() {
-        assert!(!panel["targets"].as_array().unwrap().is_empty(), "{panel}");
-    }
-    let used: BTreeSet<String> = metric_names(body)
-        .into_iter()
-        .chain(metric_names(&alarm_text))
-        .chain(metric_names(&grafana_text))
-        .collect();
-    let unknown: Vec<&String> = used
-        .iter()
-        .filter(|n| !switchboard_core::metrics::ALL.contains(&n.as_str()))
-        .collect();
-    assert!(
-        unknown.is_empty(),
-        "metrics no function writes: {unknown:?}"
-    );
-    for needed in [
-        "switchboard_requests_total",
-        "switchboard_gateway_overhead_seconds",
-        "switchboard_time_to_first_token_seconds",
-        "switchboard_charged_usd_total",
-        "switchboard_provider_enabled",
-        "switchboard_billing_export_backlog",
-    ] {
-        assert!(used.contains(needed), "{needed} is on no dashboard");
-    }
-}
-
 /// The value a parameter takes: its default, and each end of its range when it has one.
 fn parameter_values(t: &Value, name: &str) -> Vec<u64> {
     let p = &t["Parameters"][name];
@@ -1652,5 +1389,268 @@ fn the_docs_count_what_the_template_creates() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn pending_charges_wait_in_an_encrypted_queue_sent_by_chat_drained_by_billing_export_and_alarmed() {
+    let t = template();
+    let queues = of_type(&t, "AWS::SQS::Queue");
+    let names: BTreeSet<&str> = queues.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["PendingChargesQueue", "PendingChargesDeadLetterQueue"])
+    );
+    let queue = &resources(&t)["PendingChargesQueue"];
+    let dlq = &resources(&t)["PendingChargesDeadLetterQueue"];
+    for (name, q) in [("queue", queue), ("dead-letter queue", dlq)] {
+        let p = &q["Properties"];
+        assert_eq!(p["SqsManagedSseEnabled"], true, "{name}: encrypted at rest");
+        assert_eq!(
+            p["MessageRetentionPeriod"], 1_209_600,
+            "{name}: 14 days, SQS's maximum"
+        );
+        assert_eq!(
+            q["DeletionPolicy"], "Retain",
+            "{name}: charges outlive the stack"
+        );
+        assert!(p.get("FifoQueue").is_none(), "{name}: a standard queue");
+    }
+    let p = &queue["Properties"];
+    let billing_timeout = resources(&t)["BillingExportFunction"]["Properties"]["Timeout"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        p["VisibilityTimeout"].as_u64().unwrap() > billing_timeout,
+        "a message being written is not handed to a second run"
+    );
+    let redrive = &p["RedrivePolicy"];
+    assert_eq!(
+        redrive["deadLetterTargetArn"],
+        json!({"Fn::GetAtt": ["PendingChargesDeadLetterQueue", "Arn"]})
+    );
+    let receives = redrive["maxReceiveCount"].as_u64().unwrap();
+    assert!((3..=10).contains(&receives), "{receives}");
+
+    // Both functions are told the queue; no other function knows it.
+    let queue_url = json!({"Ref": "PendingChargesQueue"});
+    for (function, _) in FUNCTIONS {
+        let variables = &resources(&t)[function]["Properties"]["Environment"]["Variables"];
+        let told = variables.get("SWITCHBOARD_PENDING_CHARGES_QUEUE_URL");
+        if ["ChatFunction", "BillingExportFunction"].contains(&function) {
+            assert_eq!(told, Some(&queue_url), "{function}");
+        } else {
+            assert!(told.is_none(), "{function} has no business with the queue");
+        }
+    }
+    assert!(
+        t["Globals"]["Function"]["Environment"]["Variables"]
+            .get("SWITCHBOARD_PENDING_CHARGES_QUEUE_URL")
+            .is_none()
+    );
+
+    // Least privilege: chat only sends, billing-export only receives, deletes and reads the
+    // depth, both on this queue alone; no other role touches SQS.
+    let queue_arn = json!({"Fn::GetAtt": ["PendingChargesQueue", "Arn"]});
+    for (role, expected) in [
+        ("ChatFunctionRole", vec!["sqs:SendMessage"]),
+        (
+            "BillingExportFunctionRole",
+            vec![
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ReceiveMessage",
+            ],
+        ),
+        ("AdminFunctionRole", vec![]),
+        ("KeysFunctionRole", vec![]),
+        ("HealthCheckFunctionRole", vec![]),
+        ("MigrateFunctionRole", vec![]),
+    ] {
+        let mut granted = Vec::new();
+        for statement in role_statements(&t, role) {
+            for action in actions(&statement) {
+                if action.starts_with("sqs:") {
+                    assert_eq!(statement["Resource"], queue_arn, "{role}: {action}");
+                    granted.push(action);
+                }
+            }
+        }
+        granted.sort();
+        assert_eq!(granted, expected, "{role}");
+    }
+
+    // Alarms: a charge waiting 10 minutes, and any charge in the dead-letter queue.
+    let alarm = |name: &str| resources(&t)[name]["Properties"].clone();
+    let age = alarm("PendingChargesAgeAlarm");
+    assert_eq!(age["Namespace"], "AWS/SQS");
+    assert_eq!(age["MetricName"], "ApproximateAgeOfOldestMessage");
+    assert_eq!(
+        age["Dimensions"],
+        json!([{"Name": "QueueName", "Value": {"Fn::GetAtt": ["PendingChargesQueue", "QueueName"]}}])
+    );
+    assert_eq!(age["Threshold"], 600);
+    assert_eq!(age["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+    assert_eq!(age["Statistic"], "Maximum");
+    let dead = alarm("PendingChargesDeadLetterAlarm");
+    assert_eq!(dead["Namespace"], "AWS/SQS");
+    assert_eq!(dead["MetricName"], "ApproximateNumberOfMessagesVisible");
+    assert_eq!(
+        dead["Dimensions"],
+        json!([{"Name": "QueueName", "Value": {"Fn::GetAtt": ["PendingChargesDeadLetterQueue", "QueueName"]}}])
+    );
+    assert_eq!(dead["Threshold"], 1);
+    assert_eq!(dead["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+    for a in [&age, &dead] {
+        assert_eq!(
+            a["AlarmActions"],
+            json!({"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]})
+        );
+        assert_eq!(a["TreatMissingData"], "notBreaching");
+    }
+    let outputs = t["Outputs"].as_object().unwrap();
+    assert_eq!(outputs["PendingChargesQueueUrl"]["Value"], queue_url);
+    assert_eq!(
+        outputs["PendingChargesDeadLetterQueueUrl"]["Value"],
+        json!({"Ref": "PendingChargesDeadLetterQueue"})
+    );
+}
+
+#[test]
+fn no_secret_values_in_the_template() {
+    let text = std::fs::read_to_string(
+        switchboard_tests::moto::workspace_root().join("infra/template.yaml"),
+    )
+    .unwrap();
+    for needle in [
+        "sk-proj",
+        "sk-ant-",
+        "AKIA",
+        "postgres://",
+        "BEGIN PRIVATE KEY",
+    ] {
+        assert!(!text.contains(needle), "{needle} in the template");
+    }
+    // Gateway keys are only ever described (`sk-sb-...`), never written out.
+    for (at, _) in text.match_indices("sk-sb-") {
+        assert!(
+            text[at + 6..].starts_with("..."),
+            "a gateway key in the template"
+        );
+    }
+}
+
+/// Every `switchboard_*` name in `text`, without the histogram series' suffixes.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("switchboard_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let mut name = &tail[..end];
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(base) = name.strip_suffix(suffix)
+                && switchboard_core::metrics::ALL.contains(&base)
+            {
+                name = base;
+            }
+        }
+        names.insert(name.to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_and_alarms_read_metrics_the_functions_write() {
+    let t = template();
+    let dashboards = of_type(&t, "AWS::CloudWatch::Dashboard");
+    assert_eq!(dashboards.len(), 1);
+    let body = dashboards[0].1["Properties"]["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .unwrap();
+    // `${…}` are CloudFormation's substitutions; the rest must be the dashboard's JSON.
+    let mut json_text = String::new();
+    let mut rest = body;
+    while let Some(at) = rest.find("${") {
+        json_text.push_str(&rest[..at]);
+        let close = rest[at..].find('}').unwrap();
+        json_text.push_str("SUBSTITUTED");
+        rest = &rest[at + close + 1..];
+    }
+    json_text.push_str(rest);
+    let dashboard: Value = serde_json::from_str(&json_text).unwrap();
+    let widgets = dashboard["widgets"].as_array().unwrap();
+    assert!(widgets.len() >= 6);
+    let titles: String = widgets
+        .iter()
+        .map(|w| w["properties"]["title"].as_str().unwrap().to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    for topic in [
+        "requests",
+        "overhead",
+        "first token",
+        "spend",
+        "providers",
+        "backlog",
+    ] {
+        assert!(titles.contains(topic), "no {topic} widget: {titles}");
+    }
+
+    let alarms = of_type(&t, "AWS::CloudWatch::Alarm");
+    let alarm_text = serde_json::to_string(&alarms).unwrap();
+    for (metric, what) in [
+        ("switchboard_requests_total", "5xx rate"),
+        ("switchboard_gateway_overhead_seconds", "p99 overhead"),
+        (
+            "switchboard_provider_auto_disables_total",
+            "a provider auto-disabled",
+        ),
+        (
+            "switchboard_billing_export_backlog_age_seconds",
+            "export backlog age",
+        ),
+    ] {
+        assert!(alarm_text.contains(metric), "no alarm on {what}");
+    }
+    for (name, alarm) in &alarms {
+        assert!(
+            alarm["Properties"]["AlarmActions"]["Fn::If"][0] == "HasAlarmTopic",
+            "{name} notifies the optional topic"
+        );
+    }
+
+    let grafana_path =
+        switchboard_tests::moto::workspace_root().join("infra/grafana/switchboard.json");
+    let grafana_text = std::fs::read_to_string(grafana_path).unwrap();
+    let grafana: Value = serde_json::from_str(&grafana_text).unwrap();
+    for panel in grafana["panels"].as_array().unwrap() {
+        assert!(!panel["targets"].as_array().unwrap().is_empty(), "{panel}");
+    }
+    let used: BTreeSet<String> = metric_names(body)
+        .into_iter()
+        .chain(metric_names(&alarm_text))
+        .chain(metric_names(&grafana_text))
+        .collect();
+    let unknown: Vec<&String> = used
+        .iter()
+        .filter(|n| !switchboard_core::metrics::ALL.contains(&n.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "metrics no function writes: {unknown:?}"
+    );
+    for needed in [
+        "switchboard_requests_total",
+        "switchboard_gateway_overhead_seconds",
+        "switchboard_time_to_first_token_seconds",
+        "switchboard_charged_usd_total",
+        "switchboard_provider_enabled",
+        "switchboard_billing_export_backlog",
+    ] {
+        assert!(used.contains(needed), "{needed} is on no dashboard");
     }
 }
