@@ -9,6 +9,7 @@ pub mod fake_stripe;
 pub mod fake_upstream;
 pub mod fake_webhook;
 pub mod gateway;
+pub mod lambda_events;
 pub mod moto;
 pub mod test_db;
 

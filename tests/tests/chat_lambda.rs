@@ -36,14 +36,12 @@ async fn gateway_with_event_key() -> Gateway {
 }
 
 async fn invoke(gw: &Gateway, name: &str) -> (u16, http::HeaderMap, String) {
+    // Exactly what the Lambda main serves: the app, on the event lambda_http converts with
+    // the template's AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH.
+    switchboard_tests::lambda_events::as_deployed();
     let request = lambda_http::request::from_str(&event(name)).unwrap();
-    // Exactly what the Lambda main serves: the app behind the stage-stripping wrapper.
     let app = switchboard_chat::app(gw.state.clone());
-    let service = tower::ServiceExt::map_request(
-        app,
-        switchboard_core::http::strip_api_gateway_stage::<lambda_http::Body>,
-    );
-    let response = service.oneshot(request).await.unwrap();
+    let response = app.oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let mut body = response.into_body().into_data_stream();

@@ -795,6 +795,37 @@ async fn overlapping_runs_count_one_strike() {
     assert_eq!(provider_row(&h, id).await.consecutive_down, 2);
 }
 
+/// The run lock is a transaction-level advisory lock (`pg_try_advisory_xact_lock`): while a
+/// run probes, its holder is a backend inside a transaction (RDS Proxy pins a session that
+/// takes a session-level lock, not one that takes a lock scoped to a transaction), and no
+/// advisory lock is left once the run is over.
+#[tokio::test]
+async fn the_run_lock_is_held_by_a_transaction_not_a_session() {
+    let h = harness(&[], &[("slowok", OPENAI_KEY)]).await;
+    let upstream = FakeUpstream::start().await;
+    openai_provider(&h, "slowok", &upstream).await;
+    upstream.push_models(Step::delay(Duration::from_millis(800), Step::status(500)));
+    let holder = "SELECT a.xact_start IS NOT NULL
+                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                 WHERE l.locktype = 'advisory' AND l.granted
+                   AND (l.classid::bigint << 32) | l.objid::bigint = $1";
+    let key = health::store::RUN_LOCK_KEY;
+    let services = h.state.health();
+    let observer = h.db.connect().await;
+    let (summary, in_transaction) = tokio::join!(health::run(&services, Trigger::Timer), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rows = observer.query(holder, &[&key]).await.unwrap();
+        rows.iter().map(|r| r.get::<_, bool>(0)).collect::<Vec<_>>()
+    });
+    assert!(!summary.unwrap().skipped);
+    assert_eq!(
+        in_transaction,
+        vec![true],
+        "one holder, inside a transaction"
+    );
+    assert!(observer.query(holder, &[&key]).await.unwrap().is_empty());
+}
+
 // ---------------------------------------------------------------- housekeeping
 
 #[tokio::test]

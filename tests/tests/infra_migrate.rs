@@ -74,6 +74,17 @@ fn request(kind: &str, url: &str) -> Value {
     event
 }
 
+/// The Update CloudFormation sends when it rolls a failed update back: the properties go
+/// back from version 4 of the migrate function (the failed deploy's) to version 3.
+fn rollback_update(url: &str) -> Value {
+    let mut event = request("Update", url);
+    let old = event["ResourceProperties"].clone();
+    event["OldResourceProperties"] = old.clone();
+    let newer = old["FunctionVersion"].as_str().unwrap().replace(":3", ":4");
+    event["OldResourceProperties"]["FunctionVersion"] = json!(newer);
+    event
+}
+
 async fn answer(url: &mut ResponseUrl) -> (HeaderMap, Value) {
     tokio::time::timeout(Duration::from_secs(10), url.received.recv())
         .await
@@ -82,7 +93,7 @@ async fn answer(url: &mut ResponseUrl) -> (HeaderMap, Value) {
 }
 
 #[tokio::test]
-async fn custom_resource_create_update_delete() {
+async fn custom_resource_create_update_rollback_delete() {
     let db = TestDb::empty().await;
     let admin_key = "sk-sb-a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0";
     let step = MigrateStep::new(config(&[
@@ -139,11 +150,57 @@ async fn custom_resource_create_update_delete() {
     assert_eq!(body["Data"]["Applied"], "0");
     assert_eq!(body["Data"]["AdminKey"], "present");
 
-    // Delete never touches the database: it succeeds even with none reachable.
+    // Rollback (CloudFormation sends an Update back to the older version's properties):
+    // SUCCESS without migrating. Against a database with nothing applied yet, so that any
+    // migration would show; and with one that cannot be reached at all.
+    let fresh = TestDb::empty().await;
+    let fresh_step = MigrateStep::new(config(&[("DATABASE_URL", fresh.url().to_owned())]));
+    fresh_step
+        .handle(rollback_update(&url.url), Some(Duration::from_secs(120)))
+        .await
+        .unwrap();
+    let (_, body) = answer(&mut url).await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert_eq!(body["Data"]["Rollback"], "true");
+    assert_eq!(body["Data"]["Applied"], "0");
+    assert!(
+        body["Reason"].as_str().unwrap().contains("rollback"),
+        "{body}"
+    );
+    let fresh_client = fresh.connect().await;
+    let table: Option<String> = fresh_client
+        .query_one("SELECT to_regclass('schema_migrations')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(table, None, "a rollback migrates nothing");
     let unreachable = MigrateStep::new(config(&[(
         "DATABASE_URL",
         "postgres://app:hunter2@127.0.0.1:1/nothing".to_owned(),
-    )]));
+    )]))
+    .with_connect_retry(1, Duration::from_millis(10));
+    unreachable
+        .handle(rollback_update(&url.url), Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let (_, body) = answer(&mut url).await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    // The same pair of versions the other way round (4 after 3) is a forward Update: it
+    // migrates.
+    let mut forward = rollback_update(&url.url);
+    let old = forward["OldResourceProperties"].clone();
+    forward["OldResourceProperties"] = forward["ResourceProperties"].clone();
+    forward["ResourceProperties"] = old;
+    fresh_step
+        .handle(forward, Some(Duration::from_secs(120)))
+        .await
+        .unwrap();
+    let (_, body) = answer(&mut url).await;
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert_ne!(body["Data"]["Applied"], "0");
+    assert!(body["Data"].get("Rollback").is_none());
+
+    // Delete never touches the database: it succeeds even with none reachable.
     unreachable
         .handle(request("Delete", &url.url), Some(Duration::from_secs(60)))
         .await

@@ -173,14 +173,12 @@ fn functions_are_arm64_provided_al2023_built_by_cargo_lambda() {
 }
 
 #[test]
-fn chat_streams_through_rest_api_and_function_url() {
+fn chat_streams_through_the_rest_api_only() {
     let t = template();
     let chat = &resources(&t)["ChatFunction"]["Properties"];
-    assert_eq!(chat["FunctionUrlConfig"]["InvokeMode"], "RESPONSE_STREAM");
-    assert_eq!(
-        chat["FunctionUrlConfig"]["AuthType"], "NONE",
-        "the gateway's own API keys authenticate"
-    );
+    // No public Function URL: it would bypass the API's throttle (issue 33, finding 8).
+    assert!(chat["FunctionUrlConfig"].is_null());
+    assert!(of_type(&t, "AWS::Lambda::Url").is_empty());
     let api = &chat["Events"]["ChatApi"];
     assert_eq!(api["Type"], "Api", "REST API (HTTP APIs cannot stream)");
     assert_eq!(api["Properties"]["ResponseTransferMode"], "RESPONSE_STREAM");
@@ -398,11 +396,20 @@ fn unreachable_db_state() -> switchboard_core::state::AppState {
     switchboard_core::state::AppState::new(config, pool)
 }
 
-/// The REST API's Lambda proxy event for `method path` on `resource`, stage `prod`. (Outside
-/// Lambda, `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is unset, so lambda_http puts the stage in
-/// the path and the function's `strip_api_gateway_stage` takes it out again; deployed, the
-/// variable keeps it out. The router sees `path` either way.)
+/// The REST API's Lambda proxy event for `method path` on `resource`, stage `prod`,
+/// converted by lambda_http as deployed (the template's
+/// `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH=true`: the event's stage-free `path` as it is).
 fn rest_api_event(method: &str, path: &str, resource: &str) -> lambda_http::Request {
+    rest_api_event_on_stage("prod", method, path, resource)
+}
+
+fn rest_api_event_on_stage(
+    stage: &str,
+    method: &str,
+    path: &str,
+    resource: &str,
+) -> lambda_http::Request {
+    switchboard_tests::lambda_events::as_deployed();
     let host = "abc123.execute-api.us-east-1.amazonaws.com";
     let event = json!({
         "resource": resource,
@@ -417,13 +424,13 @@ fn rest_api_event(method: &str, path: &str, resource: &str) -> lambda_http::Requ
         "requestContext": {
             "accountId": "123456789012",
             "resourceId": "abc123",
-            "stage": "prod",
+            "stage": stage,
             "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
             "identity": {"sourceIp": "203.0.113.7"},
             "resourcePath": resource,
             "httpMethod": method,
             "apiId": "abc123",
-            "path": format!("/prod{path}"),
+            "path": format!("/{stage}{path}"),
             "protocol": "HTTP/1.1",
             "requestTimeEpoch": 1795766400000_u64
         },
@@ -499,8 +506,8 @@ async fn every_route_of_the_functions_reaches_its_function_through_api_gateway()
                 ));
                 continue;
             }
-            // The REST API's proxy event for it, through lambda_http's conversion and the
-            // stage stripping, exactly as the function's Lambda main serves it.
+            // The REST API's proxy event for it, through lambda_http's conversion, exactly
+            // as the function's Lambda main serves it.
             let (_, _, app) = functions
                 .iter()
                 .find(|(f, _, _)| *f == landed.function)
@@ -511,11 +518,7 @@ async fn every_route_of_the_functions_reaches_its_function_through_api_gateway()
                 .collect::<Vec<_>>()
                 .join("/");
             let request = rest_api_event(method.as_str(), &uri, &landed.path);
-            let app = tower::ServiceExt::map_request(
-                app.clone(),
-                switchboard_core::http::strip_api_gateway_stage::<lambda_http::Body>,
-            );
-            let response = app.oneshot(request).await.unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
             let status = response.status();
             let body = axum::body::to_bytes(response.into_body(), usize::MAX)
                 .await
@@ -550,6 +553,84 @@ async fn every_route_of_the_functions_reaches_its_function_through_api_gateway()
             "true",
             "{}: the stage stays out of the path its router matches",
             m.function
+        );
+    }
+}
+
+/// Finding 5 of issue 33: the stage is dropped once. The template allows a stage named like
+/// a route's first segment (`v1`, `admin`, `webhooks`, `console`); each of the functions'
+/// routes still lands on its handler behind such a stage.
+#[tokio::test]
+async fn a_stage_named_like_a_route_segment_still_routes() {
+    use tower::ServiceExt as _;
+    let t = template();
+    let pattern = t["Parameters"]["Stage"]["AllowedPattern"].as_str().unwrap();
+    assert_eq!(
+        pattern, "^[a-z][a-z0-9]{0,15}$",
+        "v1, admin and webhooks are allowed"
+    );
+    let state = unreachable_db_state();
+    let cases = [
+        (
+            "v1",
+            switchboard_chat::app(state.clone()),
+            "POST",
+            "/v1/chat/completions",
+            "/v1/{proxy+}",
+        ),
+        (
+            "v1",
+            switchboard_chat::app(state.clone()),
+            "GET",
+            "/v1/models",
+            "/v1/{proxy+}",
+        ),
+        (
+            "v1",
+            switchboard_keys::app(state.clone()),
+            "GET",
+            "/v1/usage",
+            "/v1/usage",
+        ),
+        (
+            "admin",
+            switchboard_admin::app(state.clone()),
+            "GET",
+            "/admin/providers",
+            "/admin/{proxy+}",
+        ),
+        (
+            "webhooks",
+            switchboard_keys::app(state.clone()),
+            "POST",
+            "/webhooks/stripe",
+            "/webhooks/stripe",
+        ),
+        (
+            "console",
+            switchboard_admin::app(state),
+            "GET",
+            "/console/",
+            "/console",
+        ),
+    ];
+    for (stage, app, method, path, resource) in cases {
+        let request = rest_api_event_on_stage(stage, method, path, resource);
+        assert_eq!(
+            request.uri().path(),
+            path,
+            "stage {stage}: the router sees the path as sent"
+        );
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            status != http::StatusCode::METHOD_NOT_ALLOWED
+                && !(status == http::StatusCode::NOT_FOUND && body.contains("no route for")),
+            "stage {stage}: {method} {path} answered {status} {body}"
         );
     }
 }
@@ -718,10 +799,13 @@ fn secrets_exist_hold_no_values_and_each_role_reads_only_its_own() {
             ],
         ),
         (
+            // POST /admin/billing/export runs billing-export's pass.
             "AdminFunctionRole",
             &[
+                "BillingSecret",
                 "DatabaseSecret",
                 "ExistingDatabaseSecretArn",
+                "LagoApiKeySecret",
                 "ProviderKeysSecret",
             ],
         ),
@@ -884,9 +968,11 @@ fn migrations_run_on_deploy_before_the_functions_change() {
     let t = template();
     let step = &resources(&t)["MigrateOnDeploy"];
     assert!(step["Type"].as_str().unwrap().starts_with("Custom::"));
+    // A published version (through the alias), never $LATEST: `!GetAtt MigrateFunction.Arn`
+    // is the unqualified ARN, i.e. $LATEST (issue 33, finding 2).
     assert_eq!(
         step["Properties"]["ServiceToken"],
-        json!({"Fn::GetAtt": ["MigrateFunction", "Arn"]})
+        json!({"Ref": "MigrateFunction.Alias"})
     );
     // A new function version (new code, new migrations) means an Update, i.e. a run.
     assert_eq!(
@@ -977,7 +1063,6 @@ fn parameters_and_outputs() {
     for o in [
         "ApiUrl",
         "OpenAiBaseUrl",
-        "ChatFunctionUrl",
         "AdminUrl",
         "AdminKeySecretArn",
         "ProviderKeysSecretArn",
@@ -985,16 +1070,326 @@ fn parameters_and_outputs() {
     ] {
         assert!(outputs.contains_key(o), "output {o}");
     }
-    assert_eq!(
-        outputs["ChatFunctionUrl"]["Value"],
-        json!({"Fn::GetAtt": ["ChatFunctionUrl", "FunctionUrl"]})
-    );
+    assert!(!outputs.contains_key("ChatFunctionUrl"), "no Function URL");
     assert!(
         outputs["ApiUrl"]["Value"]["Fn::Sub"]
             .as_str()
             .unwrap()
             .contains("${GatewayApi}.execute-api")
     );
+}
+
+/// The value a parameter takes: its default, and each end of its range when it has one.
+fn parameter_values(t: &Value, name: &str) -> Vec<u64> {
+    let p = &t["Parameters"][name];
+    let number = |v: &Value| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap()
+    };
+    let mut values = vec![number(&p["Default"])];
+    for bound in ["MinValue", "MaxValue"] {
+        if !p[bound].is_null() {
+            values.push(number(&p[bound]));
+        }
+    }
+    if let Some(allowed) = p["AllowedValues"].as_array() {
+        values.extend(allowed.iter().map(number));
+    }
+    values
+}
+
+/// A number in the template: a literal, or every value of the parameter it refers to.
+fn numbers(t: &Value, value: &Value) -> Vec<u64> {
+    match value {
+        Value::Number(n) => vec![n.as_u64().unwrap()],
+        Value::String(s) => vec![s.parse().unwrap()],
+        Value::Object(o) if o.contains_key("Ref") => {
+            parameter_values(t, o["Ref"].as_str().unwrap())
+        }
+        other => panic!("not a number or a parameter: {other}"),
+    }
+}
+
+/// Finding 1 of issue 33: every streaming route's integration waits at least as long as its
+/// function may run (API Gateway's default, 29 s, would cut longer streams), at most the
+/// 15 minutes stream mode allows. Checked for every value the parameters allow.
+#[test]
+fn every_streaming_route_waits_as_long_as_its_function_runs() {
+    let t = template();
+    let global_timeout = &t["Globals"]["Function"]["Timeout"];
+    let mut streaming = 0;
+    for (name, f) in of_type(&t, "AWS::Serverless::Function") {
+        let Some(events) = f["Properties"]["Events"].as_object() else {
+            continue;
+        };
+        for (event, e) in events {
+            if e["Type"] != "Api" || e["Properties"]["ResponseTransferMode"].is_null() {
+                continue;
+            }
+            streaming += 1;
+            assert_eq!(e["Properties"]["ResponseTransferMode"], "RESPONSE_STREAM");
+            let timeout = match &f["Properties"]["Timeout"] {
+                Value::Null => global_timeout,
+                own => own,
+            };
+            let longest_run = numbers(&t, timeout).into_iter().max().unwrap();
+            let waits = &e["Properties"]["TimeoutInMillis"];
+            assert!(
+                !waits.is_null(),
+                "{name}.{event}: no TimeoutInMillis (29 s default)"
+            );
+            for millis in numbers(&t, waits) {
+                assert!(
+                    millis >= longest_run * 1000,
+                    "{name}.{event}: the integration gives up after {millis} ms, the function may run {longest_run} s"
+                );
+                assert!(
+                    millis <= 900_000,
+                    "{name}.{event}: {millis} ms > 15 minutes"
+                );
+            }
+        }
+    }
+    assert_eq!(streaming, 1, "chat's /v1/{{proxy+}}");
+}
+
+/// Finding 3 of issue 33: a first deploy that fails after the database exists can roll
+/// back (no deletion protection by default), the database secret outlives the stack like
+/// the final snapshot it opens, and the default engine version is the major alone.
+#[test]
+fn the_database_can_roll_back_and_its_snapshot_keeps_its_password() {
+    let t = template();
+    let protection = &t["Parameters"]["DatabaseDeletionProtection"];
+    assert_eq!(protection["Default"], "false");
+    let instance = &resources(&t)["DatabaseInstance"];
+    assert_eq!(
+        instance["Properties"]["DeletionProtection"],
+        json!({"Ref": "DatabaseDeletionProtection"})
+    );
+    assert_eq!(instance["DeletionPolicy"], "Snapshot");
+    let secret = &resources(&t)["DatabaseSecret"];
+    assert_eq!(secret["DeletionPolicy"], "Retain");
+    assert_eq!(secret["UpdateReplacePolicy"], "Retain");
+
+    let version = &t["Parameters"]["DatabaseEngineVersion"];
+    assert_eq!(version["Default"], "17");
+    let pattern = version["AllowedPattern"].as_str().unwrap();
+    assert_eq!(pattern, "^17(\\.[0-9]+)?$");
+    assert_eq!(
+        resources(&t)["DatabaseParameterGroup"]["Properties"]["Family"],
+        "postgres17"
+    );
+
+    // docs/deploy.md says how to turn protection on after the first deploy.
+    let deploy =
+        std::fs::read_to_string(switchboard_tests::moto::workspace_root().join("docs/deploy.md"))
+            .unwrap();
+    assert!(
+        deploy.contains("DatabaseDeletionProtection=true"),
+        "docs/deploy.md"
+    );
+}
+
+/// Finding 6 and 7 of issue 33: `POST /admin/billing/export` has what billing-export has;
+/// scheduled functions are not retried (the next run is the retry); chat's concurrency is
+/// reserved from a parameter (0: none).
+#[test]
+fn admin_exports_like_billing_scheduled_runs_are_not_retried_and_chat_is_reserved() {
+    let t = template();
+    let env_of = |f: &str| resources(&t)[f]["Properties"]["Environment"]["Variables"].clone();
+    let (admin, billing) = (env_of("AdminFunction"), env_of("BillingExportFunction"));
+    for name in [
+        "SWITCHBOARD_LAGO_API_URL",
+        "SWITCHBOARD_LAGO_API_KEY_SECRET_ARN",
+        "SWITCHBOARD_ALERT_WEBHOOK_URL",
+        "SWITCHBOARD_BILLING_SECRETS_ARN",
+    ] {
+        assert!(!billing[name].is_null(), "{name}");
+        assert_eq!(admin[name], billing[name], "{name}");
+    }
+    let reads = |role: &str| -> BTreeSet<String> {
+        role_statements(&t, role)
+            .iter()
+            .filter(|s| actions(s).contains(&"secretsmanager:GetSecretValue".to_owned()))
+            .flat_map(|s| refs_in(&s["Resource"]))
+            .collect()
+    };
+    let admin_reads = reads("AdminFunctionRole");
+    for secret in ["LagoApiKeySecret", "BillingSecret"] {
+        assert!(admin_reads.contains(secret), "admin reads {secret}");
+    }
+
+    let mut scheduled = 0;
+    for (name, f) in of_type(&t, "AWS::Serverless::Function") {
+        let events = f["Properties"]["Events"].as_object();
+        if events.is_some_and(|e| e.values().any(|e| e["Type"] == "Schedule")) {
+            scheduled += 1;
+            assert_eq!(
+                f["Properties"]["EventInvokeConfig"]["MaximumRetryAttempts"], 0,
+                "{name}: Lambda's async retries overlap the next run"
+            );
+        }
+    }
+    assert_eq!(scheduled, 2, "health-check and billing-export");
+
+    let chat = &resources(&t)["ChatFunction"]["Properties"];
+    assert_eq!(
+        chat["ReservedConcurrentExecutions"],
+        json!({"Fn::If": ["ReserveChatConcurrency", {"Ref": "ChatReservedConcurrency"}, {"Ref": "AWS::NoValue"}]})
+    );
+    assert_eq!(
+        t["Conditions"]["ReserveChatConcurrency"],
+        json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "ChatReservedConcurrency"}, 0]}]})
+    );
+    let reserved = &t["Parameters"]["ChatReservedConcurrency"];
+    assert_eq!(reserved["MinValue"], 0);
+    // The default fits RDS Proxy's share of the default instance's connections: 2 per chat
+    // instance (the Lambda pool), and some left for the other functions.
+    let lambda_pool = switchboard_core::config::Config::from_lookup(|name| match name {
+        "AWS_LAMBDA_RUNTIME_API" => Some("127.0.0.1:9001".to_owned()),
+        "SWITCHBOARD_KMS_KEY_ID" => Some("alias/test".to_owned()),
+        _ => None,
+    })
+    .unwrap()
+    .database
+    .pool_size as u64;
+    assert_eq!(lambda_pool, 2);
+    assert_eq!(
+        t["Parameters"]["DatabaseInstanceClass"]["Default"],
+        "db.t4g.micro"
+    );
+    let percent =
+        resources(&t)["DatabaseProxyTargetGroup"]["Properties"]["ConnectionPoolConfigurationInfo"]
+            ["MaxConnectionsPercent"]
+            .as_u64()
+            .unwrap();
+    // db.t4g.micro: max_connections = 1 GiB less the OS's share / 9531392, about 80.
+    let proxy_budget = 80 * percent / 100;
+    let default = reserved["Default"].as_u64().unwrap();
+    assert!(
+        default * lambda_pool + 10 <= proxy_budget,
+        "{default} chat instances"
+    );
+}
+
+/// Finding 8 of issue 33: alarms on AWS's own metrics, which the app's EMF lines cannot
+/// show (a crashed, timed-out or throttled function writes none): API Gateway's 5XXError,
+/// each function's Lambda Errors and Throttles, RDS Proxy's pinned connections.
+#[test]
+fn alarms_watch_api_gateway_lambda_and_the_proxy() {
+    let t = template();
+    let alarms = of_type(&t, "AWS::CloudWatch::Alarm");
+    let watching = |namespace: &str, metric: &str| -> Vec<&Value> {
+        alarms
+            .iter()
+            .map(|(_, a)| &a["Properties"])
+            .filter(|p| p["Namespace"] == namespace && p["MetricName"] == metric)
+            .collect()
+    };
+    for (_, alarm) in &alarms {
+        assert_eq!(
+            alarm["Properties"]["AlarmActions"],
+            json!({"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]})
+        );
+    }
+    let api = watching("AWS/ApiGateway", "5XXError");
+    assert_eq!(api.len(), 1);
+    let dims = &api[0]["Dimensions"];
+    assert_eq!(dims[0]["Name"], "ApiName");
+    assert_eq!(
+        dims[0]["Value"],
+        resources(&t)["GatewayApi"]["Properties"]["Name"],
+        "the API's name as the template sets it"
+    );
+    assert_eq!(dims[1], json!({"Name": "Stage", "Value": {"Ref": "Stage"}}));
+
+    let functions: BTreeSet<String> = of_type(&t, "AWS::Serverless::Function")
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    for metric in ["Errors", "Throttles"] {
+        let watched: BTreeSet<String> = watching("AWS/Lambda", metric)
+            .iter()
+            .map(|p| {
+                assert_eq!(p["Dimensions"][0]["Name"], "FunctionName");
+                p["Dimensions"][0]["Value"]["Ref"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            watched, functions,
+            "AWS/Lambda {metric}: one alarm per function"
+        );
+    }
+
+    let pinned = watching("AWS/RDS", "DatabaseConnectionsCurrentlySessionPinned");
+    assert_eq!(pinned.len(), 1);
+    assert_eq!(
+        pinned[0]["Dimensions"],
+        json!([{"Name": "ProxyName", "Value": {"Ref": "DatabaseProxy"}}])
+    );
+    let (name, _) = alarms
+        .iter()
+        .find(|(_, a)| a["Properties"]["MetricName"] == "DatabaseConnectionsCurrentlySessionPinned")
+        .unwrap();
+    assert_eq!(resources(&t)[name.as_str()]["Condition"], "CreateDatabase");
+}
+
+/// Finding 8 of issue 33: docs/deploy.md and infra/README.md say what the template creates
+/// in numbers counted from it (one line of a fixed form in each), name every function's
+/// binary and every schedule, and infra/README.md names every secret.
+#[test]
+fn the_docs_count_what_the_template_creates() {
+    let t = template();
+    let functions = of_type(&t, "AWS::Serverless::Function");
+    let secrets = of_type(&t, "AWS::SecretsManager::Secret");
+    let schedules: Vec<String> = functions
+        .iter()
+        .filter_map(|(_, f)| f["Properties"]["Events"].as_object())
+        .flat_map(|events| events.values())
+        .filter(|e| e["Type"] == "Schedule")
+        .map(|e| e["Properties"]["Schedule"].as_str().unwrap().to_owned())
+        .collect();
+    let alarms = of_type(&t, "AWS::CloudWatch::Alarm").len();
+    let counted = format!(
+        "Counted from the template (`tests/tests/infra_template.rs` keeps these numbers in step): {} functions, {} secrets, {} schedules, {alarms} alarms.",
+        functions.len(),
+        secrets.len(),
+        schedules.len()
+    );
+    let root = switchboard_tests::moto::workspace_root();
+    for doc in ["docs/deploy.md", "infra/README.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        // Line breaks are the writer's: compare with whitespace collapsed.
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains(&counted), "{doc} does not say: {counted}");
+        for (name, f) in &functions {
+            let binary = f["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
+            assert!(
+                flat.contains(binary),
+                "{doc} does not name {name} ({binary})"
+            );
+        }
+        for schedule in &schedules {
+            assert!(
+                flat.contains(schedule.as_str()),
+                "{doc} does not name {schedule}"
+            );
+        }
+        if doc == "infra/README.md" {
+            for (name, secret) in &secrets {
+                let full = secret["Properties"]["Name"]["Fn::Sub"].as_str().unwrap();
+                let short = full.trim_start_matches("${AWS::StackName}");
+                assert!(
+                    flat.contains(&format!("`<stack>{short}`")),
+                    "{doc} does not name {name} (<stack>{short})"
+                );
+            }
+        }
+    }
 }
 
 #[test]

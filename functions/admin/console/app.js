@@ -39,8 +39,14 @@
     }
   }
 
+  // Where the API is: the directory the page was served from, whatever it is called
+  // (`/prod/console` behind an execute-api stage, `/console` at a custom domain's root,
+  // either with a trailing slash). Every API path below is relative to it ("admin/...",
+  // "v1/..."), never root-absolute, so the stage prefix is kept.
+  const apiBase = new URL(location.pathname.endsWith("/") ? "../" : "./", location.href);
+
   async function api(path, options = {}) {
-    const response = await fetch(path, {
+    const response = await fetch(new URL(path, apiBase), {
       method: options.method || "GET",
       headers: Object.assign(
         { authorization: `Bearer ${session ? session.key : options.key}` },
@@ -119,7 +125,7 @@
 
   async function overviewView() {
     const from = new Date(Date.now() - 13 * 86400000).toISOString().slice(0, 10) + "T00:00:00Z";
-    const query = (group) => api(`/admin/usage/summary?group_by=${group}&from=${encodeURIComponent(from)}&limit=500`);
+    const query = (group) => api(`admin/usage/summary?group_by=${group}&from=${encodeURIComponent(from)}&limit=500`);
     const [byDay, byModel, byProvider] = await Promise.all([query("day"), query("model"), query("provider")]);
     const days = byDay.data;
     const total = (field) => days.reduce((n, r) => n + r[field], 0);
@@ -185,7 +191,7 @@
       const key = input.value.trim();
       if (!key) return;
       try {
-        const account = await api("/v1/account", { key });
+        const account = await api("v1/account", { key });
         sessionStorage.setItem(KEY, key);
         session = { key, role: account.key_role, account };
         location.hash = session.role === "admin" ? "#/overview" : "#/account";
@@ -224,7 +230,7 @@
   // One provider (#/providers?provider=ID): its settings (edit) and its health history,
   // oldest to newest, as a timeline of checks.
   async function providerDetails(id) {
-    const path = `/admin/providers/${encodeURIComponent(id)}`;
+    const path = `admin/providers/${encodeURIComponent(id)}`;
     const [provider, health] = await Promise.all([api(path), api(`${path}/health?limit=100`)]);
     const edit = fieldForm("edit-provider", [
       { name: "base_url", label: "Base URL", size: 36 },
@@ -257,7 +263,7 @@
   async function providersView() {
     const chosen = hashParams().get("provider");
     const details = chosen ? await providerDetails(chosen) : [];
-    const page = await api("/admin/providers?limit=200");
+    const page = await api("admin/providers?limit=200");
     const providers = page.data || page;
     if (!providers.length) {
       return [h("h1", {}, "Providers"),
@@ -270,7 +276,7 @@
         onclick: async () => {
           toggle.disabled = true;
           try {
-            await api(`/admin/providers/${p.id}`, { method: "PATCH", body: { is_active: !p.is_active } });
+            await api(`admin/providers/${p.id}`, { method: "PATCH", body: { is_active: !p.is_active } });
             render();
           } catch (error) {
             toggle.after(errorBox(error));
@@ -349,7 +355,7 @@
 
   async function modelsView() {
     const [models, rules, providers] = await Promise.all([
-      api("/admin/models?limit=500"), api("/admin/routing-rules?limit=500"), api("/admin/providers?limit=200")]);
+      api("admin/models?limit=500"), api("admin/routing-rules?limit=500"), api("admin/providers?limit=200")]);
     const create = fieldForm("create-model", [
       { name: "provider_id", label: "Provider", options: providers.data.map((p) => [String(p.id), p.provider_slug]) },
       { name: "model_id", label: "Model id", placeholder: "gpt-4o-mini" },
@@ -357,7 +363,7 @@
       { name: "cost_per_1m_input_tokens", label: "Input USD / 1M", placeholder: "0.15", inputmode: "decimal", size: 8 },
       { name: "cost_per_1m_output_tokens", label: "Output USD / 1M", placeholder: "0.60", inputmode: "decimal", size: 8 },
       { name: "power_level", label: "Power level", options: [["balanced", "balanced"], ["eco", "eco"], ["precision", "precision"]] },
-    ], "Add the model", (v) => api("/admin/models", { method: "POST", body: {
+    ], "Add the model", (v) => api("admin/models", { method: "POST", body: {
       provider_id: Number(v.provider_id), model_id: v.model_id,
       context_window: /^\d+$/.test(v.context_window) ? Number(v.context_window) : v.context_window,
       // Prices go as the strings typed: the API reads them as exact decimals.
@@ -371,7 +377,7 @@
       { name: "power_level", label: "Power level", options: [["balanced", "balanced"], ["eco", "eco"], ["precision", "precision"]] },
       { name: "priority", label: "Priority (1 first)", placeholder: "1", inputmode: "numeric", size: 6 },
       { name: "weight", label: "Weight (> 0)", placeholder: "100", inputmode: "numeric", size: 6 },
-    ], "Add the rule", (v) => api("/admin/routing-rules", { method: "POST", body: {
+    ], "Add the rule", (v) => api("admin/routing-rules", { method: "POST", body: {
       model_id: Number(v.model_id), power_level: v.power_level,
       priority: v.priority === "" ? undefined : integer(v.priority),
       weight: v.weight === "" ? undefined : integer(v.weight) } }));
@@ -383,7 +389,7 @@
         { name: "cost_per_1m_input_tokens", label: "Input USD / 1M", inputmode: "decimal", size: 8 },
         { name: "cost_per_1m_output_tokens", label: "Output USD / 1M", inputmode: "decimal", size: 8 },
         { name: "context_window", label: "Context window", inputmode: "numeric", size: 8 },
-      ], `Save ${editing.model_id}`, (v) => api(`/admin/models/${editing.id}`, { method: "PATCH", body: {
+      ], `Save ${editing.model_id}`, (v) => api(`admin/models/${editing.id}`, { method: "PATCH", body: {
         cost_per_1m_input_tokens: v.cost_per_1m_input_tokens, cost_per_1m_output_tokens: v.cost_per_1m_output_tokens,
         context_window: integer(v.context_window) } }));
       editModel.querySelector('[name="cost_per_1m_input_tokens"]').value = editing.cost_per_1m_input_tokens;
@@ -398,7 +404,7 @@
         { name: "power_level", label: "Power level", options: [["balanced", "balanced"], ["eco", "eco"], ["precision", "precision"]] },
         { name: "priority", label: "Priority", inputmode: "numeric", size: 6 },
         { name: "weight", label: "Weight", inputmode: "numeric", size: 6 },
-      ], "Save the rule", (v) => api(`/admin/routing-rules/${rule.id}`, { method: "PATCH", body: {
+      ], "Save the rule", (v) => api(`admin/routing-rules/${rule.id}`, { method: "PATCH", body: {
         power_level: v.power_level, priority: integer(v.priority), weight: integer(v.weight) } }));
       editRule.querySelector('[name="power_level"]').value = rule.power_level;
       editRule.querySelector('[name="priority"]').value = rule.priority;
@@ -410,7 +416,7 @@
       h("td", { class: "num" }, `${m.cost_per_1m_input_tokens} / ${m.cost_per_1m_output_tokens}`),
       h("td", {}, m.power_level),
       h("td", {}, h("span", { class: `badge ${m.is_active ? "active" : "disabled"}` }, m.is_active ? "on" : "off")),
-      h("td", {}, activeToggle(`/admin/models/${m.id}`, m.is_active))));
+      h("td", {}, activeToggle(`admin/models/${m.id}`, m.is_active))));
     const ruleRows = rules.data.map((r) => h("tr", { "data-rule": r.id },
       h("td", {}, h("a", { href: `#/models?rule=${r.id}` }, `${r.model_name} (${r.provider_slug})`)),
       h("td", {}, r.power_level),
@@ -420,7 +426,7 @@
       h("td", { class: "num" }, r.weight),
       h("td", {}, r.is_fallback ? `fallback ${r.fallback_order}` : "primary"),
       h("td", {}, h("span", { class: `badge ${r.is_active ? "active" : "disabled"}` }, r.is_active ? "on" : "off")),
-      h("td", {}, activeToggle(`/admin/routing-rules/${r.id}`, r.is_active))));
+      h("td", {}, activeToggle(`admin/routing-rules/${r.id}`, r.is_active))));
     return [h("h1", {}, "Models & rules"),
       editModel ? h("h2", {}, `Edit ${editing.model_id} (${editing.provider_slug})`) : null, editModel,
       editRule ? h("h2", {}, `Edit the rule for ${rule.model_name} (${rule.provider_slug})`) : null, editRule,
@@ -453,7 +459,7 @@
         return;
       }
       try {
-        await api(`/admin/users/${encodeURIComponent(user.id)}/credits`, {
+        await api(`admin/users/${encodeURIComponent(user.id)}/credits`, {
           method: "POST",
           body: { amount_usd: value, reason: reason.value.trim() || "console top-up", idempotency_key: idempotencyKey },
         });
@@ -468,7 +474,7 @@
 
   // One user's cap and gateway keys (#/users?user=ID).
   async function userDetails(id) {
-    const path = `/admin/users/${encodeURIComponent(id)}`;
+    const path = `admin/users/${encodeURIComponent(id)}`;
     const [user, keys] = await Promise.all([api(path), api(`${path}/api-keys`)]);
     const cap = fieldForm("user-cap", [
       { name: "monthly_cap_usd", label: "Monthly cap, USD (empty: none)", placeholder: "none", inputmode: "decimal", size: 10 },
@@ -494,7 +500,7 @@
       h("td", {}, when(k.created_at)),
       h("td", {}, when(k.last_used_at)),
       h("td", {}, k.revoked_at ? h("span", { class: "badge disabled" }, "revoked") : h("button", { class: "danger", onclick: async () => {
-        await api(`/admin/api-keys/${k.id}`, { method: "DELETE" });
+        await api(`admin/api-keys/${k.id}`, { method: "DELETE" });
         render();
       } }, "Revoke"))));
     return [h("div", { class: "card", id: "user-details", "data-user": id },
@@ -510,7 +516,7 @@
   let pendingIssued = null;
 
   async function usersView() {
-    const page = await api("/admin/users?limit=500");
+    const page = await api("admin/users?limit=500");
     const users = page.data || page;
     if (!users.length) {
       return [h("h1", {}, "Users"),
@@ -570,7 +576,7 @@
     if (filters.from) apiFilters.from = new Date(`${filters.from}T00:00:00`).toISOString();
     if (filters.to) apiFilters.to = new Date(new Date(`${filters.to}T00:00:00`).getTime() + 86400000).toISOString();
     const apiQuery = (extra) => new URLSearchParams(Object.assign({}, apiFilters, extra)).toString();
-    const result = await api(`/admin/usage?${apiQuery({ limit: pageSize, offset: (page - 1) * pageSize })}`);
+    const result = await api(`admin/usage?${apiQuery({ limit: pageSize, offset: (page - 1) * pageSize })}`);
 
     const input = (name, label, type) => h("label", {}, `${label} `,
       h("input", { name, type: type || "text", value: filters[name] || "", size: 12 }));
@@ -597,7 +603,7 @@
       try {
         const rows = [];
         for (let offset = 0; offset < 10000; offset += 500) {
-          const chunk = await api(`/admin/usage?${apiQuery({ limit: 500, offset })}`);
+          const chunk = await api(`admin/usage?${apiQuery({ limit: 500, offset })}`);
           rows.push(...chunk.data);
           if (!chunk.has_more) break;
         }
@@ -642,7 +648,7 @@
   async function auditView() {
     const params = hashParams();
     const page = Math.max(1, Number(params.get("page") || "1") | 0);
-    const result = await api(`/admin/audit-log?limit=50&offset=${(page - 1) * 50}`);
+    const result = await api(`admin/audit-log?limit=50&offset=${(page - 1) * 50}`);
     if (!result.data.length) {
       return [h("h1", {}, "Audit log"), h("p", { class: "empty" }, "Nothing changed yet: every admin write lands here.")];
     }
@@ -663,7 +669,7 @@
   }
 
   async function accountView() {
-    const a = await api("/v1/account");
+    const a = await api("v1/account");
     const stat = (label, value, id) =>
       h("div", { class: "card stat" }, h("div", { class: "label" }, label), h("div", { class: "value", id }, value));
     return [h("h1", {}, "Account"),
@@ -680,9 +686,9 @@
   async function activityView() {
     const from = new Date(Date.now() - 13 * 86400000).toISOString().slice(0, 10) + "T00:00:00Z";
     const [byDay, byModel, recent] = await Promise.all([
-      api(`/v1/usage/summary?group_by=day&from=${encodeURIComponent(from)}&limit=500`),
-      api(`/v1/usage/summary?group_by=model&from=${encodeURIComponent(from)}&limit=500`),
-      api("/v1/usage?limit=20")]);
+      api(`v1/usage/summary?group_by=day&from=${encodeURIComponent(from)}&limit=500`),
+      api(`v1/usage/summary?group_by=model&from=${encodeURIComponent(from)}&limit=500`),
+      api("v1/usage?limit=20")]);
     const days = byDay.data;
     const out = [h("h1", {}, "My usage"),
       h("div", { class: "cards" },
@@ -715,7 +721,7 @@
   // A user's own gateway keys (create: shown once; revoke) and provider keys (BYOK: add,
   // check, turn off and on, delete; only ever shown masked).
   async function keysView() {
-    const [own, byok] = await Promise.all([api("/v1/api-keys"), api("/v1/byok")]);
+    const [own, byok] = await Promise.all([api("v1/api-keys"), api("v1/byok")]);
     const out = [h("h1", {}, "Keys")];
 
     const name = h("input", { name: "name", placeholder: "a name, such as laptop", "aria-label": "Key name", maxlength: 200 });
@@ -725,7 +731,7 @@
     createForm.addEventListener("submit", async (event) => {
       event.preventDefault();
       try {
-        const key = await api("/v1/api-keys", { method: "POST", body: { name: name.value.trim() || "console" } });
+        const key = await api("v1/api-keys", { method: "POST", body: { name: name.value.trim() || "console" } });
         // Shown this once: it is never stored anywhere the page can read it again.
         created.replaceChildren(h("div", { class: "card" },
           h("strong", {}, "Your new key (copy it now: it is shown only this once)"),
@@ -743,7 +749,7 @@
       h("td", {}, k.revoked_at || k.prefix === session.key.slice(0, k.prefix.length)
         ? (k.revoked_at ? "" : h("span", { class: "muted" }, "this session's key"))
         : h("button", { class: "danger", onclick: async () => {
-          await api(`/v1/api-keys/${k.id}`, { method: "DELETE" });
+          await api(`v1/api-keys/${k.id}`, { method: "DELETE" });
           render();
         } }, "Revoke"))));
     out.push(h("h2", {}, "Gateway keys"), createForm, created,
@@ -761,7 +767,7 @@
     byokForm.addEventListener("submit", async (event) => {
       event.preventDefault();
       try {
-        await api(`/v1/byok/${encodeURIComponent(provider.value.trim())}`, { method: "PUT", body: { api_key: secret.value, validate: false } });
+        await api(`v1/byok/${encodeURIComponent(provider.value.trim())}`, { method: "PUT", body: { api_key: secret.value, validate: false } });
         secret.value = "";
         render();
       } catch (error) {
@@ -780,7 +786,7 @@
       }
     } }, label);
     const byokRows = byok.data.map((k) => {
-      const path = `/v1/byok/${encodeURIComponent(k.provider_slug)}`;
+      const path = `v1/byok/${encodeURIComponent(k.provider_slug)}`;
       return h("tr", { "data-provider": k.provider_slug },
         h("td", {}, h("strong", {}, k.provider_slug), h("div", { class: "muted key-hint" }, k.key_hint)),
         h("td", {}, h("span", { class: `badge ${k.is_active ? "active" : "disabled"}` }, k.is_active ? "on" : "off")),
@@ -821,7 +827,7 @@
       const key = sessionStorage.getItem(KEY);
       if (!key) return signInView();
       try {
-        const account = await api("/v1/account", { key });
+        const account = await api("v1/account", { key });
         session = { key, role: account.key_role, account };
       } catch (_) {
         sessionStorage.removeItem(KEY);

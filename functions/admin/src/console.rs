@@ -44,11 +44,19 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 
 /// The console's paths, all `GET`, with their handlers: [`router`] mounts exactly these and
 /// [`route_list`] names them.
-fn routes() -> [(&'static str, MethodRouter); 3] {
+///
+/// The page refers to its assets relatively (`console/assets/app.js`) and the script finds
+/// the API relative to the page, so the console works under any prefix: `/prod/console`
+/// behind an execute-api stage, `/console` at a custom domain's root. From `/console/`
+/// (trailing slash) the same references resolve one level down, to
+/// `/console/console/assets/...`: served too, rather than redirecting, because whether a
+/// trailing slash reaches the function through API Gateway is not something to rely on.
+fn routes() -> [(&'static str, MethodRouter); 4] {
     [
         ("/console", get(index)),
         ("/console/", get(index)),
         ("/console/assets/{name}", get(asset)),
+        ("/console/console/assets/{name}", get(asset)),
     ]
 }
 
@@ -105,5 +113,77 @@ async fn asset(Path(name): Path<String>) -> Response {
             name.chars().take(64).collect::<String>()
         ))
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn get_text(path: &str) -> (StatusCode, String) {
+        let request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = router().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// Root-absolute references (`"/admin/..."`, `/console/assets/...`) would miss the
+    /// stage prefix of an execute-api URL (`/prod/console`): none in what is served.
+    #[tokio::test]
+    async fn the_served_page_and_script_use_no_root_absolute_urls() {
+        let (status, html) = get_text("/console").await;
+        assert_eq!(status, StatusCode::OK);
+        for needle in ["\"/console/", "\"/admin", "\"/v1", "'/"] {
+            assert!(!html.contains(needle), "index.html has {needle}");
+        }
+        assert!(html.contains("src=\"console/assets/app.js\""), "{html}");
+        let (status, script) = get_text("/console/assets/app.js").await;
+        assert_eq!(status, StatusCode::OK);
+        for needle in [
+            "\"/admin",
+            "`/admin",
+            "'/admin",
+            "\"/v1",
+            "`/v1",
+            "'/v1",
+            "/console/assets",
+        ] {
+            assert!(!script.contains(needle), "app.js has {needle}");
+        }
+        assert!(script.contains("fetch(new URL(path, apiBase)"));
+    }
+
+    /// The page's relative references resolve from `/console` and from `/console/`; every
+    /// asset is served at both places they can resolve to.
+    #[tokio::test]
+    async fn assets_resolve_from_the_page_with_or_without_a_trailing_slash() {
+        let (_, html) = get_text("/console/").await;
+        let refs: Vec<&str> = html
+            .split(['"'])
+            .filter(|part| part.starts_with("console/assets/"))
+            .collect();
+        assert_eq!(refs.len(), 4, "{html}");
+        for page in ["/prod/console", "/prod/console/", "/console", "/console/"] {
+            let dir = &page[..=page.rfind('/').unwrap()];
+            let prefix = page
+                .strip_suffix("console")
+                .or(page.strip_suffix("console/"))
+                .unwrap();
+            for reference in &refs {
+                // What the browser asks for, less the stage API Gateway takes off.
+                let resolved = format!("{dir}{reference}");
+                let seen = resolved.strip_prefix(prefix.trim_end_matches('/')).unwrap();
+                let (status, _) = get_text(seen).await;
+                assert_eq!(status, StatusCode::OK, "{reference} from {page}: {seen}");
+            }
+        }
     }
 }

@@ -12,6 +12,14 @@
 //! `Create` and `Update` run the step, `Delete` succeeds without touching the database,
 //! and a failure is reported as `FAILED` with the reason, so the stack rolls back instead
 //! of waiting for a timeout.
+//!
+//! An `Update` whose `FunctionVersion` goes down (the new properties name an older
+//! published version of this function than the old ones) is CloudFormation rolling the
+//! stack back: it is answered `SUCCESS` without migrating. Migrating then would run the
+//! very migration that failed again, fail again, and leave the stack in
+//! `UPDATE_ROLLBACK_FAILED`. Migrations only go forward: a rollback keeps the schema as
+//! the last successful step left it (each migration is its own transaction, so a failed
+//! one left nothing behind).
 
 use std::time::Duration;
 
@@ -74,6 +82,10 @@ struct CustomResourceRequest {
     logical_resource_id: String,
     #[serde(default)]
     physical_resource_id: Option<String>,
+    #[serde(default)]
+    resource_properties: Value,
+    #[serde(default)]
+    old_resource_properties: Option<Value>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -186,16 +198,22 @@ impl MigrateStep {
             return Ok(serde_json::to_value(self.run().await?).unwrap_or(Value::Null));
         };
         tracing::info!(request_type = ?request.request_type, stack = %request.stack_id, "CloudFormation custom resource request");
+        let rollback = request.request_type == RequestType::Update
+            && request
+                .old_resource_properties
+                .as_ref()
+                .is_some_and(|old| is_rollback(&request.resource_properties, old));
         let outcome = match request.request_type {
-            RequestType::Delete => Ok(None),
+            RequestType::Delete => Ok(Outcome::Delete),
+            RequestType::Update if rollback => Ok(Outcome::Rollback),
             RequestType::Create | RequestType::Update => {
                 let budget = time_left.map(|left| left.saturating_sub(RESPONSE_MARGIN));
                 match budget {
                     Some(budget) => match tokio::time::timeout(budget, self.run()).await {
-                        Ok(result) => result.map(Some),
+                        Ok(result) => result.map(Outcome::Ran),
                         Err(_) => Err(MigrateError::Timeout(budget)),
                     },
-                    None => self.run().await.map(Some),
+                    None => self.run().await.map(Outcome::Ran),
                 }
             }
         };
@@ -204,7 +222,7 @@ impl MigrateStep {
             .as_deref()
             .unwrap_or(PHYSICAL_RESOURCE_ID);
         let (status, reason, data) = match &outcome {
-            Ok(Some(summary)) => (
+            Ok(Outcome::Ran(summary)) => (
                 "SUCCESS",
                 format!(
                     "migrations applied: {:?}; already applied: {}; admin key: {}",
@@ -215,11 +233,19 @@ impl MigrateStep {
                     "AdminKey": summary.admin_key,
                 }),
             ),
-            Ok(None) => (
+            Ok(Outcome::Delete) => (
                 "SUCCESS",
                 "delete: the database is left as it is".to_owned(),
                 json!({}),
             ),
+            Ok(Outcome::Rollback) => {
+                tracing::warn!("rollback update (FunctionVersion went down): not migrating");
+                (
+                    "SUCCESS",
+                    "rollback: the function version went down; migrations only go forward, nothing run".to_owned(),
+                    json!({"Applied": "0", "Rollback": "true"}),
+                )
+            }
             Err(error) => {
                 tracing::error!(error = %error_chain(error), "migration step failed");
                 ("FAILED", error_chain(error), json!({}))
@@ -264,6 +290,32 @@ impl MigrateStep {
     }
 }
 
+/// What one custom resource request came to, short of a failure.
+enum Outcome {
+    /// Create or a forward Update: the step ran.
+    Ran(MigrateSummary),
+    /// Delete: the data stays.
+    Delete,
+    /// An Update back to an older function version: nothing run.
+    Rollback,
+}
+
+/// An Update is a rollback when `FunctionVersion` (a published version's ARN,
+/// `arn:...:function:NAME:7`, or a bare number) names an older version of the same
+/// function than before. A different function (replaced, renamed) or a value that is not a
+/// version is never taken for a rollback: then the step runs as on any Update.
+fn is_rollback(new: &Value, old: &Value) -> bool {
+    fn version(properties: &Value) -> Option<(&str, u64)> {
+        let text = properties.get("FunctionVersion")?.as_str()?;
+        let (function, number) = text.rsplit_once(':').unwrap_or(("", text));
+        Some((function, number.parse().ok()?))
+    }
+    match (version(new), version(old)) {
+        (Some((new_fn, new_v)), Some((old_fn, old_v))) => new_fn == old_fn && new_v < old_v,
+        _ => false,
+    }
+}
+
 fn truncate(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {
         Some((end, _)) => format!("{}...", &text[..end]),
@@ -292,6 +344,28 @@ mod tests {
         assert!(request.physical_resource_id.is_none());
         // A direct invocation is not a custom resource request.
         assert!(serde_json::from_value::<CustomResourceRequest>(json!({})).is_err());
+    }
+
+    #[test]
+    fn a_function_version_going_down_is_a_rollback() {
+        let arn = |v: &str| json!({"FunctionVersion": format!("arn:aws:lambda:us-east-1:123456789012:function:sb-migrate:{v}")});
+        assert!(is_rollback(&arn("3"), &arn("4")));
+        assert!(is_rollback(&arn("9"), &arn("10")), "compared as numbers");
+        assert!(!is_rollback(&arn("5"), &arn("4")));
+        assert!(!is_rollback(&arn("4"), &arn("4")));
+        assert!(is_rollback(
+            &json!({"FunctionVersion": "2"}),
+            &json!({"FunctionVersion": "3"})
+        ));
+        // Another function (replaced), or no version: not a rollback, the step runs.
+        let other =
+            json!({"FunctionVersion": "arn:aws:lambda:us-east-1:123456789012:function:sb-other:9"});
+        assert!(!is_rollback(&arn("3"), &other));
+        assert!(!is_rollback(&json!({}), &arn("4")));
+        assert!(!is_rollback(
+            &json!({"FunctionVersion": "$LATEST"}),
+            &arn("4")
+        ));
     }
 
     #[test]

@@ -8,11 +8,12 @@
 //! `POST /admin/health-check`.
 //!
 //! A run:
-//! 1. takes a session-level advisory lock on a connection of its own (taken out of the
-//!    pool and closed after the run); when another run holds it, returns at once with
-//!    `skipped: true`, so overlapping runs never count a strike twice. RDS Proxy pins a
-//!    session that takes an advisory lock to one database connection, so the lock holds
-//!    through the proxy too;
+//! 1. takes a transaction-level advisory lock (`pg_try_advisory_xact_lock`) in a
+//!    transaction held open for the whole run on a connection of its own (taken out of the
+//!    pool, closed after the run); when another run holds it, returns at once with
+//!    `skipped: true`, so overlapping runs never count a strike twice. The work itself runs
+//!    on a second, pooled connection. Transaction-scoped, the lock does not pin the session
+//!    behind RDS Proxy (a session-level lock would, for the connection's whole life);
 //! 2. lists the providers to probe: active ones and those the monitor itself disabled
 //!    (`disabled_reason = 'health'`), so they can recover. Providers an admin disabled are
 //!    not probed and never touched;
@@ -75,32 +76,39 @@ pub async fn run(state: &HealthServices, trigger: Trigger) -> Result<HealthRunSu
     let started = Instant::now();
     let mut summary = HealthRunSummary::new(Uuid::new_v4(), trigger);
     crate::metrics::record_health_run();
-    // A connection taken out of the pool: the run lock lives in its session. Should the
-    // run be cancelled (serve shutting down), dropping the connection closes it and the
-    // lock goes with it; a pooled connection would go back to the pool still holding it.
+    // The run lock lives in a transaction kept open until the run ends, on a connection
+    // taken out of the pool: should the run be cancelled (serve shutting down), dropping
+    // the connection closes it and the lock goes with it.
     let pooled = state.pool.get().await.map_err(DbError::from)?;
-    let mut client = deadpool_postgres::Object::take(pooled);
-    let Some(run_started_at) = store::try_lock_run(&*client).await? else {
+    let mut lock_client = deadpool_postgres::Object::take(pooled);
+    let lock = lock_client.transaction().await?;
+    let Some(run_started_at) = store::try_lock_run(&*lock).await? else {
+        drop(lock);
         summary.skipped = true;
         summary.duration_ms = elapsed_ms(started);
         summary.log();
         return Ok(summary);
     };
     let mut catalog_changed = false;
-    let result = run_locked(
-        state,
-        &mut client,
-        run_started_at,
-        &mut summary,
-        &mut catalog_changed,
-    )
-    .await;
-    // Unlocked explicitly so that a run right after this one finds the lock free (closing
+    let result = match state.pool.get().await {
+        Ok(mut client) => {
+            run_locked(
+                state,
+                &mut client,
+                run_started_at,
+                &mut summary,
+                &mut catalog_changed,
+            )
+            .await
+        }
+        Err(error) => Err(DbError::from(error)),
+    };
+    // Ended explicitly so that a run right after this one finds the lock free (closing
     // the connection releases it too, a moment later).
-    if let Err(error) = store::unlock_run(&*client).await {
-        tracing::warn!(error = %error, "health check: could not release the run lock; closing its connection releases it");
+    if let Err(error) = lock.commit().await {
+        tracing::warn!(error = %error, "health check: could not end the run lock's transaction; closing its connection releases it");
     }
-    drop(client);
+    drop(lock_client);
     if catalog_changed {
         state.catalog.invalidate();
     }

@@ -13,31 +13,23 @@ use crate::db::DbError;
 
 use super::decision::{CurrentHealth, DISABLED_BY_HEALTH, PassiveSignal};
 
-/// Arbitrary constant naming the session-level advisory lock one run holds.
-const RUN_LOCK_KEY: i64 = 0x5357_4845_414c_5448;
+/// Arbitrary constant naming the advisory lock one run holds.
+pub const RUN_LOCK_KEY: i64 = 0x5357_4845_414c_5448;
 
-/// Takes the run lock if it is free; returns the database's clock at that moment (the
-/// run's start), or `None` when another run holds the lock. The lock belongs to the
-/// connection's session: [`unlock_run`] or closing the connection releases it.
-pub async fn try_lock_run(client: &impl GenericClient) -> Result<Option<DateTime<Utc>>, DbError> {
-    let row = client
+/// Takes the run lock in `tx` if it is free; returns the database's clock at that moment
+/// (the run's start), or `None` when another run holds the lock. A transaction-level lock
+/// (`pg_try_advisory_xact_lock`): it ends with `tx` (commit, rollback, or the connection
+/// closing). A session-level lock would pin the session to one database connection behind
+/// RDS Proxy; a transaction only holds a connection while it is open.
+pub async fn try_lock_run(tx: &impl GenericClient) -> Result<Option<DateTime<Utc>>, DbError> {
+    let row = tx
         .query_typed_one(
-            "SELECT pg_try_advisory_lock($1), now()",
+            "SELECT pg_try_advisory_xact_lock($1), now()",
             &[(&RUN_LOCK_KEY, Type::INT8)],
         )
         .await?;
     let locked: bool = row.try_get(0)?;
     Ok(locked.then(|| row.try_get(1)).transpose()?)
-}
-
-pub async fn unlock_run(client: &impl GenericClient) -> Result<(), DbError> {
-    client
-        .query_typed(
-            "SELECT pg_advisory_unlock($1)",
-            &[(&RUN_LOCK_KEY, Type::INT8)],
-        )
-        .await?;
-    Ok(())
 }
 
 /// A provider the run probes.

@@ -282,7 +282,11 @@ pub async fn run_function(
     responses: LambdaResponses,
 ) -> Result<(), BoxError> {
     if in_lambda {
-        let app = tower::ServiceExt::map_request(app, strip_api_gateway_stage::<lambda_http::Body>);
+        // Routes are stage-free. The template's AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH=true
+        // has lambda_http take a REST event's `path`, which API Gateway sends without the
+        // stage: the one place the stage is dropped. (Stripping it here as well took a
+        // second segment off whenever the stage's name was also the path's first
+        // segment, e.g. stage `v1`: `/v1/chat/completions` became `/chat/completions`.)
         match responses {
             LambdaResponses::Buffered => lambda_http::run(app).await,
             LambdaResponses::Streaming => lambda_http::run_with_streaming_response(app).await,
@@ -295,33 +299,6 @@ pub async fn run_function(
             .await?;
         Ok(())
     }
-}
-
-/// API Gateway REST events carry the stage in the path (`/prod/v1/...`); routes are
-/// stage-free. Runs before routing (it wraps the router).
-pub fn strip_api_gateway_stage<B>(mut request: http::Request<B>) -> http::Request<B> {
-    use lambda_http::RequestExt;
-    use lambda_http::request::RequestContext;
-    let stage = match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV1(context)) => context.stage.clone(),
-        _ => None,
-    };
-    let Some(stage) = stage.filter(|s| s != "$default") else {
-        return request;
-    };
-    let prefix = format!("/{stage}");
-    let path = request.uri().path();
-    let Some(rest) = path.strip_prefix(&prefix).filter(|r| r.starts_with('/')) else {
-        return request;
-    };
-    let rewritten = match request.uri().query() {
-        Some(query) => format!("{rest}?{query}"),
-        None => rest.to_string(),
-    };
-    if let Ok(uri) = rewritten.parse() {
-        *request.uri_mut() = uri;
-    }
-    request
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
