@@ -283,6 +283,21 @@ pub(crate) fn status_error(
     } else {
         status
     };
+    // Bedrock names the error in a header (`x-amzn-ErrorType`) and says `Message` or
+    // `message` in the body.
+    let (message, error_type) = if format == ApiFormat::Bedrock {
+        (
+            message.or_else(|| {
+                json.as_ref()
+                    .and_then(|v| v.get("Message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            }),
+            super::bedrock::error_type(headers, json.as_ref()).or(error_type),
+        )
+    } else {
+        (message, error_type)
+    };
     let message = message.unwrap_or_else(|| {
         let text = String::from_utf8_lossy(body);
         let text = text.trim();
@@ -316,7 +331,7 @@ pub(crate) fn error_text(format: ApiFormat, body: &Value) -> (Option<String>, Op
         .map(str::to_owned);
     let type_key = match format {
         ApiFormat::Gemini => "status",
-        ApiFormat::OpenAi | ApiFormat::Anthropic => "type",
+        ApiFormat::OpenAi | ApiFormat::Anthropic | ApiFormat::Bedrock => "type",
     };
     let error_type = error
         .and_then(|e| e.get(type_key).or_else(|| e.get("code")))
