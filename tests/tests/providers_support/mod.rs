@@ -81,6 +81,7 @@ pub fn target(format: ApiFormat, fake: &FakeUpstream) -> UpstreamTarget {
         auto_cache_control: false,
         traceparent: None,
         responses_api: false,
+        account_tag: None,
     }
 }
 
