@@ -2163,7 +2163,10 @@ async fn openapi_documents_every_mounted_admin_route() {
         "unknown fields are refused"
     );
     let api_formats = &schemas["ProviderView"]["properties"]["api_format"]["enum"];
-    assert_eq!(api_formats, &json!(["openai", "anthropic", "gemini"]));
+    assert_eq!(
+        api_formats,
+        &json!(["openai", "anthropic", "gemini", "bedrock"])
+    );
     for schema in ["ProviderView", "NewProvider", "ProviderPatch"] {
         assert!(
             schemas[schema]["properties"]["supports_responses_api"].is_object(),

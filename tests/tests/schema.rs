@@ -129,6 +129,12 @@ async fn seed_has_the_specified_catalog_and_is_idempotent() {
             "https://api.anthropic.com/v1",
         ),
         (
+            "bedrock",
+            "bedrock",
+            "aws_sigv4",
+            "https://bedrock-runtime.us-east-1.amazonaws.com",
+        ),
+        (
             "fireworks",
             "openai",
             "bearer",
