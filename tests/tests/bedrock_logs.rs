@@ -52,13 +52,27 @@ async fn logs_never_contain_aws_secrets_or_signatures() {
     // Good credentials: answered, streamed, probed.
     let gw = gateway().await;
     let key = gw.user("alice", "professional", "10").await;
-    let (status, _, body) =
-        post_json(&gw, &key, "/v1/chat/completions", &chat_body(NOVA, false), "ok-1").await;
+    let (status, _, body) = post_json(
+        &gw,
+        &key,
+        "/v1/chat/completions",
+        &chat_body(NOVA, false),
+        "ok-1",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) =
-        post_stream(&gw, &key, "/v1/chat/completions", &chat_body(NOVA, true), "ok-2").await;
+    let (status, _) = post_stream(
+        &gw,
+        &key,
+        "/v1/chat/completions",
+        &chat_body(NOVA, true),
+        "ok-2",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    health::run(&gw.state.health(), Trigger::Admin).await.unwrap();
+    health::run(&gw.state.health(), Trigger::Admin)
+        .await
+        .unwrap();
     signatures.extend(gw.upstream.requests().iter().filter_map(|r| {
         r.header("authorization")
             .and_then(|a| a.rsplit("Signature=").next())
@@ -69,8 +83,14 @@ async fn logs_never_contain_aws_secrets_or_signatures() {
     let wrong = "wrong/secret+key-that-must-never-be-logged-99";
     let bad = gateway_signing_with(wrong, Vec::new()).await;
     let key = bad.user("bob", "professional", "10").await;
-    let (status, _, _) =
-        post_json(&bad, &key, "/v1/chat/completions", &chat_body(NOVA, false), "bad-1").await;
+    let (status, _, _) = post_json(
+        &bad,
+        &key,
+        "/v1/chat/completions",
+        &chat_body(NOVA, false),
+        "bad-1",
+    )
+    .await;
     assert!(!status.is_success());
     assert_eq!(bad.upstream.bedrock_signatures().refused, 1);
     signatures.extend(bad.upstream.requests().iter().filter_map(|r| {

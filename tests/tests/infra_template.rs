@@ -1289,14 +1289,22 @@ fn bedrock_invoke_is_limited_to_the_listed_models_and_absent_without_them() {
     assert_eq!(statements.len(), 1);
     assert_eq!(
         actions(&statements[0]),
-        ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+        [
+            "bedrock:InvokeModel",
+            "bedrock:InvokeModelWithResponseStream"
+        ]
     );
-    assert_eq!(statements[0]["Resource"], json!({"Ref": "BedrockModelArns"}));
+    assert_eq!(
+        statements[0]["Resource"],
+        json!({"Ref": "BedrockModelArns"})
+    );
     // No role grants Bedrock by itself.
     for (name, _) in of_type(&t, "AWS::IAM::Role") {
         for statement in role_statements(&t, name) {
             assert!(
-                !actions(&statement).iter().any(|a| a.starts_with("bedrock:")),
+                !actions(&statement)
+                    .iter()
+                    .any(|a| a.starts_with("bedrock:")),
                 "{name}"
             );
         }

@@ -24,7 +24,6 @@ fn d(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
 }
 
-
 /// Captures of a user: how many, and how much.
 async fn captured(gw: &Gateway, user: &str) -> (i64, Decimal) {
     let row = gw
@@ -78,7 +77,10 @@ async fn chat_completions_reach_bedrock_signed_and_are_billed_once() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(headers["x-switchboard-provider"], "bedrock");
-    assert_eq!(body["choices"][0]["message"]["content"], "Hello from Bedrock!");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello from Bedrock!"
+    );
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(body["usage"]["prompt_tokens"], 1000);
     assert_eq!(body["usage"]["completion_tokens"], 200);
@@ -86,7 +88,10 @@ async fn chat_completions_reach_bedrock_signed_and_are_billed_once() {
     assert_eq!(body["_metadata"]["cost_usd"], "0.00144");
 
     let upstream = gw.upstream.last_request().unwrap();
-    assert_eq!(upstream.path, "/bedrock/model/amazon.nova-pro-v1%3A0/converse");
+    assert_eq!(
+        upstream.path,
+        "/bedrock/model/amazon.nova-pro-v1%3A0/converse"
+    );
     assert!(
         upstream
             .header("authorization")
@@ -95,7 +100,10 @@ async fn chat_completions_reach_bedrock_signed_and_are_billed_once() {
     );
     assert_eq!(upstream.body["system"], json!([{"text": "Be brief."}]));
     assert_eq!(upstream.body["inferenceConfig"]["maxTokens"], 100);
-    assert!(upstream.body.get("requestMetadata").is_none(), "tags are off by default");
+    assert!(
+        upstream.body.get("requestMetadata").is_none(),
+        "tags are off by default"
+    );
     let signatures = gw.upstream.bedrock_signatures();
     assert_eq!((signatures.verified, signatures.refused), (1, 0));
 
@@ -184,7 +192,10 @@ async fn messages_and_responses_reach_an_inference_profile_signed() {
         gw.upstream.last_request().unwrap().path,
         format!("{encoded}/converse")
     );
-    assert_eq!(gw.upstream.last_request().unwrap().body["system"], json!([{"text": "Terse."}]));
+    assert_eq!(
+        gw.upstream.last_request().unwrap().body["system"],
+        json!([{"text": "Terse."}])
+    );
 
     let mut streamed = messages.clone();
     streamed["stream"] = json!(true);
@@ -196,7 +207,11 @@ async fn messages_and_responses_reach_an_inference_profile_signed() {
         .filter_map(|e| e["delta"]["text"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(text, "Profile answer.");
-    assert!(events.iter().any(|(e, _)| e.as_deref() == Some("message_stop")));
+    assert!(
+        events
+            .iter()
+            .any(|(e, _)| e.as_deref() == Some("message_stop"))
+    );
     assert_eq!(
         gw.upstream.last_request().unwrap().path,
         format!("{encoded}/converse-stream")
@@ -252,7 +267,10 @@ async fn throttling_falls_back_to_another_provider_and_bills_only_the_answer() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(headers["x-switchboard-provider"], "openrouter");
-    assert_eq!(body["choices"][0]["message"]["content"], "From the fallback.");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "From the fallback."
+    );
     let rows = attempts(&gw, "throttled").await;
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(rows[0].0.as_deref(), Some("bedrock"));
@@ -288,14 +306,22 @@ async fn a_cut_or_garbled_event_stream_is_a_provider_failure() {
     let text: String = events
         .iter()
         .filter_map(|(_, data)| serde_json::from_str::<Value>(data).ok())
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect();
     assert_eq!(text, "The whole answer.");
     let rows = attempts(&gw, "cut-1").await;
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(rows[0].0.as_deref(), Some("bedrock"));
     assert!(
-        rows[0].3.as_deref().unwrap_or_default().contains("broke off"),
+        rows[0]
+            .3
+            .as_deref()
+            .unwrap_or_default()
+            .contains("broke off"),
         "{rows:?}"
     );
     assert_eq!(rows[1].0.as_deref(), Some("openrouter"));
@@ -321,7 +347,11 @@ async fn a_cut_or_garbled_event_stream_is_a_provider_failure() {
     assert_eq!(status, StatusCode::OK);
     let rows = attempts(&gw, "cut-2").await;
     assert!(
-        rows[0].3.as_deref().unwrap_or_default().contains("inside a message"),
+        rows[0]
+            .3
+            .as_deref()
+            .unwrap_or_default()
+            .contains("inside a message"),
         "{rows:?}"
     );
     assert_eq!(rows[1].0.as_deref(), Some("openrouter"));
@@ -339,7 +369,11 @@ async fn a_cut_or_garbled_event_stream_is_a_provider_failure() {
     assert_eq!(status, StatusCode::OK);
     let rows = attempts(&gw, "garbled").await;
     assert!(
-        rows[0].3.as_deref().unwrap_or_default().contains("checksum"),
+        rows[0]
+            .3
+            .as_deref()
+            .unwrap_or_default()
+            .contains("checksum"),
         "{rows:?}"
     );
     let failures: i32 = gw
@@ -391,10 +425,16 @@ async fn validation_errors_are_the_clients_and_refused_models_name_model_and_reg
         "denied",
     )
     .await;
-    assert!(status.is_server_error() || status.is_client_error(), "{status} {body}");
+    assert!(
+        status.is_server_error() || status.is_client_error(),
+        "{status} {body}"
+    );
     let rows = attempts(&gw, "denied").await;
     let error = rows[0].3.clone().unwrap_or_default();
-    assert!(error.contains(NOVA) && error.contains("us-east-1"), "{error}");
+    assert!(
+        error.contains(NOVA) && error.contains("us-east-1"),
+        "{error}"
+    );
     assert_eq!(captured(&gw, "frank").await.0, 0);
     gw.assert_ledger_consistent("frank").await;
 }
@@ -428,7 +468,10 @@ async fn a_refused_signature_never_shows_the_secret() {
     for secret in [wrong, SESSION_TOKEN, signature.as_str()] {
         assert!(!shown.contains(secret), "{secret} leaked: {shown}");
     }
-    assert!(shown.contains("InvalidSignatureException") || shown.contains("signature"), "{shown}");
+    assert!(
+        shown.contains("InvalidSignatureException") || shown.contains("signature"),
+        "{shown}"
+    );
     assert_eq!(captured(&gw, "gina").await.0, 0);
     gw.assert_ledger_consistent("gina").await;
 }
@@ -459,7 +502,9 @@ async fn request_tags_send_the_account_id_as_request_metadata() {
 #[tokio::test]
 async fn the_health_check_probes_bedrock_with_a_signed_call() {
     let gw = gateway().await;
-    let summary = health::run(&gw.state.health(), Trigger::Admin).await.unwrap();
+    let summary = health::run(&gw.state.health(), Trigger::Admin)
+        .await
+        .unwrap();
     assert!(!summary.skipped);
     let row = gw
         .db
@@ -479,7 +524,10 @@ async fn the_health_check_probes_bedrock_with_a_signed_call() {
         .find(|r| r.path.starts_with("/bedrock/"))
         .expect("Bedrock was probed");
     // The cheapest active model, one token.
-    assert_eq!(probe.path, "/bedrock/model/amazon.nova-micro-v1%3A0/converse");
+    assert_eq!(
+        probe.path,
+        "/bedrock/model/amazon.nova-micro-v1%3A0/converse"
+    );
     assert_eq!(probe.body["inferenceConfig"]["maxTokens"], 1);
     assert_eq!(gw.upstream.bedrock_signatures().verified, 1);
 }

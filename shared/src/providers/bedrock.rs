@@ -37,7 +37,11 @@ pub(crate) const ACCOUNT_METADATA_KEY: &str = "switchboard_account";
 /// The Converse path of a model: its id (a model id, an inference-profile id such as
 /// `us.anthropic.claude-sonnet-4-20250514-v1:0`, or an ARN) encoded as one path segment.
 pub fn converse_path(model_id: &str, stream: bool) -> String {
-    let action = if stream { "converse-stream" } else { "converse" };
+    let action = if stream {
+        "converse-stream"
+    } else {
+        "converse"
+    };
     format!("model/{}/{action}", uri_encode(model_id))
 }
 
@@ -100,10 +104,7 @@ pub(crate) fn build_request(
             })
             .collect();
         if !fields.is_empty() {
-            body.insert(
-                "additionalModelRequestFields".into(),
-                Value::Object(fields),
-            );
+            body.insert("additionalModelRequestFields".into(), Value::Object(fields));
         }
     }
     if let Some(account) = &target.account_tag {
@@ -315,8 +316,7 @@ fn tool_config(request: &ChatRequest) -> Result<Option<Value>, ProviderError> {
                     .clone()
                     .unwrap_or_else(|| json!({"type": "object", "properties": {}}))}
             });
-            if let Some(description) = function.description.as_deref().filter(|d| !d.is_empty())
-            {
+            if let Some(description) = function.description.as_deref().filter(|d| !d.is_empty()) {
                 spec["description"] = json!(description);
             }
             json!({"toolSpec": spec})
@@ -442,7 +442,10 @@ fn string_of(value: &Value, key: &str) -> String {
 /// The error type of a Bedrock error answer: the `x-amzn-ErrorType` header
 /// (`ThrottlingException:http://internal.amazon.com/...`), else the body's `__type`
 /// (`com.amazon...#ValidationException`).
-pub(crate) fn error_type(headers: &reqwest::header::HeaderMap, body: Option<&Value>) -> Option<String> {
+pub(crate) fn error_type(
+    headers: &reqwest::header::HeaderMap,
+    body: Option<&Value>,
+) -> Option<String> {
     let from_header = headers
         .get("x-amzn-errortype")
         .and_then(|v| v.to_str().ok())
@@ -626,9 +629,7 @@ impl EventDecoder for StreamDecoder {
                     .filter(|t| !t.is_empty())
                 {
                     let mut delta = Delta::default();
-                    delta
-                        .extra
-                        .insert(REASONING_CONTENT.into(), json!(text));
+                    delta.extra.insert(REASONING_CONTENT.into(), json!(text));
                     out.push(self.chunk(delta, None));
                 }
             }
@@ -678,8 +679,10 @@ mod tests {
     fn model_ids_and_profiles_are_one_encoded_segment() {
         let call = build_request(
             &target("us.anthropic.claude-sonnet-4-20250514-v1:0"),
-            &serde_json::from_value(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
-                .unwrap(),
+            &serde_json::from_value(
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .unwrap(),
             true,
         )
         .unwrap();
@@ -702,10 +705,22 @@ mod tests {
     fn regions_come_from_the_host() {
         let default = "us-east-1";
         for (url, region) in [
-            ("https://bedrock-runtime.eu-west-1.amazonaws.com", "eu-west-1"),
-            ("https://bedrock-runtime-fips.us-gov-west-1.amazonaws.com/", "us-gov-west-1"),
-            ("https://bedrock-runtime.cn-north-1.amazonaws.com.cn", "cn-north-1"),
-            ("https://vpce-0a1.bedrock-runtime.ap-south-1.vpce.amazonaws.com", "ap-south-1"),
+            (
+                "https://bedrock-runtime.eu-west-1.amazonaws.com",
+                "eu-west-1",
+            ),
+            (
+                "https://bedrock-runtime-fips.us-gov-west-1.amazonaws.com/",
+                "us-gov-west-1",
+            ),
+            (
+                "https://bedrock-runtime.cn-north-1.amazonaws.com.cn",
+                "cn-north-1",
+            ),
+            (
+                "https://vpce-0a1.bedrock-runtime.ap-south-1.vpce.amazonaws.com",
+                "ap-south-1",
+            ),
             ("http://127.0.0.1:4000/bedrock", default),
         ] {
             assert_eq!(signing_region(url, default), region, "{url}");
@@ -757,7 +772,8 @@ mod tests {
         assert_eq!(messages[2]["content"][1], json!({"text": "Thanks"}));
         assert_eq!(body["toolConfig"]["toolChoice"], json!({"any": {}}));
         assert_eq!(
-            body["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["properties"]["city"]["type"],
+            body["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["properties"]["city"]
+                ["type"],
             "string"
         );
         // Images by URL cannot go: Bedrock does not fetch.
@@ -787,8 +803,7 @@ mod tests {
             "usage": {"inputTokens": 10, "outputTokens": 4, "totalTokens": 20,
                       "cacheReadInputTokens": 5, "cacheWriteInputTokens": 1}
         });
-        let (completion, usage) =
-            parse_completion(body.to_string().as_bytes(), &context).unwrap();
+        let (completion, usage) = parse_completion(body.to_string().as_bytes(), &context).unwrap();
         let usage = usage.unwrap();
         assert_eq!(usage.uncached_input_tokens, 10);
         assert_eq!(usage.cached_input_tokens, 5);

@@ -10,9 +10,9 @@ use super::aws_credentials::AwsCredentialSource;
 use super::call::{ResponseContext, UpstreamCall, UpstreamTarget, unix_now};
 use super::embeddings::{self, Embedded, EmbeddingList, EmbeddingRequest, EmbeddingUsage};
 use super::error::{self, ProviderError, TimeoutPhase};
+use super::eventstream::EventStreamDecoder;
 use super::request::ChatRequest;
 use super::response::{ChatCompletion, Usage};
-use super::eventstream::EventStreamDecoder;
 use super::sse::SseParser;
 use super::stream::{ChunkStream, EventDecoder, Framing};
 use super::{anthropic, bedrock, gemini, openai, openai_responses, sigv4};
@@ -310,7 +310,10 @@ impl ProviderClient {
             })?
             .map_err(|e| ProviderError::from_transport(&e, TimeoutPhase::FirstByte))?;
         if !response.status().is_success() {
-            let read = tokio::time::timeout(self.timeouts.first_byte, read_error(target, response, self.aws.default_region()));
+            let read = tokio::time::timeout(
+                self.timeouts.first_byte,
+                read_error(target, response, self.aws.default_region()),
+            );
             return Err(read.await.unwrap_or(ProviderError::Timeout {
                 phase: TimeoutPhase::FirstByte,
             }));
@@ -368,7 +371,10 @@ impl ProviderClient {
                 ));
             }
         };
-        let signed_headers = [("content-type", "application/json"), ("host", host.as_str())];
+        let signed_headers = [
+            ("content-type", "application/json"),
+            ("host", host.as_str()),
+        ];
         let request = sigv4::SignableRequest {
             method: "POST",
             path: url.path(),

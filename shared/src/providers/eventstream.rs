@@ -302,7 +302,10 @@ mod tests {
         assert_eq!(messages, whole);
         let events: Vec<SseEvent> = whole.into_iter().map(Message::into_event).collect();
         assert_eq!(events[0].event.as_deref(), Some("messageStart"));
-        assert_eq!(events[1].data, r#"{"contentBlockIndex":0,"delta":{"text":"Hé"}}"#);
+        assert_eq!(
+            events[1].data,
+            r#"{"contentBlockIndex":0,"delta":{"text":"Hé"}}"#
+        );
         assert_eq!(
             events[2].event.as_deref(),
             Some("exception:throttlingException")

@@ -35,7 +35,9 @@ mod translate;
 
 pub use anthropic::FALLBACK_MAX_TOKENS as ANTHROPIC_FALLBACK_MAX_TOKENS;
 pub use aws_credentials::{AwsCredentialSource, AwsCredentials, AwsCredentialsError};
-pub use bedrock::{converse_path as bedrock_converse_path, signing_region as bedrock_signing_region};
+pub use bedrock::{
+    converse_path as bedrock_converse_path, signing_region as bedrock_signing_region,
+};
 pub use call::UpstreamTarget;
 pub use client::{Completion, ProviderClient, Timeouts};
 pub use embeddings::{

@@ -56,7 +56,10 @@ pub(super) async fn handle(
         return aws_error(403, kind, message);
     }
     shared.lock().bedrock_signatures.verified += 1;
-    let Some(rest) = path.strip_prefix(PREFIX).and_then(|p| p.strip_prefix("/model/")) else {
+    let Some(rest) = path
+        .strip_prefix(PREFIX)
+        .and_then(|p| p.strip_prefix("/model/"))
+    else {
         return aws_error(404, "UnknownOperationException", "unknown operation");
     };
     let (model, stream) = match rest.rsplit_once('/') {
@@ -145,17 +148,17 @@ async fn respond(model: &str, stream: bool, step: Step) -> Response {
                 503 => "ServiceUnavailableException",
                 _ => "InternalServerException",
             };
-            let message = body
-                .as_ref()
-                .and_then(|b| b.get("message"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| match status {
-                    429 => "Too many requests, please wait before trying again.".to_owned(),
-                    403 => "You don't have access to the model with the specified model ID."
-                        .to_owned(),
-                    _ => format!("{kind} from the fake Bedrock runtime"),
-                });
+            let message =
+                body.as_ref()
+                    .and_then(|b| b.get("message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| match status {
+                        429 => "Too many requests, please wait before trying again.".to_owned(),
+                        403 => "You don't have access to the model with the specified model ID."
+                            .to_owned(),
+                        _ => format!("{kind} from the fake Bedrock runtime"),
+                    });
             aws_error(status, kind, &message)
         }
         Step::Malformed => {
@@ -193,11 +196,9 @@ fn reply_response(
         let body = converse_json(model, reply).to_string();
         return match cut_after {
             // Half the JSON, then the connection drops.
-            Some(_) => binary_response(
-                vec![body.as_bytes()[..body.len() / 2].to_vec()],
-                None,
-                true,
-            ),
+            Some(_) => {
+                binary_response(vec![body.as_bytes()[..body.len() / 2].to_vec()], None, true)
+            }
             None => {
                 let mut response = Response::new(Body::from(body));
                 response
@@ -513,7 +514,10 @@ fn verify_signature(
         "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{region}/{service}/aws4_request\n{}",
         hex(&Sha256::digest(canonical_request.as_bytes()))
     );
-    let mut key = hmac_sha256(format!("AWS4{SECRET_ACCESS_KEY}").as_bytes(), date.as_bytes());
+    let mut key = hmac_sha256(
+        format!("AWS4{SECRET_ACCESS_KEY}").as_bytes(),
+        date.as_bytes(),
+    );
     for part in [region, service, "aws4_request"] {
         key = hmac_sha256(&key, part.as_bytes());
     }
@@ -598,7 +602,10 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
     }
     let ipad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
     let opad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
-    let inner = Sha256::new().chain_update(&ipad).chain_update(message).finalize();
+    let inner = Sha256::new()
+        .chain_update(&ipad)
+        .chain_update(message)
+        .finalize();
     Sha256::new()
         .chain_update(&opad)
         .chain_update(inner)

@@ -147,4 +147,3 @@ pub fn chat_body(model: &str, stream: bool) -> Value {
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Say hello."}]})
 }
-

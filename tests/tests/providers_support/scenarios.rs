@@ -33,7 +33,9 @@ fn expected_path(format: ApiFormat, stream: bool) -> String {
             "/v1beta/models/gemini-2.0-flash:streamGenerateContent".to_owned()
         }
         ApiFormat::Gemini => "/v1beta/models/gemini-2.0-flash:generateContent".to_owned(),
-        ApiFormat::Bedrock if stream => "/bedrock/model/amazon.nova-pro-v1%3A0/converse-stream".to_owned(),
+        ApiFormat::Bedrock if stream => {
+            "/bedrock/model/amazon.nova-pro-v1%3A0/converse-stream".to_owned()
+        }
         ApiFormat::Bedrock => "/bedrock/model/amazon.nova-pro-v1%3A0/converse".to_owned(),
     }
 }
