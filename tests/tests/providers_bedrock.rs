@@ -531,3 +531,41 @@ async fn the_health_check_probes_bedrock_with_a_signed_call() {
     assert_eq!(probe.body["inferenceConfig"]["maxTokens"], 1);
     assert_eq!(gw.upstream.bedrock_signatures().verified, 1);
 }
+
+#[tokio::test]
+async fn the_admin_api_keeps_bedrock_signed_with_aws_sigv4() {
+    let gw = gateway().await;
+    gw.user("root", "enterprise", "0").await;
+    let admin = gw.key_for("root", "admin", None).await;
+    let id: i32 = gw
+        .db
+        .connect()
+        .await
+        .query_one(
+            "SELECT id FROM llm_providers WHERE provider_slug = 'bedrock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let patch = |body: Value| {
+        http::Request::builder()
+            .method("PATCH")
+            .uri(format!("/admin/providers/{id}"))
+            .header("authorization", format!("Bearer {admin}"))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap()
+    };
+    let response = gw.send(patch(json!({"auth_type": "bearer"}))).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = serde_json::from_slice(
+        &axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(body["error"]["param"], "auth_type", "{body}");
+    let response = gw.send(patch(json!({"rate_limit_rpm": 100}))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
