@@ -439,25 +439,6 @@ fn string_of(value: &Value, key: &str) -> String {
         .to_owned()
 }
 
-/// The error type of a Bedrock error answer: the `x-amzn-ErrorType` header
-/// (`ThrottlingException:http://internal.amazon.com/...`), else the body's `__type`
-/// (`com.amazon...#ValidationException`).
-pub(crate) fn error_type(
-    headers: &reqwest::header::HeaderMap,
-    body: Option<&Value>,
-) -> Option<String> {
-    let from_header = headers
-        .get("x-amzn-errortype")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(':').next().unwrap_or(v).trim().to_owned());
-    let from_body = || {
-        body.and_then(|b| b.get("__type"))
-            .and_then(Value::as_str)
-            .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned())
-    };
-    from_header.filter(|t| !t.is_empty()).or_else(from_body)
-}
-
 /// A refused model says which model and region, and what usually fixes it: access to the
 /// model is not enabled in that region (AccessDeniedException, ResourceNotFoundException)
 /// or the function's role may not invoke it.
@@ -658,6 +639,7 @@ impl EventDecoder for StreamDecoder {
 mod tests {
     use super::*;
     use crate::catalog::AuthType;
+    use crate::providers::error::bedrock_error_type as error_type;
 
     fn target(model: &str) -> UpstreamTarget {
         UpstreamTarget {

@@ -293,7 +293,7 @@ pub(crate) fn status_error(
                     .and_then(Value::as_str)
                     .map(str::to_owned)
             }),
-            super::bedrock::error_type(headers, json.as_ref()).or(error_type),
+            bedrock_error_type(headers, json.as_ref()).or(error_type),
         )
     } else {
         (message, error_type)
@@ -313,6 +313,25 @@ pub(crate) fn status_error(
         error_type: error_type.map(|kind| sanitize(&kind, key)),
         retry_after: retry_after(headers, json.as_ref(), SystemTime::now()),
     }
+}
+
+/// The error type of a Bedrock error answer: the `x-amzn-ErrorType` header
+/// (`ThrottlingException:http://internal.amazon.com/...`), else the body's `__type`
+/// (`com.amazon...#ValidationException`).
+pub(crate) fn bedrock_error_type(
+    headers: &reqwest::header::HeaderMap,
+    body: Option<&Value>,
+) -> Option<String> {
+    let from_header = headers
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(':').next().unwrap_or(v).trim().to_owned());
+    let from_body = || {
+        body.and_then(|b| b.get("__type"))
+            .and_then(Value::as_str)
+            .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned())
+    };
+    from_header.filter(|t| !t.is_empty()).or_else(from_body)
 }
 
 /// The message and type/code of a provider's error body:
