@@ -124,6 +124,7 @@ impl AppState {
             catalog: Arc::clone(&self.catalog),
             system_keys: Arc::clone(&self.system_keys),
             http: self.providers.http().clone(),
+            aws: self.providers.aws_credentials().clone(),
         }
     }
 

@@ -19,6 +19,9 @@
 //! - Gemini: `POST /v1beta/models/{model}:generateContent`,
 //!   `POST /v1beta/models/{model}:streamGenerateContent[?alt=sse]`,
 //!   `GET /v1beta/models`, `GET /v1beta/models/{model}`
+//! - Bedrock: `POST /bedrock/model/{modelId}/converse` and `.../converse-stream`, every
+//!   SigV4 signature checked, answered in Converse JSON or event-stream frames
+//!   ([`bedrock`])
 //! - Embeddings: OpenAI `POST /v1/embeddings` and Gemini
 //!   `POST /v1beta/models/{model}:batchEmbedContents`, scripted by the same steps (a
 //!   [`Reply`] is rendered as one vector per input, see [`fake_embedding`]; OpenAI's
@@ -62,6 +65,8 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::fake_billing::{Wire, billed_input};
+
+pub mod bedrock;
 
 /// Text of the default reply.
 pub const DEFAULT_TEXT: &str = "Hello from the fake upstream.";
@@ -477,6 +482,7 @@ struct Inner {
     models: Option<Vec<String>>,
     /// Files the provider "fetches" by URL, by URL.
     hosted: HashMap<String, Vec<u8>>,
+    bedrock_signatures: bedrock::SignatureCounts,
 }
 
 struct Shared {
@@ -533,6 +539,7 @@ impl FakeUpstream {
                 requests: Vec::new(),
                 models: None,
                 hosted: HashMap::new(),
+                bedrock_signatures: bedrock::SignatureCounts::default(),
             }),
             counter: AtomicU64::new(0),
         });
@@ -581,6 +588,17 @@ impl FakeUpstream {
     /// `base_url + "/v1beta"`
     pub fn gemini_base_url(&self) -> String {
         format!("{}/v1beta", self.base_url())
+    }
+
+    /// `base_url + "/bedrock"`: the fake Bedrock runtime (sign with [`bedrock`]'s test
+    /// credentials, region `us-east-1`).
+    pub fn bedrock_base_url(&self) -> String {
+        format!("{}{}", self.base_url(), bedrock::PREFIX)
+    }
+
+    /// The SigV4 signatures the fake Bedrock runtime verified and refused so far.
+    pub fn bedrock_signatures(&self) -> bedrock::SignatureCounts {
+        self.shared.lock().bedrock_signatures
     }
 
     /// Queues one behaviour for the next completion request (any format).
@@ -957,7 +975,11 @@ async fn handle(
         body: body.clone(),
         raw_body,
     };
+    let raw_body = recorded.raw_body.clone();
     shared.lock().requests.push(recorded);
+    if uri.path().starts_with(&format!("{}/", bedrock::PREFIX)) {
+        return bedrock::handle(&shared, method.as_str(), uri.path(), &headers, &raw_body).await;
+    }
 
     match route(&method, uri.path(), &headers) {
         Route::Completion {

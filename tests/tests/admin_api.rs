@@ -264,24 +264,24 @@ async fn providers_create_read_update_delete_with_audit_rows() {
 #[tokio::test]
 async fn provider_lists_paginate_and_filter() {
     let h = Harness::start().await;
-    // The seed has 7 providers.
+    // The seed has 8 providers (Bedrock's inactive).
     let (status, page) = h
         .admin("GET", "/admin/providers?limit=3&offset=0", None)
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["data"].as_array().unwrap().len(), 3);
-    assert_eq!(page["total"], 7);
+    assert_eq!(page["total"], 8);
     assert_eq!(page["limit"], 3);
     assert_eq!(page["offset"], 0);
     assert_eq!(page["has_more"], true);
     let (_, last) = h
         .admin("GET", "/admin/providers?limit=3&offset=6", None)
         .await;
-    assert_eq!(last["data"].as_array().unwrap().len(), 1);
+    assert_eq!(last["data"].as_array().unwrap().len(), 2);
     assert_eq!(last["has_more"], false);
     let (_, beyond) = h.admin("GET", "/admin/providers?offset=100", None).await;
     assert_eq!(beyond["data"].as_array().unwrap().len(), 0);
-    assert_eq!(beyond["total"], 7);
+    assert_eq!(beyond["total"], 8);
     let (_, all) = h.admin("GET", "/admin/providers", None).await;
     assert_eq!(all["limit"], 50);
     let ids: Vec<i64> = all["data"]
@@ -304,7 +304,8 @@ async fn provider_lists_paginate_and_filter() {
     let (_, inactive) = h
         .admin("GET", "/admin/providers?is_active=false", None)
         .await;
-    assert_eq!(inactive["total"], 1);
+    // Groq, and the seeded Bedrock provider (an admin turns it on).
+    assert_eq!(inactive["total"], 2);
     assert_eq!(inactive["data"][0]["provider_slug"], "groq");
     h.db.connect()
         .await
@@ -2162,7 +2163,10 @@ async fn openapi_documents_every_mounted_admin_route() {
         "unknown fields are refused"
     );
     let api_formats = &schemas["ProviderView"]["properties"]["api_format"]["enum"];
-    assert_eq!(api_formats, &json!(["openai", "anthropic", "gemini"]));
+    assert_eq!(
+        api_formats,
+        &json!(["openai", "anthropic", "gemini", "bedrock"])
+    );
     for schema in ["ProviderView", "NewProvider", "ProviderPatch"] {
         assert!(
             schemas[schema]["properties"]["supports_responses_api"].is_object(),

@@ -184,8 +184,8 @@ async fn the_admin_api_alone_builds_a_catalog_a_user_and_a_key_from_nothing() {
     );
     assert_eq!(
         actions.iter().filter(|a| **a == "provider.delete").count(),
-        7,
-        "the seed's providers"
+        8,
+        "the seed's providers (Bedrock's included)"
     );
 }
 

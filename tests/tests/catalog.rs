@@ -55,8 +55,9 @@ async fn the_seed_loads_into_typed_rows_and_indexes() {
     let db = TestDb::new().await;
     let client = db.pool().get().await.unwrap();
     let catalog = load_catalog(&**client).await.unwrap();
-    assert_eq!(catalog.providers().len(), 7);
-    assert_eq!(catalog.models().len(), 6);
+    // The original seed and Bedrock's provider with its five models (0027, inactive).
+    assert_eq!(catalog.providers().len(), 8);
+    assert_eq!(catalog.models().len(), 11);
     assert_eq!(catalog.rules().len(), 9);
 
     let anthropic = catalog.provider_by_slug("anthropic").unwrap();
@@ -194,20 +195,20 @@ async fn cached_snapshot_refreshes_after_the_ttl() {
     let cache = CatalogCache::new(Duration::from_millis(300));
     assert!(cache.current().is_none());
     let first = cache.get(db.pool()).await.unwrap();
-    assert_eq!(provider_count(&first), 7);
+    assert_eq!(provider_count(&first), 8);
 
     exec(&db, NEW_PROVIDER).await;
     // Within the TTL: the same snapshot, no query.
     let again = cache.get(db.pool()).await.unwrap();
     assert!(Arc::ptr_eq(&first, &again));
-    assert_eq!(provider_count(&again), 7);
+    assert_eq!(provider_count(&again), 8);
 
     tokio::time::sleep(Duration::from_millis(350)).await;
     let refreshed = cache.get(db.pool()).await.unwrap();
-    assert_eq!(provider_count(&refreshed), 8);
+    assert_eq!(provider_count(&refreshed), 9);
     assert!(Arc::ptr_eq(&refreshed, &cache.current().unwrap()));
     // Holders of the old snapshot keep a consistent view.
-    assert_eq!(provider_count(&first), 7);
+    assert_eq!(provider_count(&first), 8);
 }
 
 #[tokio::test]
@@ -216,10 +217,10 @@ async fn invalidate_makes_the_next_call_reload() {
     let cache = CatalogCache::new(Duration::from_secs(3600));
     let first = cache.get(db.pool()).await.unwrap();
     exec(&db, NEW_PROVIDER).await;
-    assert_eq!(provider_count(&cache.get(db.pool()).await.unwrap()), 7);
+    assert_eq!(provider_count(&cache.get(db.pool()).await.unwrap()), 8);
     cache.invalidate();
     let reloaded = cache.get(db.pool()).await.unwrap();
-    assert_eq!(provider_count(&reloaded), 8);
+    assert_eq!(provider_count(&reloaded), 9);
     assert!(!Arc::ptr_eq(&first, &reloaded));
     // And it is fresh again afterwards.
     assert!(Arc::ptr_eq(&reloaded, &cache.get(db.pool()).await.unwrap()));
@@ -232,7 +233,7 @@ async fn a_failed_refresh_keeps_serving_the_last_good_snapshot() {
     let pool = pool_for(db.url());
     let cache = CatalogCache::new(Duration::from_millis(100));
     let good = cache.get(&pool).await.unwrap();
-    assert_eq!(provider_count(&good), 7);
+    assert_eq!(provider_count(&good), 8);
     drop(db); // DROP DATABASE … WITH (FORCE): connections end, reconnects fail.
 
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -254,7 +255,7 @@ async fn only_the_first_load_can_fail() {
     assert!(matches!(error, CatalogError::Pool(_)), "{error:?}");
     assert!(cache.current().is_none());
     // A later call tries again (and succeeds against a working source).
-    assert_eq!(provider_count(&cache.get(db.pool()).await.unwrap()), 7);
+    assert_eq!(provider_count(&cache.get(db.pool()).await.unwrap()), 8);
 }
 
 /// A source that counts its loads, takes `delay` per load, and can be switched to a
@@ -334,14 +335,14 @@ async fn concurrent_callers_share_one_load() {
                 done - started
             );
         } else {
-            assert_eq!(provider_count(&snapshot), 8);
+            assert_eq!(provider_count(&snapshot), 9);
             new += 1;
         }
     }
     assert_eq!(source.loads.load(Ordering::SeqCst), 2);
     assert!(new >= 1, "the reloading caller gets the new snapshot");
     assert_eq!(old + new, 16);
-    assert_eq!(provider_count(&cache.current().unwrap()), 8);
+    assert_eq!(provider_count(&cache.current().unwrap()), 9);
 
     // A failing reload under concurrency: one attempt, everyone keeps the last snapshot.
     tokio::time::sleep(Duration::from_millis(650)).await;
@@ -475,7 +476,7 @@ async fn callers_after_an_invalidation_wait_for_one_fresh_load() {
     exec(&db, NEW_PROVIDER).await;
     cache.invalidate();
     for caller in concurrent_gets(16) {
-        assert_eq!(provider_count(&caller.await.unwrap()), 8);
+        assert_eq!(provider_count(&caller.await.unwrap()), 9);
     }
     assert_eq!(
         source.loads.load(Ordering::SeqCst),

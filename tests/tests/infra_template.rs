@@ -1654,3 +1654,54 @@ fn the_dashboard_and_alarms_read_metrics_the_functions_write() {
         assert!(used.contains(needed), "{needed} is on no dashboard");
     }
 }
+
+#[test]
+fn bedrock_invoke_is_limited_to_the_listed_models_and_absent_without_them() {
+    let t = template();
+    let parameter = &t["Parameters"]["BedrockModelArns"];
+    assert_eq!(parameter["Type"], "CommaDelimitedList");
+    assert_eq!(parameter["Default"], "");
+    assert_eq!(
+        t["Conditions"]["HasBedrockModels"],
+        json!({"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "BedrockModelArns"}]}, ""]}]})
+    );
+    let policies = of_type(&t, "AWS::IAM::Policy");
+    let (_, policy) = policies
+        .iter()
+        .find(|(name, _)| name.as_str() == "BedrockInvokePolicy")
+        .expect("the Bedrock policy");
+    assert_eq!(policy["Condition"], "HasBedrockModels");
+    let roles = &policy["Properties"]["Roles"];
+    for role in ["ChatFunctionRole", "HealthCheckFunctionRole"] {
+        assert!(
+            roles.as_array().unwrap().contains(&json!({"Ref": role})),
+            "{role}: {roles}"
+        );
+    }
+    let statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    assert_eq!(statements.len(), 1);
+    assert_eq!(
+        actions(&statements[0]),
+        [
+            "bedrock:InvokeModel",
+            "bedrock:InvokeModelWithResponseStream"
+        ]
+    );
+    assert_eq!(
+        statements[0]["Resource"],
+        json!({"Ref": "BedrockModelArns"})
+    );
+    // No role grants Bedrock by itself.
+    for (name, _) in of_type(&t, "AWS::IAM::Role") {
+        for statement in role_statements(&t, name) {
+            assert!(
+                !actions(&statement)
+                    .iter()
+                    .any(|a| a.starts_with("bedrock:")),
+                "{name}"
+            );
+        }
+    }
+}

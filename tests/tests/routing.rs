@@ -1615,9 +1615,11 @@ fn randomized_catalog(seed: &Catalog, rng: &mut StdRng, now: DateTime<Utc>) -> C
             pick(rng, tiers)
         }
     };
+    // The catalog of the original seed: the Bedrock rows (0027) would change every draw.
     let providers: Vec<Provider> = seed
         .providers()
         .iter()
+        .filter(|p| p.provider_slug != "bedrock")
         .map(|p| {
             let mut p = (**p).clone();
             p.is_active = rng.random_bool(0.9);
@@ -1648,7 +1650,12 @@ fn randomized_catalog(seed: &Catalog, rng: &mut StdRng, now: DateTime<Utc>) -> C
     let provider_ids: Vec<i32> = providers.iter().map(|p| p.id).collect();
     let prices = [0.1, 0.3, 1.0, 2.5, 2.5, 10.0, 30.0, 300.0];
     let mut models: Vec<Model> = Vec::new();
-    for (i, template) in seed.models().iter().cycle().take(8).enumerate() {
+    let templates: Vec<_> = seed
+        .models()
+        .iter()
+        .filter(|m| provider_ids.contains(&m.provider_id))
+        .collect();
+    for (i, template) in templates.into_iter().cycle().take(8).enumerate() {
         let mut m = (**template).clone();
         m.id = 1000 + i as i32;
         m.model_id = format!("model-{i}");

@@ -70,7 +70,7 @@ async fn concurrent_runners_apply_each_migration_once() {
     let (ra, rb) = tokio::join!(migrate::run(&mut a), migrate::run(&mut b));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(ra.applied.len() + rb.applied.len(), MIGRATIONS.len());
-    assert_eq!(count(&a, "llm_providers").await, 7);
+    assert_eq!(count(&a, "llm_providers").await, 8);
 }
 
 #[tokio::test]
@@ -107,10 +107,10 @@ async fn an_unknown_applied_migration_is_refused() {
 async fn seed_has_the_specified_catalog_and_is_idempotent() {
     let db = TestDb::new().await;
     let client = db.connect().await;
-    // Four chat models and two embedding models (0018); three chat rules and six
-    // embedding rules.
-    assert_eq!(count(&client, "llm_providers").await, 7);
-    assert_eq!(count(&client, "llm_models").await, 6);
+    // Four chat models and two embedding models (0018), and Bedrock's provider with five
+    // inactive models (0027); three chat rules and six embedding rules.
+    assert_eq!(count(&client, "llm_providers").await, 8);
+    assert_eq!(count(&client, "llm_models").await, 11);
     assert_eq!(count(&client, "llm_routing_rules").await, 9);
 
     let providers = client
@@ -127,6 +127,12 @@ async fn seed_has_the_specified_catalog_and_is_idempotent() {
             "anthropic",
             "x-api-key",
             "https://api.anthropic.com/v1",
+        ),
+        (
+            "bedrock",
+            "bedrock",
+            "aws_sigv4",
+            "https://bedrock-runtime.us-east-1.amazonaws.com",
         ),
         (
             "fireworks",
@@ -243,8 +249,8 @@ async fn seed_has_the_specified_catalog_and_is_idempotent() {
     let inserts = &embeddings[embeddings.find("INSERT INTO llm_models").unwrap()
         ..embeddings.find("-- The three statements").unwrap()];
     client.batch_execute(inserts).await.unwrap();
-    assert_eq!(count(&client, "llm_providers").await, 7);
-    assert_eq!(count(&client, "llm_models").await, 6);
+    assert_eq!(count(&client, "llm_providers").await, 8);
+    assert_eq!(count(&client, "llm_models").await, 11);
     assert_eq!(count(&client, "llm_routing_rules").await, 9);
 }
 

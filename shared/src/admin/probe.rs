@@ -98,7 +98,7 @@ pub async fn probe(
         used_system_key: false,
         error: None,
     };
-    let needs_key = provider.auth_type != AuthType::None;
+    let needs_key = !matches!(provider.auth_type, AuthType::None | AuthType::AwsSigv4);
     if needs_key && key.is_none() {
         result.error = Some(format!(
             "the platform holds no key for provider `{}` (set {} or add it to the provider keys secret)",
@@ -115,6 +115,13 @@ pub async fn probe(
     result.used_system_key = key.is_some();
     match model {
         Some(model) => chat_call(providers, provider, model, key, &mut result).await,
+        // Bedrock has no free models list on its runtime endpoint: only a signed call says
+        // whether the role may invoke a model.
+        None if provider.api_format == ApiFormat::Bedrock => {
+            result.error = Some(
+                "a Bedrock provider is tested with a model: pass `model_id` (a 1-token Converse call, signed with the function's AWS credentials)".to_owned(),
+            );
+        }
         None => models_call(providers.http(), provider, &url, key, &mut result).await,
     }
     result
@@ -149,6 +156,7 @@ async fn chat_call(
         auto_cache_control: false,
         traceparent: None,
         responses_api: false,
+        account_tag: None,
     };
     let started = Instant::now();
     let outcome = tokio::time::timeout(PROBE_TIMEOUT, providers.complete(&target, &request)).await;
@@ -185,7 +193,7 @@ async fn models_call(
             AuthType::Bearer => request.bearer_auth(key.expose()),
             AuthType::XApiKey => request.header("x-api-key", key.expose()),
             AuthType::XGoogApiKey => request.header("x-goog-api-key", key.expose()),
-            AuthType::None => request,
+            AuthType::None | AuthType::AwsSigv4 => request,
         };
     }
     if provider.api_format == ApiFormat::Anthropic {

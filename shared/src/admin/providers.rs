@@ -274,7 +274,21 @@ impl ProviderFields {
         check_positive("rate_limit_rpm", self.rate_limit_rpm)?;
         check_positive("rate_limit_tpm", self.rate_limit_tpm)?;
         check_positive("rate_limit_rpd", self.rate_limit_rpd)?;
-        self.check_responses_api("supports_responses_api")
+        self.check_responses_api("supports_responses_api")?;
+        self.check_signing("auth_type")
+    }
+
+    /// Bedrock is signed with the platform's AWS credentials and nothing else is (the
+    /// schema's CHECK says so too).
+    fn check_signing(&self, param: &str) -> Result<(), AdminError> {
+        let bedrock = self.api_format == ApiFormat::Bedrock;
+        if bedrock != (self.auth_type == AuthType::AwsSigv4) {
+            return Err(AdminError::invalid(
+                param,
+                "api_format `bedrock` goes with auth_type `aws_sigv4` (requests signed with the functions' AWS role), and only with it",
+            ));
+        }
+        Ok(())
     }
 
     /// Only an OpenAI-format provider serves the Responses API (the schema's CHECK says

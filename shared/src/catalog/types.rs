@@ -98,16 +98,19 @@ vocabulary!(
         OpenAi => "openai",
         Anthropic => "anthropic",
         Gemini => "gemini",
+        Bedrock => "bedrock",
     }
 );
 
 vocabulary!(
-    /// How the provider key is sent (always a header, never the URL).
+    /// How the provider key is sent (always a header, never the URL); `aws_sigv4`: no
+    /// stored key, each request signed with the AWS credential chain (Bedrock).
     AuthType, "auth type", {
         Bearer => "bearer",
         XApiKey => "x-api-key",
         XGoogApiKey => "x-goog-api-key",
         None => "none",
+        AwsSigv4 => "aws_sigv4",
     }
 );
 

@@ -141,7 +141,11 @@ impl Run {
                     return Ok(None);
                 }
             }
-        } else if candidate.provider.auth_type == AuthType::None {
+        } else if matches!(
+            candidate.provider.auth_type,
+            AuthType::None | AuthType::AwsSigv4
+        ) {
+            // aws_sigv4: signed with the process's AWS credentials, no stored key.
             (None, None)
         } else {
             match services
@@ -167,6 +171,9 @@ impl Run {
                 auto_cache_control: self.adds_cache_control(candidate),
                 traceparent: None,
                 responses_api: candidate.provider.supports_responses_api,
+                account_tag: (services.config.chat.bedrock_request_tags
+                    && candidate.provider.api_format == crate::catalog::ApiFormat::Bedrock)
+                    .then(|| self.caller.user_id.clone()),
             },
             user_key_id,
         )))

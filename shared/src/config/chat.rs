@@ -24,6 +24,9 @@ pub struct ChatSettings {
     /// Stored Responses API responses expire after this
     /// (`SWITCHBOARD_RESPONSES_TTL_DAYS`, default 30).
     pub responses_ttl: Duration,
+    /// Send the account id to Bedrock as `requestMetadata` (invocation logs can be filtered
+    /// and split by it) (`SWITCHBOARD_BEDROCK_REQUEST_TAGS`, default off).
+    pub bedrock_request_tags: bool,
 }
 
 impl ChatSettings {
@@ -48,6 +51,9 @@ impl ChatSettings {
                         .number("SWITCHBOARD_RESPONSES_TTL_DAYS", 1, 3_650)?
                         .unwrap_or(30) as u64,
             ),
+            bedrock_request_tags: env
+                .flag("SWITCHBOARD_BEDROCK_REQUEST_TAGS")?
+                .unwrap_or(false),
             byok_fee_percent: match env.get("SWITCHBOARD_BYOK_FEE_PERCENT") {
                 None => Decimal::ZERO,
                 Some(v) => v

@@ -50,6 +50,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(23, "0023_responses"),
     migration!(25, "0025_quota_grants"),
     migration!(26, "0026_grant_recall"),
+    migration!(27, "0027_bedrock"),
 ];
 
 /// Arbitrary constant naming the migration lock.

@@ -55,7 +55,7 @@ use crate::ledger::{self, LedgerError};
 
 use crate::config::HealthSettings;
 pub use decision::{Activation, CurrentHealth, Decision, PassiveSignal, decide, fold_passive};
-pub use probe::{ProbeAnswer, ProbeOutcome, ProbeTarget, classify};
+pub use probe::{BedrockProbe, ProbeAnswer, ProbeOutcome, ProbeTarget, classify};
 pub use services::HealthServices;
 
 /// Probes in flight at once (a run probes every active provider; 8 keeps one slow
@@ -133,11 +133,21 @@ async fn run_locked(
     let mut targets = Vec::with_capacity(candidates.len());
     for candidate in candidates {
         let key = match candidate.auth_type {
-            AuthType::None => None,
+            AuthType::None | AuthType::AwsSigv4 => None,
             _ => state.system_keys.get(&candidate.provider_slug).await,
         };
+        let bedrock = candidate.api_format == crate::catalog::ApiFormat::Bedrock;
         targets.push(ProbeTarget {
-            url: ProbeTarget::probe_url(&candidate.base_url, candidate.health_url.as_deref()),
+            // Bedrock: a signed 1-token Converse call of the cheapest active model.
+            bedrock: bedrock.then(|| BedrockProbe {
+                model: candidate.probe_model.clone(),
+                aws: state.aws.clone(),
+            }),
+            url: if bedrock {
+                candidate.base_url.clone()
+            } else {
+                ProbeTarget::probe_url(&candidate.base_url, candidate.health_url.as_deref())
+            },
             provider_id: candidate.id,
             provider_slug: candidate.provider_slug,
             api_format: candidate.api_format,

@@ -31,6 +31,9 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
 use crate::catalog::{ApiFormat, AuthType, HealthStatus};
 use crate::credentials::provider_key_env_name;
 use crate::local_failure::LocalFailure;
+use crate::providers::{
+    AwsCredentialSource, ChatRequest, ProviderClient, ProviderError, Timeouts, UpstreamTarget,
+};
 use crate::secret::Secret;
 use crate::ssrf::{UrlRefused, check_upstream_url};
 
@@ -50,6 +53,17 @@ pub struct ProbeTarget {
     pub url: String,
     /// The platform's key for this provider, if it holds one.
     pub key: Option<Secret>,
+    /// Bedrock: probed with a signed Converse call instead of a GET of `url` (which is
+    /// then the base URL).
+    pub bedrock: Option<BedrockProbe>,
+}
+
+/// What a Bedrock probe needs: the model it calls and the credentials it signs with.
+#[derive(Debug, Clone)]
+pub struct BedrockProbe {
+    /// The provider's cheapest active chat model; `None`: not probed.
+    pub model: Option<String>,
+    pub aws: AwsCredentialSource,
 }
 
 impl ProbeTarget {
@@ -85,6 +99,10 @@ pub enum ProbeAnswer {
     /// The gateway's own resources failed the probe (descriptors, ports, memory, its DNS
     /// resolver): the provider was not reached.
     LocalFailure(LocalFailure),
+    /// Bedrock: no active model to make the signed call with.
+    NoModel,
+    /// Bedrock: the AWS credential chain gave no credentials.
+    NoAwsCredentials,
 }
 
 /// A probe's verdict: status, what the history row records, and a short note.
@@ -199,6 +217,18 @@ pub fn classify(
                 "not probed: the platform holds no key for this provider (set {env} or add it to the provider keys secret)"
             )),
         ),
+        ProbeAnswer::NoModel => outcome(
+            HealthStatus::Unknown,
+            None,
+            None,
+            Some("not probed: the provider has no active chat model to call".into()),
+        ),
+        ProbeAnswer::NoAwsCredentials => outcome(
+            HealthStatus::Unknown,
+            None,
+            None,
+            Some("not probed: no AWS credentials (the function's role, or AWS_* variables)".into()),
+        ),
         ProbeAnswer::UnusableKey => outcome(
             HealthStatus::Unknown,
             None,
@@ -250,6 +280,9 @@ async fn probe_once(
     timeout: Duration,
     allow_private_upstreams: bool,
 ) -> ProbeAnswer {
+    if let Some(bedrock) = &target.bedrock {
+        return probe_bedrock(http, target, bedrock, timeout, allow_private_upstreams).await;
+    }
     let auth = match auth_header(target) {
         Ok(auth) => auth,
         Err(answer) => return answer,
@@ -292,10 +325,78 @@ async fn probe_once(
     }
 }
 
+/// A Bedrock probe: a 1-token Converse call, signed like every Bedrock call, through the
+/// provider adapter. Only its status and time count, as for the other probes.
+async fn probe_bedrock(
+    http: &reqwest::Client,
+    target: &ProbeTarget,
+    bedrock: &BedrockProbe,
+    timeout: Duration,
+    allow_private_upstreams: bool,
+) -> ProbeAnswer {
+    let Some(model) = &bedrock.model else {
+        return ProbeAnswer::NoModel;
+    };
+    match check_upstream_url(&target.url, allow_private_upstreams).await {
+        Ok(_) => {}
+        Err(UrlRefused::Unresolvable(_)) => return ProbeAnswer::Unresolvable,
+        Err(UrlRefused::LookupFailed { failure, .. }) => return ProbeAnswer::LocalFailure(failure),
+        Err(refused) => return ProbeAnswer::UrlRefused(refused.to_string()),
+    }
+    let request = match serde_json::from_value::<ChatRequest>(serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 1,
+    })) {
+        Ok(request) => request,
+        Err(_) => return ProbeAnswer::RequestFailed,
+    };
+    let upstream = UpstreamTarget {
+        api_format: target.api_format,
+        base_url: target.url.clone(),
+        auth_type: target.auth_type,
+        model_id: model.clone(),
+        api_key: None,
+        max_output_tokens: Some(1),
+        forward_unpriced_fields: false,
+        auto_cache_control: false,
+        traceparent: None,
+        responses_api: false,
+        account_tag: None,
+    };
+    let client = ProviderClient::from_http(
+        http.clone(),
+        Timeouts {
+            connect: timeout,
+            first_byte: timeout,
+            attempt: timeout,
+            stream_idle: timeout,
+        },
+    )
+    .with_aws_credentials(bedrock.aws.clone());
+    let started = Instant::now();
+    let outcome = client.complete(&upstream, &request).await;
+    let elapsed = started.elapsed();
+    match outcome {
+        Ok(_) => ProbeAnswer::Answered {
+            status: 200,
+            elapsed,
+        },
+        Err(error) => match (error.upstream_status(), error) {
+            (Some(status), _) => ProbeAnswer::Answered { status, elapsed },
+            (None, ProviderError::Local { failure, .. }) => ProbeAnswer::LocalFailure(failure),
+            (None, ProviderError::Timeout { .. }) => ProbeAnswer::TimedOut,
+            (None, ProviderError::Connect { .. }) => ProbeAnswer::ConnectFailed,
+            (None, ProviderError::Configuration(_)) => ProbeAnswer::NoAwsCredentials,
+            (None, _) => ProbeAnswer::RequestFailed,
+        },
+    }
+}
+
 /// The auth header for the target's `auth_type`, marked sensitive; `None` for `none`.
 fn auth_header(target: &ProbeTarget) -> Result<Option<(HeaderName, HeaderValue)>, ProbeAnswer> {
     let (name, prefix) = match target.auth_type {
-        AuthType::None => return Ok(None),
+        AuthType::None | AuthType::AwsSigv4 => return Ok(None),
         AuthType::Bearer => (AUTHORIZATION, "Bearer "),
         AuthType::XApiKey => (HeaderName::from_static("x-api-key"), ""),
         AuthType::XGoogApiKey => (HeaderName::from_static("x-goog-api-key"), ""),
@@ -446,6 +547,7 @@ mod tests {
             auth_type,
             url: "https://example.test/v1/models".into(),
             key: key.map(Secret::new),
+            bedrock: None,
         }
     }
 

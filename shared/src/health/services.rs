@@ -7,6 +7,7 @@ use crate::catalog::CatalogCache;
 use crate::config::Config;
 use crate::credentials::SystemKeys;
 use crate::db::DbPool;
+use crate::providers::AwsCredentialSource;
 
 #[derive(Clone)]
 pub struct HealthServices {
@@ -18,4 +19,6 @@ pub struct HealthServices {
     pub system_keys: Arc<SystemKeys>,
     /// The upstream client (the same connections as chat).
     pub http: reqwest::Client,
+    /// What Bedrock probes are signed with (the chat calls' AWS credentials).
+    pub aws: AwsCredentialSource,
 }

@@ -41,6 +41,9 @@ pub struct ProbeCandidate {
     pub auth_type: AuthType,
     pub base_url: String,
     pub health_url: Option<String>,
+    /// The provider's cheapest active chat model: what a Bedrock probe calls (its runtime
+    /// endpoint has no free models list).
+    pub probe_model: Option<String>,
 }
 
 /// Active providers, and those the monitor itself disabled (so they can recover).
@@ -50,8 +53,12 @@ pub async fn providers_to_probe(
 ) -> Result<Vec<ProbeCandidate>, DbError> {
     let rows = client
         .query_typed(
-            "SELECT id, provider_slug, api_format, auth_type, base_url, health_url
-             FROM llm_providers
+            "SELECT id, provider_slug, api_format, auth_type, base_url, health_url,
+                    (SELECT m.model_id FROM llm_models m
+                     WHERE m.provider_id = p.id AND m.is_active AND m.model_type = 'chat'
+                     ORDER BY m.cost_per_1m_input_tokens + m.cost_per_1m_output_tokens, m.id
+                     LIMIT 1)
+             FROM llm_providers p
              WHERE is_active OR disabled_reason = $1
              ORDER BY id",
             &[(&DISABLED_BY_HEALTH, Type::TEXT)],
@@ -70,6 +77,7 @@ pub async fn providers_to_probe(
                 auth_type: row.try_get::<_, &str>(3)?.parse().map_err(corrupt)?,
                 base_url: row.try_get(4)?,
                 health_url: row.try_get(5)?,
+                probe_model: row.try_get(6)?,
             })
         })
         .collect()

@@ -85,7 +85,7 @@ async fn check_once(
             .header("x-api-key", key.expose())
             .header("anthropic-version", "2023-06-01"),
         AuthType::XGoogApiKey => request.header("x-goog-api-key", key.expose()),
-        AuthType::None => request,
+        AuthType::None | AuthType::AwsSigv4 => request,
     };
     match request.send().await {
         Ok(response) => classify_status(response.status().as_u16()),

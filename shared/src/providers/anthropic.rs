@@ -763,6 +763,7 @@ mod tests {
             auto_cache_control: true,
             traceparent: None,
             responses_api: false,
+            account_tag: None,
         }
     }
 

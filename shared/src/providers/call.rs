@@ -43,6 +43,9 @@ pub struct UpstreamTarget {
     /// a request that came in as one ([`super::ChatRequest::native_responses`]) goes to its
     /// `/responses` natively.
     pub responses_api: bool,
+    /// Bedrock: the account id sent as `requestMetadata` (`SWITCHBOARD_BEDROCK_REQUEST_TAGS`);
+    /// ignored by the other formats.
+    pub account_tag: Option<String>,
 }
 
 impl UpstreamTarget {

@@ -6,13 +6,16 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 
+use super::aws_credentials::AwsCredentialSource;
 use super::call::{ResponseContext, UpstreamCall, UpstreamTarget, unix_now};
 use super::embeddings::{self, Embedded, EmbeddingList, EmbeddingRequest, EmbeddingUsage};
 use super::error::{self, ProviderError, TimeoutPhase};
+use super::eventstream::EventStreamDecoder;
 use super::request::ChatRequest;
 use super::response::{ChatCompletion, Usage};
-use super::stream::{ChunkStream, EventDecoder};
-use super::{anthropic, gemini, openai, openai_responses};
+use super::sse::SseParser;
+use super::stream::{ChunkStream, EventDecoder, Framing};
+use super::{anthropic, bedrock, gemini, openai, openai_responses, sigv4};
 use crate::catalog::{ApiFormat, AuthType};
 
 /// Largest non-streamed answer read (a completion is text; this is far above any real one).
@@ -67,6 +70,8 @@ pub struct Completion {
 pub struct ProviderClient {
     http: reqwest::Client,
     timeouts: Timeouts,
+    /// What `aws_sigv4` providers (Bedrock) are signed with.
+    aws: AwsCredentialSource,
 }
 
 impl ProviderClient {
@@ -83,13 +88,32 @@ impl ProviderClient {
             .map_err(|e| {
                 ProviderError::Configuration(format!("cannot build the HTTP client: {e}"))
             })?;
-        Ok(ProviderClient { http, timeouts })
+        Ok(ProviderClient {
+            http,
+            timeouts,
+            aws: AwsCredentialSource::default_chain(),
+        })
     }
 
     /// Shares an existing client (the process's one upstream client); it must not follow
     /// redirects.
     pub fn from_http(http: reqwest::Client, timeouts: Timeouts) -> ProviderClient {
-        ProviderClient { http, timeouts }
+        ProviderClient {
+            http,
+            timeouts,
+            aws: AwsCredentialSource::default_chain(),
+        }
+    }
+
+    /// Signs `aws_sigv4` calls with these credentials instead of the default chain's.
+    pub fn with_aws_credentials(mut self, source: AwsCredentialSource) -> ProviderClient {
+        self.aws = source;
+        self
+    }
+
+    /// The AWS credentials `aws_sigv4` calls are signed with (health probes share them).
+    pub fn aws_credentials(&self) -> &AwsCredentialSource {
+        &self.aws
     }
 
     pub fn timeouts(&self) -> Timeouts {
@@ -113,13 +137,13 @@ impl ProviderClient {
         let native = openai_responses::serves_natively(target, request);
         let call = translate(target, request, false)?;
         let context = response_context(target, request);
-        let builder = self.prepare(target, &call, false)?;
         let attempt = async {
+            let builder = self.prepare(target, &call, false).await?;
             let outcome = self.read_answer(target, builder).await;
             match outcome {
                 Err(error) if native && retry_without_encrypted_reasoning(&error, request) => {
                     let call = openai_responses::build_request(target, request, false, false)?;
-                    self.read_answer(target, self.prepare(target, &call, false)?)
+                    self.read_answer(target, self.prepare(target, &call, false).await?)
                         .await
                 }
                 outcome => outcome,
@@ -135,6 +159,7 @@ impl ProviderClient {
             ApiFormat::OpenAi => openai::parse_completion(&body, &context)?,
             ApiFormat::Anthropic => anthropic::parse_completion(&body, &context)?,
             ApiFormat::Gemini => gemini::parse_completion(&body, &context)?,
+            ApiFormat::Bedrock => bedrock::parse_completion(&body, &context)?,
         };
         let (usage, usage_estimated) = match usage {
             Some(usage) => (usage, false),
@@ -170,12 +195,13 @@ impl ProviderClient {
             let mut bodies = Vec::with_capacity(calls.len());
             for call in &calls {
                 let response = self
-                    .prepare(target, call, false)?
+                    .prepare(target, call, false)
+                    .await?
                     .send()
                     .await
                     .map_err(|e| ProviderError::from_transport(&e, TimeoutPhase::Attempt))?;
                 if !response.status().is_success() {
-                    return Err(read_error(target, response).await);
+                    return Err(read_error(target, response, self.aws.default_region()).await);
                 }
                 bodies.push(read_limited(response, MAX_BODY_BYTES).await?);
             }
@@ -238,9 +264,15 @@ impl ProviderClient {
             ApiFormat::OpenAi => Box::new(openai::StreamDecoder::new(context)),
             ApiFormat::Anthropic => Box::new(anthropic::StreamDecoder::new(context)),
             ApiFormat::Gemini => Box::new(gemini::StreamDecoder::new(context)),
+            ApiFormat::Bedrock => Box::new(bedrock::StreamDecoder::new(context)),
+        };
+        let framing = match target.api_format {
+            ApiFormat::Bedrock => Framing::EventStream(EventStreamDecoder::new()),
+            _ => Framing::Sse(SseParser::new()),
         };
         Ok(ChunkStream::new(
             Box::pin(response.bytes_stream()),
+            framing,
             decoder,
             prompt_estimate,
             self.timeouts.stream_idle,
@@ -258,7 +290,7 @@ impl ProviderClient {
             .await
             .map_err(|e| ProviderError::from_transport(&e, TimeoutPhase::Attempt))?;
         if !response.status().is_success() {
-            return Err(read_error(target, response).await);
+            return Err(read_error(target, response, self.aws.default_region()).await);
         }
         read_limited(response, MAX_BODY_BYTES).await
     }
@@ -270,7 +302,7 @@ impl ProviderClient {
         target: &UpstreamTarget,
         call: &UpstreamCall,
     ) -> Result<reqwest::Response, ProviderError> {
-        let builder = self.prepare(target, call, true)?;
+        let builder = self.prepare(target, call, true).await?;
         let response = tokio::time::timeout(self.timeouts.first_byte, builder.send())
             .await
             .map_err(|_| ProviderError::Timeout {
@@ -278,7 +310,10 @@ impl ProviderClient {
             })?
             .map_err(|e| ProviderError::from_transport(&e, TimeoutPhase::FirstByte))?;
         if !response.status().is_success() {
-            let read = tokio::time::timeout(self.timeouts.first_byte, read_error(target, response));
+            let read = tokio::time::timeout(
+                self.timeouts.first_byte,
+                read_error(target, response, self.aws.default_region()),
+            );
             return Err(read.await.unwrap_or(ProviderError::Timeout {
                 phase: TimeoutPhase::FirstByte,
             }));
@@ -286,7 +321,7 @@ impl ProviderClient {
         Ok(response)
     }
 
-    fn prepare(
+    async fn prepare(
         &self,
         target: &UpstreamTarget,
         call: &UpstreamCall,
@@ -300,8 +335,85 @@ impl ProviderClient {
                 "the provider's base URL must be http or https".to_owned(),
             ));
         }
-        let headers = request_headers(target, stream)?;
+        let mut headers = request_headers(target, stream)?;
+        if target.auth_type == AuthType::AwsSigv4 {
+            // The signature covers the exact body bytes, so they are serialized here.
+            let body = serde_json::to_vec(&call.body).map_err(|e| {
+                ProviderError::Configuration(format!("cannot serialize the request: {e}"))
+            })?;
+            self.sign(target, &url, &body, &mut headers).await?;
+            return Ok(self.http.post(url).headers(headers).body(body));
+        }
         Ok(self.http.post(url).headers(headers).json(&call.body))
+    }
+
+    /// Adds SigV4's `x-amz-date`, `x-amz-security-token` and `Authorization` (marked
+    /// sensitive) for a POST of `body` to `url`, with the region the endpoint names.
+    async fn sign(
+        &self,
+        target: &UpstreamTarget,
+        url: &reqwest::Url,
+        body: &[u8],
+        headers: &mut HeaderMap,
+    ) -> Result<(), ProviderError> {
+        let credentials = self
+            .aws
+            .credentials()
+            .await
+            .map_err(|error| ProviderError::Configuration(error.to_string()))?;
+        let region = bedrock::signing_region(&target.base_url, self.aws.default_region());
+        let host = match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => {
+                return Err(ProviderError::Configuration(
+                    "the provider's base URL has no host".to_owned(),
+                ));
+            }
+        };
+        let signed_headers = [
+            ("content-type", "application/json"),
+            ("host", host.as_str()),
+        ];
+        let request = sigv4::SignableRequest {
+            method: "POST",
+            path: url.path(),
+            headers: &signed_headers,
+            body,
+        };
+        let signature = sigv4::sign(
+            &request,
+            &credentials,
+            &region,
+            bedrock::SIGNING_SERVICE,
+            &sigv4::amz_date(chrono::Utc::now()),
+        );
+        let unusable = || {
+            ProviderError::Configuration(
+                "the AWS credentials contain characters not allowed in an HTTP header".to_owned(),
+            )
+        };
+        let sensitive = |value: &str| {
+            let mut value = HeaderValue::from_str(value).map_err(|_| unusable())?;
+            value.set_sensitive(true);
+            Ok::<_, ProviderError>(value)
+        };
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            HeaderName::from_static("x-amz-date"),
+            HeaderValue::from_str(&signature.amz_date).map_err(|_| unusable())?,
+        );
+        if let Some(token) = &credentials.session_token {
+            headers.insert(
+                HeaderName::from_static("x-amz-security-token"),
+                sensitive(token.expose().trim())?,
+            );
+        }
+        headers.insert(AUTHORIZATION, sensitive(&signature.authorization)?);
+        Ok(())
     }
 }
 
@@ -318,6 +430,7 @@ fn translate(
         ApiFormat::OpenAi => openai::build_request(target, request, stream),
         ApiFormat::Anthropic => anthropic::build_request(target, request, stream),
         ApiFormat::Gemini => gemini::build_request(target, request, stream),
+        ApiFormat::Bedrock => bedrock::build_request(target, request, stream),
     }
 }
 
@@ -342,10 +455,10 @@ fn response_context(target: &UpstreamTarget, request: &ChatRequest) -> ResponseC
 /// `Debug` of the request shows it; plus the format's own headers.
 fn request_headers(target: &UpstreamTarget, stream: bool) -> Result<HeaderMap, ProviderError> {
     let mut headers = HeaderMap::new();
-    let accept = if stream {
-        "text/event-stream"
-    } else {
-        "application/json"
+    let accept = match (stream, target.api_format) {
+        (true, ApiFormat::Bedrock) => "application/vnd.amazon.eventstream",
+        (true, _) => "text/event-stream",
+        (false, _) => "application/json",
     };
     headers.insert(ACCEPT, HeaderValue::from_static(accept));
     if let Some(value) = target
@@ -362,7 +475,8 @@ fn request_headers(target: &UpstreamTarget, stream: bool) -> Result<HeaderMap, P
         );
     }
     let (name, prefix) = match target.auth_type {
-        AuthType::None => return Ok(headers),
+        // aws_sigv4: signed once the body is known (`ProviderClient::sign`).
+        AuthType::None | AuthType::AwsSigv4 => return Ok(headers),
         AuthType::Bearer => (AUTHORIZATION, "Bearer "),
         AuthType::XApiKey => (HeaderName::from_static("x-api-key"), ""),
         AuthType::XGoogApiKey => (HeaderName::from_static("x-goog-api-key"), ""),
@@ -408,7 +522,11 @@ async fn read_limited(
 
 /// The classified error of a non-2xx answer; the body is read up to 64 KiB (a failure to
 /// read it leaves the status alone to speak).
-async fn read_error(target: &UpstreamTarget, response: reqwest::Response) -> ProviderError {
+async fn read_error(
+    target: &UpstreamTarget,
+    response: reqwest::Response,
+    default_region: &str,
+) -> ProviderError {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let mut body = Vec::new();
@@ -420,13 +538,21 @@ async fn read_error(target: &UpstreamTarget, response: reqwest::Response) -> Pro
             break;
         }
     }
-    error::status_error(
+    let error = error::status_error(
         target.api_format,
         status,
         &headers,
         &body,
         target.api_key.as_ref(),
-    )
+    );
+    match target.api_format {
+        ApiFormat::Bedrock => bedrock::explain_error(
+            error,
+            &target.model_id,
+            &bedrock::signing_region(&target.base_url, default_region),
+        ),
+        _ => error,
+    }
 }
 
 /// Output counted as characters / 4 when an upstream sends no usage.
@@ -464,6 +590,7 @@ mod tests {
             auto_cache_control: false,
             traceparent: None,
             responses_api: false,
+            account_tag: None,
         }
     }
 

@@ -189,6 +189,11 @@ pub(crate) fn build_calls(
     request: &EmbeddingRequest,
 ) -> Result<Vec<UpstreamCall>, ProviderError> {
     match target.api_format {
+        ApiFormat::Bedrock => Err(ProviderError::Unsupported {
+            format: ApiFormat::Bedrock,
+            param: Some("model".into()),
+            message: "embeddings are not served through Bedrock here".into(),
+        }),
         ApiFormat::OpenAi => {
             let mut body = json!({
                 "model": target.model_id,
@@ -261,6 +266,7 @@ pub(crate) fn parse_answers(
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| invalid(&context.sanitize(&format!("is not JSON: {e}"))))?;
         match api_format {
+            ApiFormat::Bedrock => return Err(invalid("came from a format without embeddings")),
             ApiFormat::OpenAi => {
                 let items = value["data"]
                     .as_array()
@@ -381,6 +387,7 @@ mod tests {
             auto_cache_control: false,
             traceparent: None,
             responses_api: false,
+            account_tag: None,
         }
     }
 

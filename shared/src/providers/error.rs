@@ -283,6 +283,21 @@ pub(crate) fn status_error(
     } else {
         status
     };
+    // Bedrock names the error in a header (`x-amzn-ErrorType`) and says `Message` or
+    // `message` in the body.
+    let (message, error_type) = if format == ApiFormat::Bedrock {
+        (
+            message.or_else(|| {
+                json.as_ref()
+                    .and_then(|v| v.get("Message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            }),
+            bedrock_error_type(headers, json.as_ref()).or(error_type),
+        )
+    } else {
+        (message, error_type)
+    };
     let message = message.unwrap_or_else(|| {
         let text = String::from_utf8_lossy(body);
         let text = text.trim();
@@ -298,6 +313,25 @@ pub(crate) fn status_error(
         error_type: error_type.map(|kind| sanitize(&kind, key)),
         retry_after: retry_after(headers, json.as_ref(), SystemTime::now()),
     }
+}
+
+/// The error type of a Bedrock error answer: the `x-amzn-ErrorType` header
+/// (`ThrottlingException:http://internal.amazon.com/...`), else the body's `__type`
+/// (`com.amazon...#ValidationException`).
+pub(crate) fn bedrock_error_type(
+    headers: &reqwest::header::HeaderMap,
+    body: Option<&Value>,
+) -> Option<String> {
+    let from_header = headers
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(':').next().unwrap_or(v).trim().to_owned());
+    let from_body = || {
+        body.and_then(|b| b.get("__type"))
+            .and_then(Value::as_str)
+            .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned())
+    };
+    from_header.filter(|t| !t.is_empty()).or_else(from_body)
 }
 
 /// The message and type/code of a provider's error body:
@@ -316,7 +350,7 @@ pub(crate) fn error_text(format: ApiFormat, body: &Value) -> (Option<String>, Op
         .map(str::to_owned);
     let type_key = match format {
         ApiFormat::Gemini => "status",
-        ApiFormat::OpenAi | ApiFormat::Anthropic => "type",
+        ApiFormat::OpenAi | ApiFormat::Anthropic | ApiFormat::Bedrock => "type",
     };
     let error_type = error
         .and_then(|e| e.get(type_key).or_else(|| e.get("code")))

@@ -16,20 +16,28 @@
 //! 4. bill [`Completion::usage`], or the [`StreamEnd::usage`] of the stream's last item.
 
 mod anthropic;
+mod aws_credentials;
+mod bedrock;
 mod call;
 mod client;
 mod embeddings;
 mod error;
+mod eventstream;
 mod gemini;
 mod openai;
 mod openai_responses;
 mod request;
 mod response;
+mod sigv4;
 pub mod sse;
 mod stream;
 mod translate;
 
 pub use anthropic::FALLBACK_MAX_TOKENS as ANTHROPIC_FALLBACK_MAX_TOKENS;
+pub use aws_credentials::{AwsCredentialSource, AwsCredentials, AwsCredentialsError};
+pub use bedrock::{
+    converse_path as bedrock_converse_path, signing_region as bedrock_signing_region,
+};
 pub use call::UpstreamTarget;
 pub use client::{Completion, ProviderClient, Timeouts};
 pub use embeddings::{

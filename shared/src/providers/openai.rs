@@ -224,6 +224,7 @@ mod tests {
             auto_cache_control: false,
             traceparent: None,
             responses_api: false,
+            account_tag: None,
         }
     }
 

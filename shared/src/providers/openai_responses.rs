@@ -702,6 +702,7 @@ mod tests {
             auto_cache_control: false,
             traceparent: None,
             responses_api: true,
+            account_tag: None,
         }
     }
 

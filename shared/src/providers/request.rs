@@ -612,6 +612,7 @@ impl ChatRequest {
                     ApiFormat::Anthropic => "an Anthropic-format provider",
                     ApiFormat::Gemini => "a Gemini-format provider",
                     ApiFormat::OpenAi => "an OpenAI-format provider",
+                    ApiFormat::Bedrock => "a Bedrock provider",
                 };
                 Err(ProviderError::Unsupported {
                     format: target.api_format,

@@ -12,8 +12,39 @@ use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
 use super::error::{ProviderError, TimeoutPhase};
+use super::eventstream::EventStreamDecoder;
 use super::response::{ChatCompletionChunk, FinishReason, Usage};
 use super::sse::{SseEvent, SseParser};
+
+/// How an upstream frames its stream: Server-Sent Events, or (Bedrock) the AWS
+/// event-stream binary framing, whose messages reach the decoders as events too
+/// ([`super::eventstream::Message::into_event`]).
+pub(crate) enum Framing {
+    Sse(SseParser),
+    EventStream(EventStreamDecoder),
+}
+
+impl Framing {
+    fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, ProviderError> {
+        match self {
+            Framing::Sse(parser) => parser.push(bytes),
+            Framing::EventStream(decoder) => Ok(decoder
+                .push(bytes)?
+                .into_iter()
+                .map(|message| message.into_event())
+                .collect()),
+        }
+    }
+
+    /// The end of the body: a last SSE event, or an error when it came inside a binary
+    /// message.
+    fn finish(&mut self) -> Result<Option<SseEvent>, ProviderError> {
+        match self {
+            Framing::Sse(parser) => Ok(parser.finish()),
+            Framing::EventStream(decoder) => decoder.finish().map(|()| None),
+        }
+    }
+}
 
 /// One item of a [`ChunkStream`].
 #[derive(Debug)]
@@ -140,7 +171,7 @@ enum Phase {
 /// away) reads what to bill from [`ChunkStream::usage_so_far`].
 pub struct ChunkStream {
     body: ByteStream,
-    parser: SseParser,
+    parser: Framing,
     decoder: Box<dyn EventDecoder>,
     tally: StreamTally,
     queue: VecDeque<ChatCompletionChunk>,
@@ -164,13 +195,14 @@ impl std::fmt::Debug for ChunkStream {
 impl ChunkStream {
     pub(crate) fn new(
         body: ByteStream,
+        framing: Framing,
         decoder: Box<dyn EventDecoder>,
         prompt_estimate: u64,
         idle_timeout: Duration,
     ) -> ChunkStream {
         ChunkStream {
             body,
-            parser: SseParser::new(),
+            parser: framing,
             decoder,
             tally: StreamTally::new(prompt_estimate),
             queue: VecDeque::new(),
@@ -223,9 +255,16 @@ impl ChunkStream {
     }
 
     fn finish_body(&mut self) {
-        if let Some(event) = self.parser.finish() {
-            self.ingest(vec![event]);
-            if !matches!(self.phase, Phase::Reading) {
+        match self.parser.finish() {
+            Ok(Some(event)) => {
+                self.ingest(vec![event]);
+                if !matches!(self.phase, Phase::Reading) {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                self.end(Some(error));
                 return;
             }
         }

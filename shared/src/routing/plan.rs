@@ -371,8 +371,11 @@ impl Filtering<'_> {
                 },
             )?;
         }
+        // A provider signed with the platform's AWS credentials (Bedrock) takes no user key.
         let has_byok_key = |d: &Draft| {
-            d.provider.is_byok_supported && request.byok_providers.contains(&d.provider.id)
+            d.provider.is_byok_supported
+                && d.provider.auth_type != AuthType::AwsSigv4
+                && request.byok_providers.contains(&d.provider.id)
         };
         self.keep(
             RoutingFilter::RequiresByok,
@@ -390,7 +393,7 @@ impl Filtering<'_> {
                 has_byok_key(d)
                     || (d.provider.is_system_provider
                         && (context.has_system_key)(&d.provider.provider_slug))
-                    || d.provider.auth_type == AuthType::None
+                    || matches!(d.provider.auth_type, AuthType::None | AuthType::AwsSigv4)
             },
             |d| {
                 format!(
@@ -596,7 +599,7 @@ type GroupKey = (bool, i32, bool, i32, bool, bool);
 /// 1,024 on Flash and 2,048 on Pro models: the larger is used).
 pub fn min_cacheable_prompt_tokens(api_format: ApiFormat) -> u32 {
     match api_format {
-        ApiFormat::OpenAi | ApiFormat::Anthropic => 1_024,
+        ApiFormat::OpenAi | ApiFormat::Anthropic | ApiFormat::Bedrock => 1_024,
         ApiFormat::Gemini => 2_048,
     }
 }

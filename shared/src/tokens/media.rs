@@ -316,8 +316,9 @@ fn image_tokens(biller: MediaBiller<'_>, size: Option<(u32, u32)>, detail: Detai
             let (w, h) = fit(w, h, 1_568, 1_200_000);
             (w * h).div_ceil(750).min(STANDARD_IMAGE_TOKENS)
         }),
+        // Bedrock: Claude's formula, the largest of its models' image costs.
         MediaBiller::Model {
-            format: ApiFormat::Anthropic,
+            format: ApiFormat::Anthropic | ApiFormat::Bedrock,
             ..
         } => size.map_or(ANTHROPIC_IMAGE_MAX, |(w, h)| {
             let (w, h) = fit(w, h, 2_576, 3_750_000);

@@ -59,6 +59,7 @@ pub fn model_for(format: ApiFormat) -> &'static str {
         ApiFormat::OpenAi => "gpt-4o-mini",
         ApiFormat::Anthropic => "claude-sonnet-4-5",
         ApiFormat::Gemini => "gemini-2.0-flash",
+        ApiFormat::Bedrock => "amazon.nova-pro-v1:0",
     }
 }
 
@@ -67,6 +68,7 @@ pub fn target(format: ApiFormat, fake: &FakeUpstream) -> UpstreamTarget {
         ApiFormat::OpenAi => (fake.openai_base_url(), AuthType::Bearer),
         ApiFormat::Anthropic => (fake.anthropic_base_url(), AuthType::XApiKey),
         ApiFormat::Gemini => (fake.gemini_base_url(), AuthType::XGoogApiKey),
+        ApiFormat::Bedrock => (fake.bedrock_base_url(), AuthType::AwsSigv4),
     };
     UpstreamTarget {
         api_format: format,
@@ -81,6 +83,7 @@ pub fn target(format: ApiFormat, fake: &FakeUpstream) -> UpstreamTarget {
         auto_cache_control: false,
         traceparent: None,
         responses_api: false,
+        account_tag: None,
     }
 }
 
@@ -222,6 +225,7 @@ pub fn assert_auth(format: ApiFormat, recorded: &RecordedRequest) {
             assert_eq!(recorded.header("authorization"), None);
             assert_eq!(recorded.query_param("key"), None);
         }
+        ApiFormat::Bedrock => unreachable!("signed, not keyed: tests/tests/providers_bedrock.rs"),
     }
     assert!(!recorded.path.contains(KEY));
     assert!(!recorded.query.as_deref().unwrap_or_default().contains(KEY));

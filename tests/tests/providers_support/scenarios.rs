@@ -33,6 +33,10 @@ fn expected_path(format: ApiFormat, stream: bool) -> String {
             "/v1beta/models/gemini-2.0-flash:streamGenerateContent".to_owned()
         }
         ApiFormat::Gemini => "/v1beta/models/gemini-2.0-flash:generateContent".to_owned(),
+        ApiFormat::Bedrock if stream => {
+            "/bedrock/model/amazon.nova-pro-v1%3A0/converse-stream".to_owned()
+        }
+        ApiFormat::Bedrock => "/bedrock/model/amazon.nova-pro-v1%3A0/converse".to_owned(),
     }
 }
 
@@ -159,6 +163,7 @@ pub async fn streamed_tool_call_fixture(format: ApiFormat, expected_usage: Usage
         }
         ApiFormat::Anthropic => assert_eq!(recorded.body["stream"], true),
         ApiFormat::Gemini => assert_eq!(recorded.query.as_deref(), Some("alt=sse")),
+        ApiFormat::Bedrock => {}
     }
 
     let chunks_json = serde_json::to_value(&chunks).unwrap();
@@ -544,6 +549,7 @@ pub async fn auth_failure_never_leaks_the_key(format: ApiFormat) {
             json!({"error": {"code": 400, "message": echo, "status": "INVALID_ARGUMENT",
                                                "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "metadata": {"key": KEY}}]}})
         }
+        ApiFormat::Bedrock => unreachable!("no stored key: tests/tests/providers_bedrock.rs"),
     };
     for status in [401, 403] {
         fake.push(Step::status_with_body(status, body.clone()));
