@@ -120,6 +120,7 @@ impl Gateway {
                 flush_delay: std::time::Duration::from_millis(20),
                 hold_ttl: state.config.ledger.hold_ttl,
                 idle: state.config.ledger.grant_idle,
+                max_queued: switchboard_core::ledger::MAX_QUEUED,
             };
             let (granted, book) = state.with_grants(settings);
             state = granted;

@@ -3,7 +3,8 @@
 //! and charged exactly once per answer by the batches; exactly K of N with one and with two
 //! instances on one account; an idle instance's grant recalled by another instance that
 //! needs the money (granted and per-request); a batch that cannot be written kept in the
-//! spool and charged from it once.
+//! spool and charged from it once; a load that outruns the database never leaves more than
+//! the queue's limit (and the batch being written) of delivered answers uncharged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -51,10 +52,15 @@ fn exact_request() -> Value {
 
 /// A second instance on the same database: its own grants (and writer).
 fn second_instance(gw: &Gateway) -> (Router, Arc<GrantBook>) {
+    second_instance_with(gw, switchboard_core::ledger::MAX_QUEUED)
+}
+
+fn second_instance_with(gw: &Gateway, max_queued: usize) -> (Router, Arc<GrantBook>) {
     let settings = GrantSettings {
         flush_delay: Duration::from_millis(20),
         hold_ttl: gw.state.config.ledger.hold_ttl,
         idle: gw.state.config.ledger.grant_idle,
+        max_queued,
     };
     let base = AppState::new((*gw.state.config).clone(), gw.state.pool.clone());
     let mut base = base;
@@ -308,6 +314,7 @@ async fn a_batch_that_cannot_be_written_is_kept_in_the_spool_and_charged_once() 
         flush_delay: Duration::from_millis(20),
         hold_ttl: gw.state.config.ledger.hold_ttl,
         idle: gw.state.config.ledger.grant_idle,
+        max_queued: switchboard_core::ledger::MAX_QUEUED,
     };
     let (state, book) = gw
         .state
@@ -403,4 +410,104 @@ async fn a_batch_that_cannot_be_written_is_kept_in_the_spool_and_charged_once() 
     assert_eq!(report.balance, report.sum_of_entries, "{report:?}");
     assert_eq!(report.balance, Decimal::from(10) - Decimal::new(15, 3));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every capture statement takes 0.3 s longer (a trigger sleeps in it) while 32 clients
+/// send as fast as they can: answers delivered and not yet charged stay
+/// within the queue's limit plus the batch being written, the clients wait instead (what a
+/// crash could lose stays bounded), and every answer is charged once in the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_outruns_the_database_waits_instead_of_piling_up_uncharged_answers() {
+    const LIMIT: usize = 4;
+    const CLIENTS: i64 = 32;
+    let gw = with_grants().await;
+    exact_model(&gw).await;
+    let key = gw.user("outrun", "enterprise", "100").await;
+    gw.db
+        .connect()
+        .await
+        .execute(
+            "UPDATE llm_providers SET rate_limit_rpm = NULL, rate_limit_tpm = NULL
+             WHERE provider_slug = 'openai'",
+            &[],
+        )
+        .await
+        .unwrap();
+    gw.state.catalog.invalidate();
+    let (app, book) = second_instance_with(&gw, LIMIT);
+    let client = gw.db.connect().await;
+    client
+        .batch_execute(
+            "CREATE FUNCTION slow_captures() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
+             CREATE TRIGGER slow_captures AFTER INSERT ON ledger_entries
+             FOR EACH STATEMENT EXECUTE FUNCTION slow_captures();",
+        )
+        .await
+        .unwrap();
+
+    let delivered = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let (app, key, delivered, running) =
+            (app.clone(), key.clone(), delivered.clone(), running.clone());
+        clients.push(tokio::spawn(async move {
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                let request = chat_request(&key, &exact_request(), &[]);
+                let response = app.clone().oneshot(request).await.unwrap();
+                let ok = response.status() == 200;
+                let _ = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+                if ok {
+                    delivered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    // Delivered first, charged after: a gap read this way is never smaller than it was.
+    let mut widest = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let before = delivered.load(std::sync::atomic::Ordering::SeqCst);
+        let written: i64 = client
+            .query_one(
+                "SELECT count(*) FROM ledger_entries WHERE user_id = 'outrun' AND kind = 'capture'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        widest = widest.max(before - written);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let total = delivered.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("{total} answers delivered; at most {widest} of them uncharged at once");
+    assert!(total > LIMIT as i64 * 2, "too little load: {total}");
+    // The limit; the batch being written, which took at most the queue as it stood (the
+    // limit and one capture per waiting client); and the answers on their way out while
+    // the count was read, at most one per client. Without the wait: 420 of 1,255.
+    assert!(
+        widest <= LIMIT as i64 + (LIMIT as i64 + CLIENTS) + CLIENTS,
+        "{widest} answers delivered and uncharged at once (limit {LIMIT})"
+    );
+
+    client
+        .batch_execute("DROP TRIGGER slow_captures ON ledger_entries")
+        .await
+        .unwrap();
+    flush(&[&book]).await;
+    let captures: i64 = scalar(
+        &gw,
+        "SELECT count(*) FROM ledger_entries WHERE user_id = 'outrun' AND kind = 'capture'",
+    )
+    .await;
+    assert_eq!(captures, total, "every answer charged once");
+    let report = switchboard_core::ledger::check_invariants(&client, "outrun")
+        .await
+        .unwrap();
+    assert_eq!(report.balance, report.sum_of_entries, "{report:?}");
 }

@@ -183,6 +183,7 @@ async fn serve_on(config: Config, url: &Secret) -> Result<(), ServeError> {
             flush_delay: config.ledger.flush_delay,
             hold_ttl: config.ledger.hold_ttl,
             idle: config.ledger.grant_idle,
+            max_queued: switchboard_core::ledger::MAX_QUEUED,
         });
     let mut state = AppState::new(config, pool)
         .with_key_services(key_services)

@@ -287,6 +287,7 @@ impl Hold {
             // Written by the next batch, within the flush delay; the balance is this
             // instance's estimate.
             let balance = book.capture(&ticket, item);
+            book.room().await;
             return Settled::Captured { balance };
         }
         let outcome = retry(&self.ledger_id, "capture", || async {

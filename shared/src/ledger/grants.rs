@@ -23,7 +23,8 @@
 //!   expires like any other (`SWITCHBOARD_HOLD_TTL_SECS`, refreshed by each extension), so a
 //!   crashed instance's grants free themselves.
 //! - **What a crash can lose**: the captures queued and not yet written (at most one
-//!   `flush_delay` of them, plus a batch in flight). Never an overspend: every admitted
+//!   `flush_delay` of them, plus a batch in flight, and never more than [`MAX_QUEUED`]:
+//!   past it answers wait for their batch). Never an overspend: every admitted
 //!   request's worst case was inside a grant held in the database. Never a double charge:
 //!   captures are idempotent by ledger id.
 //! - **A batch that cannot be written** is retried every flush; after the settlement
@@ -64,6 +65,11 @@ pub const RECALL_WAIT: Duration = Duration::from_secs(1);
 pub const RECALL_POLL: Duration = Duration::from_millis(100);
 /// The most captures one batch carries.
 const MAX_BATCH: usize = 256;
+/// Answers whose captures are queued and not yet written, at most: past this an answer
+/// waits for the batches to catch up (backpressure) before it is delivered, so a crash
+/// never loses more than this plus the batch being written, however far the load outruns
+/// the database.
+pub const MAX_QUEUED: usize = 4 * MAX_BATCH;
 /// A batch that could not be written for this long goes to the pending charges.
 const FLUSH_BUDGET: Duration = Duration::from_secs(4);
 /// Rate-limit shares: the part of a limit one refill takes.
@@ -79,6 +85,8 @@ pub struct GrantSettings {
     pub hold_ttl: Duration,
     /// An unused grant is returned after this.
     pub idle: Duration,
+    /// Captures queued at most before answers wait for them ([`MAX_QUEUED`]).
+    pub max_queued: usize,
 }
 
 /// One account's grant in this instance.
@@ -183,6 +191,8 @@ pub struct GrantBook {
     share_refill: tokio::sync::Mutex<()>,
     queue: Mutex<Vec<Queued>>,
     wake: Notify,
+    /// Told after every batch (written, put back or kept): answers waiting for room.
+    drained: Notify,
     pending: Option<Arc<dyn PendingCharges>>,
     /// Extensions and batches one at a time: an extension reads what this instance keeps in
     /// flight and unwritten, which a batch in progress would make stale.
@@ -220,6 +230,7 @@ impl GrantBook {
             share_refill: tokio::sync::Mutex::new(()),
             queue: Mutex::new(Vec::new()),
             wake: Notify::new(),
+            drained: Notify::new(),
             pending,
             writes: tokio::sync::Mutex::new(()),
         }
@@ -467,6 +478,26 @@ impl GrantBook {
         balance
     }
 
+    /// Waits while more than `max_queued` captures are waiting for their batch (the load
+    /// outruns the database): an answer is delivered only once its capture is among the
+    /// last `max_queued`. Bounded by the settlement budget, after which a batch that cannot
+    /// be written goes to the pending charges anyway.
+    pub async fn room(&self) {
+        let deadline = tokio::time::Instant::now() + FLUSH_BUDGET + Duration::from_secs(1);
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.queued() <= self.settings.max_queued {
+                return;
+            }
+            self.wake.notify_one();
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// A request's slot in a rate-limit window (`bucket`, `rpm` requests and `tpm` tokens a
     /// minute; `tokens` this request's): from this instance's share, refilled from the
     /// shared window when spent.
@@ -623,6 +654,7 @@ impl GrantBook {
             self.flush().await;
         }
         self.keep_queued_as_pending().await;
+        self.drained.notify_waiters();
         self.return_all().await;
     }
 
@@ -644,6 +676,11 @@ impl GrantBook {
     /// Writes one batch. On failure the batch goes back to the front of the queue, unless
     /// it waited past the budget: then it is kept as pending charges.
     pub async fn flush(&self) {
+        self.flush_one().await;
+        self.drained.notify_waiters();
+    }
+
+    async fn flush_one(&self) {
         let _no_extension = self.writes.lock().await;
         let batch: Vec<Queued> = {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);

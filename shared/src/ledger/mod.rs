@@ -21,7 +21,8 @@ use crate::db::DbError;
 use crate::db::hot::HotClient;
 
 pub use grants::{
-    GrantBook, GrantSettings, GrantTicket, LimitReached, RECALL_POLL, RECALL_WAIT, recall_grants,
+    GrantBook, GrantSettings, GrantTicket, LimitReached, MAX_QUEUED, RECALL_POLL, RECALL_WAIT,
+    recall_grants,
 };
 pub use queue::SqsPendingCharges;
 pub use spool::{CaptureRecord, FileSpool, PendingCharge, PendingCharges, SpoolError};
