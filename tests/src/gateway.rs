@@ -142,13 +142,16 @@ impl Gateway {
     }
 
     /// Writes every queued granted capture now (a test reads the ledger afterwards).
+    /// Writes every granted capture queued so far. Each round calls `flush` before looking
+    /// at the queue: it waits for a batch the writer task has taken off the queue and is
+    /// still writing (an empty queue alone does not mean written).
     pub async fn flush_grants(&self) {
         if let Some(book) = &self.grants {
             for _ in 0..100 {
+                book.flush().await;
                 if book.queued() == 0 {
                     return;
                 }
-                book.flush().await;
             }
         }
     }

@@ -73,13 +73,16 @@ fn second_instance_with(gw: &Gateway, max_queued: usize) -> (Router, Arc<GrantBo
     (finish_router(switchboard_chat::router(state), limit), book)
 }
 
+/// Writes every granted capture queued so far in `books`. `flush` comes first in each
+/// round: it waits for a batch a writer task has taken off the queue and is still writing
+/// (an empty queue alone does not mean written: the check after it raced such a batch).
 async fn flush(books: &[&Arc<GrantBook>]) {
     for _ in 0..200 {
-        if books.iter().all(|b| b.queued() == 0) {
-            return;
-        }
         for book in books {
             book.flush().await;
+        }
+        if books.iter().all(|b| b.queued() == 0) {
+            return;
         }
     }
 }

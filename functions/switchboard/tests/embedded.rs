@@ -168,7 +168,7 @@ async fn serve_starts_reuses_and_stops_its_private_cluster() {
             counts.get::<_, i64>(1),
             counts.get::<_, i64>(2)
         ),
-        (7, 6, 9)
+        (8, 11, 9)
     );
     db.batch_execute("INSERT INTO accounts (user_id, tier) VALUES ('marker-user', 'starter')")
         .await

@@ -103,9 +103,10 @@ async fn start_serve_with(db: &TestDb, wrapper: &[&str], env: &[(&str, &str)]) -
         .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
         .env("SWITCHBOARD_DATA_DIR", &data_dir)
         .env("SWITCHBOARD_ALLOW_PRIVATE_UPSTREAMS", "1")
-        // One pooled database connection, opened before the descriptors run out, so the
-        // ledger keeps working while no new socket can be made.
-        .env("SWITCHBOARD_DB_POOL_SIZE", "1")
+        // Two pooled database connections, opened before the descriptors run out, so the
+        // ledger and a health-check run (its lock on one, its work on the other) keep
+        // working while no new socket can be made.
+        .env("SWITCHBOARD_DB_POOL_SIZE", "2")
         // One counted failure would open a breaker: the old code did at once.
         .env("SWITCHBOARD_BREAKER_THRESHOLD", "1")
         .env("SWITCHBOARD_HEALTH_DOWN_STRIKES", "1")
@@ -396,14 +397,45 @@ impl Exhausted {
         let key = user_key(&db, "fd-user", "enterprise", "user").await;
         let admin = user_key(&db, "fd-admin", "enterprise", "admin").await;
         let server = start_serve(&db).await;
-        let before = provider_rows(&db).await;
-        assert_eq!(before.len(), PROVIDERS.len());
         // One keep-alive connection, accepted before the descriptors run out, as a request
-        // already accepted would be when the process hits its limit. /healthz also opens
-        // the one pooled database connection.
+        // already accepted would be when the process hits its limit. /healthz opens a
+        // pooled database connection, and a health-check run the second one (a run holds its
+        // lock on one and works on the other), as a server that has been running has. The
+        // providers are off for that run: nothing is probed, so no keep-alive connection to
+        // the upstream is left for the requests made once the descriptors are gone.
         let mut connection = Connection::open(server.port).await;
         let healthz = connection.request("GET", "/healthz", &[], None).await;
         assert_eq!(healthz.status, 200, "{}", healthz.body);
+        let sql = db.connect().await;
+        let active: Vec<i32> = sql
+            .query(
+                "UPDATE llm_providers SET is_active = false WHERE is_active RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let authorization = format!("Bearer {admin}");
+        let run = connection
+            .request(
+                "POST",
+                "/admin/health-check",
+                &[("authorization", &authorization)],
+                None,
+            )
+            .await;
+        assert_eq!(run.status, 200, "{}", run.body);
+        assert_eq!(run.json()["providers"], json!([]), "{}", run.body);
+        sql.execute(
+            "UPDATE llm_providers SET is_active = true WHERE id = ANY($1)",
+            &[&active],
+        )
+        .await
+        .unwrap();
+        let before = provider_rows(&db).await;
+        assert_eq!(before.len(), PROVIDERS.len());
         let client = reqwest::Client::new();
         let mut exhausted = Exhausted {
             db,

@@ -9,10 +9,9 @@
 //!
 //! A run:
 //! 1. takes a transaction-level advisory lock (`pg_try_advisory_xact_lock`) in a
-//!    transaction held open for the whole run on a connection of its own (taken out of the
-//!    pool, closed after the run); when another run holds it, returns at once with
-//!    `skipped: true`, so overlapping runs never count a strike twice. The work itself runs
-//!    on a second, pooled connection. Transaction-scoped, the lock does not pin the session
+//!    transaction held open for the whole run on a pooled connection; when another run
+//!    holds it, returns at once with `skipped: true`, so overlapping runs never count a
+//!    strike twice. The work itself runs on a second pooled connection. Transaction-scoped, the lock does not pin the session
 //!    behind RDS Proxy (a session-level lock would, for the connection's whole life);
 //! 2. lists the providers to probe: active ones and those the monitor itself disabled
 //!    (`disabled_reason = 'health'`), so they can recover. Providers an admin disabled are
@@ -76,13 +75,22 @@ pub async fn run(state: &HealthServices, trigger: Trigger) -> Result<HealthRunSu
     let started = Instant::now();
     let mut summary = HealthRunSummary::new(Uuid::new_v4(), trigger);
     crate::metrics::record_health_run();
-    // The run lock lives in a transaction kept open until the run ends, on a connection
-    // taken out of the pool: should the run be cancelled (serve shutting down), dropping
-    // the connection closes it and the lock goes with it.
+    // The run lock lives in a transaction kept open until the run ends, on a pooled
+    // connection that goes back to the pool afterwards (a run makes no new connection when
+    // the pool has two: out of file descriptors it still runs). Should the run be cancelled
+    // (serve shutting down), dropping the transaction sends its ROLLBACK ahead of anything
+    // the connection's next user sends, and the lock goes with it. A pool of one cannot lend
+    // two: there the lock's connection is taken out of it (and closed after the run), so the
+    // work can open another.
     let pooled = state.pool.get().await.map_err(DbError::from)?;
-    let mut lock_client = deadpool_postgres::Object::take(pooled);
+    let (mut kept, mut taken) = (None, None);
+    let lock_client: &mut tokio_postgres::Client = if state.pool.status().max_size < 2 {
+        &mut *taken.insert(deadpool_postgres::Object::take(pooled))
+    } else {
+        &mut **kept.insert(pooled)
+    };
     let lock = lock_client.transaction().await?;
-    let Some(run_started_at) = store::try_lock_run(&*lock).await? else {
+    let Some(run_started_at) = store::try_lock_run(&lock).await? else {
         drop(lock);
         summary.skipped = true;
         summary.duration_ms = elapsed_ms(started);
@@ -103,12 +111,11 @@ pub async fn run(state: &HealthServices, trigger: Trigger) -> Result<HealthRunSu
         }
         Err(error) => Err(DbError::from(error)),
     };
-    // Ended explicitly so that a run right after this one finds the lock free (closing
-    // the connection releases it too, a moment later).
+    // Ended explicitly so that a run right after this one finds the lock free.
     if let Err(error) = lock.commit().await {
-        tracing::warn!(error = %error, "health check: could not end the run lock's transaction; closing its connection releases it");
+        tracing::warn!(error = %error, "health check: could not end the run lock's transaction");
     }
-    drop(lock_client);
+    drop((kept, taken));
     if catalog_changed {
         state.catalog.invalidate();
     }
