@@ -83,11 +83,14 @@ pub async fn run(state: &HealthServices, trigger: Trigger) -> Result<HealthRunSu
     // two: there the lock's connection is taken out of it (and closed after the run), so the
     // work can open another.
     let pooled = state.pool.get().await.map_err(DbError::from)?;
-    let (mut kept, mut taken) = (None, None);
+    let (mut kept, mut taken): (
+        Option<deadpool_postgres::Object>,
+        Option<deadpool_postgres::ClientWrapper>,
+    ) = (None, None);
     let lock_client: &mut tokio_postgres::Client = if state.pool.status().max_size < 2 {
-        &mut *taken.insert(deadpool_postgres::Object::take(pooled))
+        taken.insert(deadpool_postgres::Object::take(pooled))
     } else {
-        &mut **kept.insert(pooled)
+        kept.insert(pooled)
     };
     let lock = lock_client.transaction().await?;
     let Some(run_started_at) = store::try_lock_run(&lock).await? else {
