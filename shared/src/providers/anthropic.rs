@@ -213,23 +213,17 @@ fn text_block(text: &str, part: Option<&ContentPart>) -> Value {
 /// Text-only content (system, developer) as text blocks; empty texts dropped, since
 /// Anthropic refuses empty text blocks.
 fn text_blocks(message: &Message, i: usize) -> Result<Vec<Value>, ProviderError> {
-    let mut blocks = Vec::new();
-    match &message.content {
-        Some(MessageContent::Text(text)) if !text.is_empty() => blocks.push(text_block(text, None)),
-        Some(MessageContent::Parts(parts)) => {
-            for (j, part) in parts.iter().enumerate() {
-                match (part.kind.as_str(), part.text.as_deref()) {
-                    ("text" | "refusal", Some(text)) if !text.is_empty() => {
-                        blocks.push(text_block(text, Some(part)));
-                    }
-                    ("text" | "refusal", _) => {}
-                    (other, _) => return Err(unsupported_part(i, j, other)),
-                }
-            }
-        }
-        _ => {}
-    }
-    Ok(blocks)
+    let Some(content) = &message.content else {
+        return Ok(Vec::new());
+    };
+    let pieces = content
+        .text_pieces()
+        .map_err(|(j, kind)| unsupported_part(i, j, kind))?;
+    Ok(pieces
+        .into_iter()
+        .filter(|(text, _)| !text.is_empty())
+        .map(|(text, part)| text_block(text, part))
+        .collect())
 }
 
 fn user_blocks(message: &Message, i: usize) -> Result<Vec<Value>, ProviderError> {

@@ -162,25 +162,17 @@ fn convert_messages(request: &ChatRequest) -> Result<(Vec<Value>, Vec<Value>), P
 
 /// Text content as `{"text"}` blocks; Bedrock refuses blank ones, so they are dropped.
 fn text_blocks(message: &Message, i: usize) -> Result<Vec<Value>, ProviderError> {
-    let mut blocks = Vec::new();
-    match &message.content {
-        Some(MessageContent::Text(text)) if !text.trim().is_empty() => {
-            blocks.push(json!({"text": text}));
-        }
-        Some(MessageContent::Parts(parts)) => {
-            for (j, part) in parts.iter().enumerate() {
-                match (part.kind.as_str(), part.text.as_deref()) {
-                    ("text" | "refusal", Some(text)) if !text.trim().is_empty() => {
-                        blocks.push(json!({"text": text}));
-                    }
-                    ("text" | "refusal", _) => {}
-                    (other, _) => return Err(unsupported_part(i, j, other)),
-                }
-            }
-        }
-        _ => {}
-    }
-    Ok(blocks)
+    let Some(content) = &message.content else {
+        return Ok(Vec::new());
+    };
+    let pieces = content
+        .text_pieces()
+        .map_err(|(j, kind)| unsupported_part(i, j, kind))?;
+    Ok(pieces
+        .into_iter()
+        .filter(|(text, _)| !text.trim().is_empty())
+        .map(|(text, _)| json!({"text": text}))
+        .collect())
 }
 
 fn user_blocks(message: &Message, i: usize) -> Result<Vec<Value>, ProviderError> {

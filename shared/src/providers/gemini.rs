@@ -137,23 +137,17 @@ fn convert_messages(request: &ChatRequest) -> Result<(Option<Value>, Vec<Value>)
 }
 
 fn text_parts(message: &Message, i: usize) -> Result<Vec<Value>, ProviderError> {
-    let mut parts = Vec::new();
-    match &message.content {
-        Some(MessageContent::Text(text)) if !text.is_empty() => parts.push(json!({"text": text})),
-        Some(MessageContent::Parts(content)) => {
-            for (j, part) in content.iter().enumerate() {
-                match (part.kind.as_str(), part.text.as_deref()) {
-                    ("text" | "refusal", Some(text)) if !text.is_empty() => {
-                        parts.push(json!({"text": text}));
-                    }
-                    ("text" | "refusal", _) => {}
-                    (other, _) => return Err(unsupported_part(i, j, other)),
-                }
-            }
-        }
-        _ => {}
-    }
-    Ok(parts)
+    let Some(content) = &message.content else {
+        return Ok(Vec::new());
+    };
+    let pieces = content
+        .text_pieces()
+        .map_err(|(j, kind)| unsupported_part(i, j, kind))?;
+    Ok(pieces
+        .into_iter()
+        .filter(|(text, _)| !text.is_empty())
+        .map(|(text, _)| json!({"text": text}))
+        .collect())
 }
 
 fn user_parts(message: &Message, i: usize) -> Result<Vec<Value>, ProviderError> {

@@ -174,6 +174,9 @@ impl Message {
     }
 }
 
+/// A piece of text-only content and the part it came from ([`MessageContent::text_pieces`]).
+pub type TextPiece<'a> = (&'a str, Option<&'a ContentPart>);
+
 /// `content`: a string or an array of typed parts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -192,6 +195,27 @@ impl MessageContent {
                 .filter_map(|part| part.text.as_deref())
                 .collect::<Vec<_>>()
                 .join(separator),
+        }
+    }
+
+    /// The text of text-only content (system, developer), in order, with the part it came
+    /// from: the string itself, or each `text` / `refusal` part (those without text skipped).
+    /// `Err((j, type))` names the first part of another type, which the caller refuses in
+    /// its own format.
+    pub fn text_pieces(&self) -> Result<Vec<TextPiece<'_>>, (usize, &str)> {
+        match self {
+            MessageContent::Text(text) => Ok(vec![(text.as_str(), None)]),
+            MessageContent::Parts(parts) => {
+                let mut pieces = Vec::with_capacity(parts.len());
+                for (j, part) in parts.iter().enumerate() {
+                    match (part.kind.as_str(), part.text.as_deref()) {
+                        ("text" | "refusal", Some(text)) => pieces.push((text, Some(part))),
+                        ("text" | "refusal", None) => {}
+                        (other, _) => return Err((j, other)),
+                    }
+                }
+                Ok(pieces)
+            }
         }
     }
 
