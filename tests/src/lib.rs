@@ -10,6 +10,7 @@ pub mod fake_upstream;
 pub mod fake_webhook;
 pub mod gateway;
 pub mod lambda_events;
+pub mod log_capture;
 pub mod moto;
 pub mod test_db;
 

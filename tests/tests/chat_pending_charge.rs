@@ -4,37 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use switchboard_tests::fake_upstream::{Reply, Step};
 use switchboard_tests::gateway::Gateway;
-
-/// A `MakeWriter` appending every log line to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
+use switchboard_tests::log_capture::Captured;
 
 #[tokio::test]
 async fn a_capture_that_keeps_failing_keeps_the_hold_and_logs_the_pending_charge() {

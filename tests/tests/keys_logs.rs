@@ -6,37 +6,13 @@
 
 mod keys_common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 use keys_common::*;
 use serde_json::json;
 use switchboard_core::keys::byok;
 use switchboard_tests::fake_upstream::Step;
-
-/// A `MakeWriter` appending every log line to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
+use switchboard_tests::log_capture::Captured;
 
 #[tokio::test]
 async fn logs_never_contain_a_stored_key() {
