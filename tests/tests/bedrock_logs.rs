@@ -7,7 +7,6 @@
 
 mod bedrock_common;
 
-
 use bedrock_common::*;
 use http::StatusCode;
 use switchboard_core::health::{self, Trigger};

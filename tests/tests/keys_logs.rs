@@ -6,7 +6,6 @@
 
 mod keys_common;
 
-
 use http::StatusCode;
 use keys_common::*;
 use serde_json::json;
